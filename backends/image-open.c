@@ -1,0 +1,170 @@
+/* image-open.c — URL dispatch, format detection, name resolution.
+ * See image-open.h. */
+#include "image-open.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "protocols.h"
+#include "qcow2.h"
+
+static bool has_prefix(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
+int image_open_protocol(struct loop *loop, const char *url,
+                        const struct image_open_opts *opts,
+                        struct image **out, struct errmsg *err)
+{
+    *out = NULL;
+    if (!url || !*url) {
+        errmsg_set(err, "empty image name");
+        return -EINVAL;
+    }
+    if (has_prefix(url, "nfs://"))
+        return nfs_image_open(loop, url, opts, out, err);
+    if (has_prefix(url, "iscsi://"))
+        return iscsi_image_open(loop, url, opts, out, err);
+    if (strcmp(url, "null:") == 0 || has_prefix(url, "null:"))
+        return null_image_open(loop, url, opts, out, err);
+    if (has_prefix(url, "zero:"))
+        return zero_image_open(loop, url, opts, out, err);
+    const char *colon = strstr(url, "://");
+    if (colon) {
+        errmsg_set(err, "%s: unsupported URL scheme '%.*s' (use nfs://, "
+                   "iscsi://, null:, zero:SIZE or a local path)",
+                   url, (int)(colon - url), url);
+        return -EINVAL;
+    }
+    return file_image_open(loop, url, opts, out, err);
+}
+
+/* Read the first bytes of `img` to decide its format. */
+static int detect_format(struct image *img, enum image_format *fmt,
+                         struct errmsg *err)
+{
+    *fmt = IMAGE_FORMAT_RAW;
+    if (img->size < 4)
+        return 0;
+    uint32_t bs = img->block_size ? img->block_size : 1;
+    size_t len = bs < 512 ? 512 : bs;
+    if (len > img->size)
+        len = bs == 1 ? (size_t)img->size : 0;
+    if (len == 0)
+        return 0;
+    uint8_t *buf = aligned_alloc(4096, (len + 4095) / 4096 * 4096);
+    if (!buf) {
+        errmsg_set(err, "%s: out of memory", img->name);
+        return -ENOMEM;
+    }
+    int r = image_read_sync(img, buf, 0, len);
+    if (r < 0) {
+        errmsg_set(err, "%s: reading header at offset 0: %s%s%s", img->name,
+                   strerror(-r), img->last_error.text[0] ? ": " : "",
+                   img->last_error.text);
+    } else if (qcow2_probe(buf, len)) {
+        *fmt = IMAGE_FORMAT_QCOW2;
+    }
+    free(buf);
+    return r < 0 ? r : 0;
+}
+
+int image_open(struct loop *loop, const char *url,
+               const struct image_open_opts *opts, struct image **out,
+               struct errmsg *err)
+{
+    struct image_open_opts o = *opts;
+    enum image_format fmt = opts->format;
+    bool create_qcow2 = opts->create && fmt == IMAGE_FORMAT_QCOW2;
+    if (create_qcow2) {
+        o.create_size = 0;      /* the qcow2 layer grows the file */
+        o.growable = true;
+    }
+    struct image *proto;
+    int r = image_open_protocol(loop, url, &o, &proto, err);
+    if (r < 0)
+        return r;
+    if (create_qcow2)
+        return qcow2_create(proto, opts->create_size, opts, out, err);
+    if (fmt == IMAGE_FORMAT_AUTO && !opts->create) {
+        r = detect_format(proto, &fmt, err);
+        if (r < 0) {
+            image_close(proto);
+            return r;
+        }
+    }
+    if (fmt == IMAGE_FORMAT_QCOW2)
+        return qcow2_open(proto, opts, out, err);
+    *out = proto;
+    return 0;
+}
+
+char *image_resolve_relative(const char *base, const char *name)
+{
+    if (name[0] == '/' || strstr(name, "://") || has_prefix(name, "null:") ||
+        has_prefix(name, "zero:")) {
+        /* URLs stay as they are.  An absolute path named by an nfs://
+         * image is taken on the same server (export paths are absolute
+         * on the server too); for local images it is a local path. */
+        if (name[0] == '/' && has_prefix(base, "nfs://")) {
+            const char *host = base + strlen("nfs://");
+            const char *slash = strchr(host, '/');
+            const char *query = strchr(base, '?');
+            size_t hostlen = slash ? (size_t)(slash - base) : strlen(base);
+            char *s;
+            if (asprintf(&s, "%.*s%s%s", (int)hostlen, base, name,
+                         query ? query : "") < 0)
+                return NULL;
+            return s;
+        }
+        return strdup(name);
+    }
+    const char *query = has_prefix(base, "nfs://") ? strchr(base, '?') : NULL;
+    size_t baselen = query ? (size_t)(query - base) : strlen(base);
+    const char *last = memrchr(base, '/', baselen);
+    size_t dirlen = last ? (size_t)(last - base) + 1 : 0;
+    char *s;
+    if (asprintf(&s, "%.*s%s%s", (int)dirlen, base, name,
+                 query ? query : "") < 0)
+        return NULL;
+    return s;
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+    if (!s)
+        return -EINVAL;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!isdigit((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -EINVAL;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (shift && (*end == 'i' || *end == 'I'))
+        end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    while (isspace((unsigned char)*end))
+        end++;
+    if (*end)
+        return -EINVAL;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}

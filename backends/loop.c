@@ -1,0 +1,338 @@
+/* loop.c — epoll event loop with pollers, timers, deferred and posted calls.
+ * See loop.h for the contract. */
+#include "loop.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct call {
+    loop_fn fn;
+    void *opaque;
+};
+
+/* A growable FIFO of calls. */
+struct callq {
+    struct call *v;
+    size_t n, cap;
+};
+
+struct timer {
+    int64_t id;
+    uint64_t deadline;
+    loop_fn fn;
+    void *opaque;
+    struct timer *next;
+};
+
+struct loop {
+    int epfd;
+    int wakefd;
+    struct loop_poller *pollers;
+    struct timer *timers;       /* sorted by deadline */
+    int64_t next_timer_id;
+    struct callq deferred;      /* loop thread only */
+    pthread_mutex_t post_lock;
+    struct callq posted;        /* guarded by post_lock */
+    pthread_t thread;
+    bool running;
+    volatile bool stop;
+};
+
+uint64_t loop_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int callq_push(struct callq *q, loop_fn fn, void *opaque)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        struct call *v = realloc(q->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        q->v = v;
+        q->cap = cap;
+    }
+    q->v[q->n++] = (struct call){ fn, opaque };
+    return 0;
+}
+
+struct loop *loop_new(void)
+{
+    struct loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return NULL;
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    loop->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->epfd < 0 || loop->wakefd < 0)
+        goto fail;
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) < 0)
+        goto fail;
+    pthread_mutex_init(&loop->post_lock, NULL);
+    loop->next_timer_id = 1;
+    return loop;
+fail:;
+    int saved = errno;
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    if (loop->wakefd >= 0)
+        close(loop->wakefd);
+    free(loop);
+    errno = saved;
+    return NULL;
+}
+
+void loop_free(struct loop *loop)
+{
+    if (!loop)
+        return;
+    while (loop->timers) {
+        struct timer *t = loop->timers;
+        loop->timers = t->next;
+        free(t);
+    }
+    free(loop->deferred.v);
+    free(loop->posted.v);
+    pthread_mutex_destroy(&loop->post_lock);
+    close(loop->epfd);
+    close(loop->wakefd);
+    free(loop);
+}
+
+void loop_add_poller(struct loop *loop, struct loop_poller *p)
+{
+    p->armed_fd = -1;
+    p->armed_events = 0;
+    p->next = loop->pollers;
+    loop->pollers = p;
+}
+
+void loop_remove_poller(struct loop *loop, struct loop_poller *p)
+{
+    for (struct loop_poller **pp = &loop->pollers; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            if (p->armed_fd >= 0)
+                epoll_ctl(loop->epfd, EPOLL_CTL_DEL, p->armed_fd, NULL);
+            p->armed_fd = -1;
+            return;
+        }
+    }
+}
+
+int loop_defer(struct loop *loop, loop_fn fn, void *opaque)
+{
+    return callq_push(&loop->deferred, fn, opaque);
+}
+
+int loop_post(struct loop *loop, loop_fn fn, void *opaque)
+{
+    pthread_mutex_lock(&loop->post_lock);
+    int r = callq_push(&loop->posted, fn, opaque);
+    pthread_mutex_unlock(&loop->post_lock);
+    if (r == 0) {
+        uint64_t one = 1;
+        ssize_t w = write(loop->wakefd, &one, sizeof one);
+        (void)w; /* EAGAIN means the counter is already non-zero */
+    }
+    return r;
+}
+
+int64_t loop_add_timer(struct loop *loop, unsigned ms, loop_fn fn, void *opaque)
+{
+    struct timer *t = malloc(sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->id = loop->next_timer_id++;
+    t->deadline = loop_now_ns() + (uint64_t)ms * 1000000u;
+    t->fn = fn;
+    t->opaque = opaque;
+    struct timer **pp = &loop->timers;
+    while (*pp && (*pp)->deadline <= t->deadline)
+        pp = &(*pp)->next;
+    t->next = *pp;
+    *pp = t;
+    return t->id;
+}
+
+void loop_cancel_timer(struct loop *loop, int64_t id)
+{
+    for (struct timer **pp = &loop->timers; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            struct timer *t = *pp;
+            *pp = t->next;
+            free(t);
+            return;
+        }
+    }
+}
+
+/* Bring epoll registrations in line with what each poller wants now. */
+static void arm_pollers(struct loop *loop)
+{
+    for (struct loop_poller *p = loop->pollers; p; p = p->next) {
+        int fd = p->get_fd(p->opaque);
+        int want = fd >= 0 ? p->events(p->opaque) : 0;
+        uint32_t ev = 0;
+        if (want & POLLIN)
+            ev |= EPOLLIN;
+        if (want & POLLOUT)
+            ev |= EPOLLOUT;
+        if (fd != p->armed_fd) {
+            if (p->armed_fd >= 0)
+                epoll_ctl(loop->epfd, EPOLL_CTL_DEL, p->armed_fd, NULL);
+            p->armed_fd = -1;
+            if (fd >= 0) {
+                struct epoll_event e = { .events = ev, .data.ptr = p };
+                if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &e) == 0) {
+                    p->armed_fd = fd;
+                    p->armed_events = (int)ev;
+                }
+            }
+        } else if (fd >= 0 && (int)ev != p->armed_events) {
+            struct epoll_event e = { .events = ev, .data.ptr = p };
+            epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &e);
+            p->armed_events = (int)ev;
+        }
+    }
+}
+
+static void run_calls(struct callq *q)
+{
+    /* Calls queued while running go to the next round. */
+    struct callq cur = *q;
+    *q = (struct callq){ 0 };
+    for (size_t i = 0; i < cur.n; i++)
+        cur.v[i].fn(cur.v[i].opaque);
+    if (q->v == NULL) {
+        q->v = cur.v; /* reuse the buffer */
+        q->cap = cur.cap;
+        q->n = 0;
+    } else {
+        free(cur.v);
+    }
+}
+
+static void run_posted(struct loop *loop)
+{
+    uint64_t cnt;
+    ssize_t r = read(loop->wakefd, &cnt, sizeof cnt);
+    (void)r;
+    pthread_mutex_lock(&loop->post_lock);
+    struct callq cur = loop->posted;
+    loop->posted = (struct callq){ 0 };
+    pthread_mutex_unlock(&loop->post_lock);
+    for (size_t i = 0; i < cur.n; i++)
+        cur.v[i].fn(cur.v[i].opaque);
+    free(cur.v);
+}
+
+static void run_timers(struct loop *loop)
+{
+    uint64_t now = loop_now_ns();
+    while (loop->timers && loop->timers->deadline <= now) {
+        struct timer *t = loop->timers;
+        loop->timers = t->next;
+        loop_fn fn = t->fn;
+        void *opaque = t->opaque;
+        free(t);
+        fn(opaque);
+    }
+}
+
+int loop_run_once(struct loop *loop, int timeout_ms)
+{
+    loop->thread = pthread_self();
+    loop->running = true;
+    if (loop->deferred.n)
+        timeout_ms = 0;
+    if (loop->timers) {
+        uint64_t now = loop_now_ns();
+        uint64_t d = loop->timers->deadline;
+        int t = d <= now ? 0 : (int)((d - now + 999999) / 1000000);
+        if (timeout_ms < 0 || t < timeout_ms)
+            timeout_ms = t;
+    }
+    arm_pollers(loop);
+    struct epoll_event evs[64];
+    int n = epoll_wait(loop->epfd, evs, 64, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;
+        return -errno;
+    }
+    for (int i = 0; i < n; i++) {
+        struct loop_poller *p = evs[i].data.ptr;
+        if (!p) {
+            run_posted(loop);
+            continue;
+        }
+        int rev = 0;
+        if (evs[i].events & EPOLLIN)
+            rev |= POLLIN;
+        if (evs[i].events & EPOLLOUT)
+            rev |= POLLOUT;
+        if (evs[i].events & EPOLLERR)
+            rev |= POLLERR;
+        if (evs[i].events & EPOLLHUP)
+            rev |= POLLHUP;
+        /* The poller may have been removed by an earlier callback in this
+         * batch; only service pollers still attached. */
+        for (struct loop_poller *q = loop->pollers; q; q = q->next) {
+            if (q == p) {
+                p->service(p->opaque, rev);
+                break;
+            }
+        }
+    }
+    run_timers(loop);
+    run_calls(&loop->deferred);
+    return 0;
+}
+
+int loop_run_until(struct loop *loop, const bool *done)
+{
+    while (!*done) {
+        int r = loop_run_once(loop, -1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static void stop_cb(void *opaque)
+{
+    struct loop *loop = opaque;
+    loop->stop = true;
+}
+
+int loop_run(struct loop *loop)
+{
+    loop->stop = false;
+    while (!loop->stop) {
+        int r = loop_run_once(loop, -1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+void loop_stop(struct loop *loop)
+{
+    loop_post(loop, stop_cb, loop);
+}
+
+bool loop_on_thread(struct loop *loop)
+{
+    return loop->running && pthread_equal(loop->thread, pthread_self());
+}

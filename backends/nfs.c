@@ -1,0 +1,11 @@
+/* nfs.c — STUB, being written; replaced before the first commit lands. */
+#include "protocols.h"
+#include <errno.h>
+int nfs_image_open(struct loop *loop, const char *url,
+                    const struct image_open_opts *opts, struct image **out,
+                    struct errmsg *err)
+{
+    (void)loop; (void)opts; *out = NULL;
+    errmsg_set(err, "%s: nfs backend not built yet", url);
+    return -ENOTSUP;
+}

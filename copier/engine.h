@@ -1,0 +1,138 @@
+/* engine.h — the concurrent, order-preserving copy engine.
+ *
+ * A job copies image `src` onto image `dst` (both on the same loop; all
+ * calls below except copy_job_progress run on that loop's thread).
+ *
+ * Memory: the job owns a fixed pool of `requests` request objects, each with
+ * one aligned buffer of `request_size` bytes, allocated in copy_job_new.
+ * Memory is requests × request_size (+ a small constant) whatever the image
+ * size.  Block status is queried lazily, a bounded window ahead of the
+ * readers; the whole-image extent list never exists.
+ *
+ * A request's life: free → planned (range + extent type) → read (data only)
+ * → zero detection (aligned runs of >= `sparse` zero bytes become zero
+ * writes, or are skipped when the target reads as zeroes) → write → free.
+ *
+ * Write order:
+ *   COPY_ORDER_STRICT     one target write in flight at a time, in offset
+ *                         order;
+ *   COPY_ORDER_PIPELINED  writes are issued in offset order, many in flight;
+ *   COPY_ORDER_ANY        a write is issued as soon as its data is ready.
+ * In every mode the job keeps the watermark: the offset below which every
+ * target write has completed.  A failed or cancelled job reports it; a job
+ * started with start_offset = watermark resumes there.
+ *
+ * At the end the target is flushed; with `verify` both images are then read
+ * again and compared, and a difference fails the job naming the first
+ * differing byte offset.
+ *
+ * Errors name the operation, the image and the byte offset, e.g.
+ *   "write to iscsi://127.0.0.1/iqn.x/1 at offset 1048576: Input/output
+ *    error (SCSI sense: ...)".
+ * On the first error the job stops issuing, drains what is in flight and
+ * fails.  The watermark stays valid.
+ */
+#ifndef IMGFS_ENGINE_H
+#define IMGFS_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../backends/image.h"
+
+enum copy_order {
+    COPY_ORDER_STRICT,
+    COPY_ORDER_PIPELINED,
+    COPY_ORDER_ANY,
+};
+
+#define COPY_DEFAULT_REQUESTS      16u
+#define COPY_DEFAULT_REQUEST_SIZE  (1024u * 1024u)
+#define COPY_DEFAULT_SPARSE        4096u
+#define COPY_MAX_REQUESTS          1024u
+#define COPY_MAX_REQUEST_SIZE      (64u * 1024u * 1024u)
+
+struct copy_options {
+    unsigned requests;          /* pool size, 1..COPY_MAX_REQUESTS */
+    size_t request_size;        /* bytes, multiple of both block sizes */
+    enum copy_order order;
+    uint64_t sparse;            /* 0: write every byte; else min zero run */
+    bool target_is_zero;        /* target reads as zeroes: skip zero runs */
+    bool verify;                /* compare both sides after the copy */
+    uint64_t start_offset;      /* resume point (a previous watermark) */
+};
+
+enum copy_state {
+    COPY_QUEUED,
+    COPY_RUNNING,
+    COPY_FLUSHING,
+    COPY_VERIFYING,
+    COPY_DONE,
+    COPY_FAILED,
+    COPY_CANCELLED,
+};
+
+struct copy_progress {
+    enum copy_state state;
+    uint64_t total;             /* bytes to copy (source size) */
+    uint64_t done;              /* bytes finished (written, zeroed, skipped) */
+    uint64_t watermark;         /* every target write below it completed */
+    uint64_t verified;          /* bytes compared by the verify pass */
+    uint64_t elapsed_ns;        /* since copy_job_start */
+    int err;                    /* 0 or negative errno when FAILED */
+    char error[512];            /* message when FAILED */
+};
+
+struct copy_job;
+
+/* Fill `o` with the defaults above (pipelined, 16 × 1 MiB, sparse 4 KiB). */
+void copy_options_init(struct copy_options *o);
+
+/* Short name of a state ("queued", "running", ...). */
+const char *copy_state_name(enum copy_state s);
+/* Parse/format an order name ("strict", "pipelined", "any"). */
+int copy_order_parse(const char *s, enum copy_order *out);
+const char *copy_order_name(enum copy_order o);
+
+/* Validate and prepare a job.  Checks, before anything is written: both
+ * images on the same loop, dst not read-only, dst->size >= src->size
+ * ("target too small: N bytes, source needs M"), options in range and
+ * request_size a multiple of both block sizes, start_offset <= src->size
+ * and block aligned.  Allocates the request pool.  Returns NULL with `err`
+ * filled on failure.  The job does not own the images. */
+struct copy_job *copy_job_new(struct image *src, struct image *dst,
+                              const struct copy_options *opts,
+                              struct errmsg *err);
+
+/* Called on the loop thread when the job reaches DONE, FAILED or
+ * CANCELLED.  `final` is valid during the call. */
+typedef void (*copy_done_cb)(void *opaque, const struct copy_progress *final);
+
+/* Start the job (loop thread).  `done` is called exactly once, never from
+ * inside copy_job_start. */
+void copy_job_start(struct copy_job *job, copy_done_cb done, void *opaque);
+
+/* Ask a running job to stop (loop thread).  It stops issuing, drains
+ * in-flight requests and finishes with COPY_CANCELLED (watermark kept).
+ * No effect on a finished job. */
+void copy_job_cancel(struct copy_job *job);
+
+/* Snapshot the job's progress.  Safe from any thread. */
+void copy_job_progress(struct copy_job *job, struct copy_progress *out);
+
+/* Free a job that has not been started or has finished (after `done`). */
+void copy_job_free(struct copy_job *job);
+
+/* Convenience for command-line use: run a job to completion on the
+ * images' loop, calling `tick(opaque, progress)` about every `tick_ms`
+ * milliseconds (tick may be NULL).  Returns 0 on success or the job's
+ * -errno; `final` (may be NULL) receives the final progress, and `err`
+ * the message on failure. */
+int copy_run(struct image *src, struct image *dst,
+             const struct copy_options *opts,
+             void (*tick)(void *opaque, const struct copy_progress *p),
+             void *opaque, unsigned tick_ms, struct copy_progress *final,
+             struct errmsg *err);
+
+#endif

@@ -1,0 +1,141 @@
+/* Unit tests of backends/loop.c: deferred calls, timers, cross-thread
+ * posts and pollers whose fd changes. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "backends/loop.h"
+
+static void count(void *p) { (*(int *)p)++; }
+
+struct chain { struct loop *loop; int n; };
+static void chain_step(void *p)
+{
+    struct chain *c = p;
+    if (++c->n < 5)
+        loop_defer(c->loop, chain_step, c);
+}
+
+static void test_defer_runs_later_not_inline(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    int n = 0;
+    assert_int_equal(loop_defer(loop, count, &n), 0);
+    assert_int_equal(n, 0);                 /* not inline */
+    assert_int_equal(loop_run_once(loop, 1000), 0);
+    assert_int_equal(n, 1);
+    /* A call deferred from a deferred call runs on a later iteration. */
+    struct chain c = { loop, 0 };
+    loop_defer(loop, chain_step, &c);
+    loop_run_once(loop, 0);
+    assert_int_equal(c.n, 1);
+    for (int i = 0; i < 10; i++)
+        loop_run_once(loop, 0);
+    assert_int_equal(c.n, 5);
+    loop_free(loop);
+}
+
+static void set_true(void *p) { *(bool *)p = true; }
+
+static void test_timers_fire_in_order_and_cancel(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    bool a = false, b = false, c = false;
+    uint64_t t0 = loop_now_ns();
+    loop_add_timer(loop, 30, set_true, &b);
+    loop_add_timer(loop, 10, set_true, &a);
+    int64_t id = loop_add_timer(loop, 20, set_true, &c);
+    loop_cancel_timer(loop, id);
+    assert_int_equal(loop_run_until(loop, &a), 0);
+    assert_false(b);
+    assert_int_equal(loop_run_until(loop, &b), 0);
+    assert_false(c);
+    assert_true(loop_now_ns() - t0 >= 30 * 1000000ull);
+    loop_free(loop);
+}
+
+static void *poster(void *p)
+{
+    struct loop *loop = p;
+    usleep(20000);
+    loop_stop(loop);
+    return NULL;
+}
+
+static void test_post_from_other_thread_wakes_loop(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    pthread_t t;
+    pthread_create(&t, NULL, poster, loop);
+    assert_int_equal(loop_run(loop), 0);   /* returns only when stopped */
+    pthread_join(t, NULL);
+    loop_free(loop);
+}
+
+struct pipe_poller {
+    int fds[2];
+    int use;            /* which pipe's read end we report */
+    int other[2];
+    int serviced;
+    struct loop_poller p;
+};
+
+static int pp_fd(void *o) { struct pipe_poller *pp = o; return pp->use ? pp->other[0] : pp->fds[0]; }
+static int pp_events(void *o) { (void)o; return POLLIN; }
+static int pp_service(void *o, int rev)
+{
+    struct pipe_poller *pp = o;
+    char c;
+    if (rev & POLLIN) {
+        ssize_t r = read(pp_fd(pp), &c, 1);
+        (void)r;
+        pp->serviced++;
+    }
+    return 0;
+}
+
+static void test_poller_follows_fd_change(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct pipe_poller pp = { .use = 0 };
+    assert_int_equal(pipe(pp.fds), 0);
+    assert_int_equal(pipe(pp.other), 0);
+    pp.p = (struct loop_poller){ pp_fd, pp_events, pp_service, &pp };
+    loop_add_poller(loop, &pp.p);
+    assert_int_equal(write(pp.fds[1], "x", 1), 1);
+    loop_run_once(loop, 1000);
+    assert_int_equal(pp.serviced, 1);
+    /* Reconnect: the poller now reports another fd. */
+    pp.use = 1;
+    assert_int_equal(write(pp.other[1], "y", 1), 1);
+    loop_run_once(loop, 1000);
+    assert_int_equal(pp.serviced, 2);
+    /* Old fd is no longer watched. */
+    assert_int_equal(write(pp.fds[1], "z", 1), 1);
+    loop_run_once(loop, 50);
+    assert_int_equal(pp.serviced, 2);
+    loop_remove_poller(loop, &pp.p);
+    close(pp.fds[0]); close(pp.fds[1]); close(pp.other[0]); close(pp.other[1]);
+    loop_free(loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defer_runs_later_not_inline),
+        cmocka_unit_test(test_timers_fire_in_order_and_cancel),
+        cmocka_unit_test(test_post_from_other_thread_wakes_loop),
+        cmocka_unit_test(test_poller_follows_fd_change),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
