@@ -111,8 +111,8 @@ char *image_resolve_relative(const char *base, const char *name)
          * image is taken on the same server (export paths are absolute
          * on the server too); for local images it is a local path. */
         if (name[0] == '/' && has_prefix(base, "nfs://")) {
-            const char *host = base + strlen("nfs://");
-            const char *slash = strchr(host, '/');
+            const char *host = strstr(base, "://");
+            const char *slash = host ? strchr(host + 3, '/') : NULL;
             const char *query = strchr(base, '?');
             size_t hostlen = slash ? (size_t)(slash - base) : strlen(base);
             char *s;
