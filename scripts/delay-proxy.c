@@ -1,0 +1,671 @@
+/* delay-proxy — a TCP proxy that adds a fixed one-way delay (benchmarks).
+ *
+ *   delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P FILE]
+ *               LISTEN_PORT:TARGET_HOST:TARGET_PORT ...
+ *
+ * Every connection accepted on LISTEN_PORT (on ADDR, default 127.0.0.1) is
+ * joined to a new connection to TARGET_HOST:TARGET_PORT.  Bytes travelling
+ * in either direction are handed on MS milliseconds (a decimal, e.g. 0.5)
+ * after the proxy received them, in the order they were received, so the
+ * proxy behaves like a long wire: it adds latency but does not limit
+ * throughput (it keeps reading while earlier bytes wait; only when more
+ * than BYTES, default 64 MiB, wait in one direction does it stop reading
+ * that side).  An end of stream is passed on after the same delay
+ * (shutdown(SHUT_WR)); a connection error closes both sides.
+ *
+ * LISTEN_PORT may be 0 (the kernel picks one).  Once every listener is
+ * ready the proxy prints one line per listener on stdout,
+ *   "listen LISTEN_PORT TARGET_HOST:TARGET_PORT"
+ * with the actual port, followed by "ready", and writes its pid to FILE
+ * (-P).  It runs until SIGTERM or SIGINT.
+ *
+ * One thread, epoll, non-blocking sockets; each direction has a queue of
+ * timestamped chunks and a timerfd armed for the head chunk's due time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLOCK_SIZE      (256u * 1024u)  /* one read lands in one block */
+#define SMALL_CHUNK     (16u * 1024u)   /* shorter reads are copied out */
+#define MAX_IOV         64
+#define MAX_LISTENERS   16
+
+/* ---- chunk queue --------------------------------------------------- */
+
+/* Bytes received at one time; handed on at `due_ns`. */
+struct chunk {
+    struct chunk *next;
+    uint64_t due_ns;
+    size_t len;          /* valid bytes in data */
+    size_t off;          /* bytes of data already sent */
+    size_t cap;          /* allocated bytes of data (for accounting) */
+    unsigned char data[];
+};
+
+static struct chunk *block_freelist;
+
+static struct chunk *block_get(void)
+{
+    struct chunk *c = block_freelist;
+    if (c) {
+        block_freelist = c->next;
+        return c;
+    }
+    c = malloc(sizeof(*c) + BLOCK_SIZE);
+    if (c)
+        c->cap = BLOCK_SIZE;
+    return c;
+}
+
+static void chunk_free(struct chunk *c)
+{
+    if (c->cap == BLOCK_SIZE) {
+        c->next = block_freelist;
+        block_freelist = c;
+    } else {
+        free(c);
+    }
+}
+
+/* ---- connections ---------------------------------------------------- */
+
+enum ev_kind { EV_LISTENER, EV_SOCKET, EV_TIMER, EV_SIGNAL };
+
+/* What an epoll event points at. */
+struct ev_tag {
+    enum ev_kind kind;
+    void *owner;
+    int index;           /* side or direction index */
+};
+
+struct conn;
+
+/* Bytes flowing from side `from` to side `to`. */
+struct direction {
+    struct conn *conn;
+    int from, to;        /* 0: client, 1: target */
+    struct chunk *head, *tail;
+    size_t queued;       /* bytes allocated for queued chunks */
+    bool eof_seen;       /* `from` ended; pass the end on after the delay */
+    uint64_t eof_due_ns;
+    bool eof_sent;
+    int timer_fd;
+    uint64_t timer_armed_ns; /* 0: disarmed */
+    struct ev_tag timer_tag;
+};
+
+struct side {
+    int fd;
+    bool connected;      /* target side: non-blocking connect finished */
+    bool registered;     /* fd is in the epoll set */
+    uint32_t events;     /* registered epoll events */
+    struct ev_tag tag;
+};
+
+struct conn {
+    struct side side[2];
+    struct direction dir[2];   /* dir[0]: client→target, dir[1]: back */
+    bool closing;
+    struct conn *next_dead;
+};
+
+struct listener {
+    int fd;
+    unsigned port;
+    char target_host[256];
+    char target_port[16];
+    struct ev_tag tag;
+};
+
+static int epfd;
+static uint64_t delay_ns;
+static size_t queue_limit = 64u * 1024u * 1024u;
+static struct conn *dead_conns;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "delay-proxy: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static void conn_close(struct conn *c);
+
+/* Register the events side `s` of `c` needs now: EPOLLIN while its
+ * outgoing queue has room and it has not ended, EPOLLOUT while due data
+ * waits for it (or its connect is pending). */
+static void side_update(struct conn *c, int s)
+{
+    struct side *sd = &c->side[s];
+    struct direction *out = &c->dir[s];       /* bytes read from s */
+    struct direction *in = &c->dir[1 - s];    /* bytes written to s */
+    uint32_t ev = 0;
+
+    if (sd->fd < 0)
+        return;
+    if (!sd->connected) {
+        ev = EPOLLOUT;
+    } else {
+        if (!out->eof_seen && out->queued < queue_limit)
+            ev |= EPOLLIN;
+        if (in->head && in->head->due_ns <= now_ns())
+            ev |= EPOLLOUT;
+    }
+    if (ev == sd->events && sd->registered)
+        return;
+    /* With no interest the fd leaves the set: EPOLLHUP is reported
+     * whatever the mask, and would spin once both halves are shut. */
+    if (ev == 0) {
+        if (sd->registered && epoll_ctl(epfd, EPOLL_CTL_DEL, sd->fd, NULL) < 0)
+            die("epoll_ctl");
+        sd->registered = false;
+        sd->events = 0;
+        return;
+    }
+    struct epoll_event e = { .events = ev, .data.ptr = &sd->tag };
+    if (epoll_ctl(epfd, sd->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                  sd->fd, &e) < 0)
+        die("epoll_ctl");
+    sd->registered = true;
+    sd->events = ev;
+}
+
+static void timer_arm(struct direction *d, uint64_t due)
+{
+    if (d->timer_armed_ns == due)
+        return;
+    struct itimerspec its = { 0 };
+    if (due) {
+        its.it_value.tv_sec = (time_t)(due / 1000000000u);
+        its.it_value.tv_nsec = (long)(due % 1000000000u);
+    }
+    if (timerfd_settime(d->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+        die("timerfd_settime");
+    d->timer_armed_ns = due;
+}
+
+/* Send every due byte of direction `d`; then arm its timer for the next
+ * chunk or pass a due end of stream on.  Returns false if the connection
+ * was closed. */
+static bool direction_flush(struct direction *d)
+{
+    struct conn *c = d->conn;
+    struct side *to = &c->side[d->to];
+    uint64_t now = now_ns();
+
+    while (to->connected && d->head && d->head->due_ns <= now) {
+        struct iovec iov[MAX_IOV];
+        int n = 0;
+        for (struct chunk *ch = d->head; ch && n < MAX_IOV && ch->due_ns <= now;
+             ch = ch->next) {
+            iov[n].iov_base = ch->data + ch->off;
+            iov[n].iov_len = ch->len - ch->off;
+            n++;
+        }
+        ssize_t w = writev(to->fd, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            conn_close(c);
+            return false;
+        }
+        size_t left = (size_t)w;
+        while (left > 0) {
+            struct chunk *ch = d->head;
+            size_t rest = ch->len - ch->off;
+            if (left < rest) {
+                ch->off += left;
+                left = 0;
+            } else {
+                left -= rest;
+                d->head = ch->next;
+                if (!d->head)
+                    d->tail = NULL;
+                d->queued -= ch->cap;
+                chunk_free(ch);
+            }
+        }
+    }
+
+    uint64_t next_due = 0;
+    if (d->head) {
+        if (d->head->due_ns > now)
+            next_due = d->head->due_ns;
+    } else if (d->eof_seen && !d->eof_sent) {
+        if (d->eof_due_ns <= now) {
+            if (to->connected) {
+                shutdown(to->fd, SHUT_WR);
+                d->eof_sent = true;
+            }
+        } else {
+            next_due = d->eof_due_ns;
+        }
+    }
+    timer_arm(d, next_due);
+
+    if (c->dir[0].eof_sent && c->dir[1].eof_sent) {
+        conn_close(c);
+        return false;
+    }
+    side_update(c, d->to);
+    side_update(c, d->from);
+    return true;
+}
+
+/* Read what side `s` has (until EAGAIN or the queue limit) into its
+ * outgoing queue, stamped with now + delay. */
+static void side_read(struct conn *c, int s)
+{
+    struct direction *d = &c->dir[s];
+    struct side *sd = &c->side[s];
+
+    while (!d->eof_seen && d->queued < queue_limit) {
+        struct chunk *blk = block_get();
+        if (!blk)
+            die("malloc");
+        ssize_t r = read(sd->fd, blk->data, BLOCK_SIZE);
+        if (r <= 0) {
+            chunk_free(blk);
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                conn_close(c);
+                return;
+            }
+            d->eof_seen = true;
+            d->eof_due_ns = now_ns() + delay_ns;
+            break;
+        }
+        struct chunk *ch = blk;
+        if ((size_t)r < SMALL_CHUNK) {
+            ch = malloc(sizeof(*ch) + (size_t)r);
+            if (!ch)
+                die("malloc");
+            ch->cap = (size_t)r;
+            memcpy(ch->data, blk->data, (size_t)r);
+            chunk_free(blk);
+        }
+        ch->next = NULL;
+        ch->len = (size_t)r;
+        ch->off = 0;
+        ch->due_ns = now_ns() + delay_ns;
+        if (d->tail)
+            d->tail->next = ch;
+        else
+            d->head = ch;
+        d->tail = ch;
+        d->queued += ch->cap;
+        if ((size_t)r < BLOCK_SIZE)
+            break;    /* drained the socket for now */
+    }
+    direction_flush(d);
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void side_init(struct conn *c, int s, int fd, bool connected)
+{
+    struct side *sd = &c->side[s];
+    sd->fd = fd;
+    sd->connected = connected;
+    sd->events = 0;
+    sd->registered = false;
+    sd->tag = (struct ev_tag){ EV_SOCKET, c, s };
+}
+
+static void direction_init(struct conn *c, int from)
+{
+    struct direction *d = &c->dir[from];
+    memset(d, 0, sizeof(*d));
+    d->conn = c;
+    d->from = from;
+    d->to = 1 - from;
+    d->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (d->timer_fd < 0)
+        die("timerfd_create");
+    d->timer_tag = (struct ev_tag){ EV_TIMER, c, from };
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &d->timer_tag };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, d->timer_fd, &e) < 0)
+        die("epoll_ctl");
+}
+
+/* Close both sides of `c`; the memory is freed after the current batch of
+ * epoll events (other events may still point at it). */
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    for (int i = 0; i < 2; i++) {
+        if (c->side[i].fd >= 0)
+            close(c->side[i].fd);
+        c->side[i].fd = -1;
+        struct direction *d = &c->dir[i];
+        close(d->timer_fd);
+        while (d->head) {
+            struct chunk *ch = d->head;
+            d->head = ch->next;
+            chunk_free(ch);
+        }
+        d->tail = NULL;
+    }
+    c->next_dead = dead_conns;
+    dead_conns = c;
+}
+
+static void listener_accept(struct listener *l)
+{
+    for (;;) {
+        int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            if (errno == ECONNABORTED)
+                continue;
+            fprintf(stderr, "delay-proxy: accept: %s\n", strerror(errno));
+            return;
+        }
+        struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                                  .ai_socktype = SOCK_STREAM };
+        struct addrinfo *ai = NULL;
+        int rc = getaddrinfo(l->target_host, l->target_port, &hints, &ai);
+        if (rc != 0) {
+            fprintf(stderr, "delay-proxy: %s: %s\n", l->target_host,
+                    gai_strerror(rc));
+            close(cfd);
+            continue;
+        }
+        int tfd = socket(ai->ai_family,
+                         ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (tfd < 0) {
+            freeaddrinfo(ai);
+            close(cfd);
+            continue;
+        }
+        bool connected = true;
+        if (connect(tfd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            if (errno != EINPROGRESS) {
+                freeaddrinfo(ai);
+                close(tfd);
+                close(cfd);
+                continue;
+            }
+            connected = false;
+        }
+        freeaddrinfo(ai);
+        set_nodelay(cfd);
+        set_nodelay(tfd);
+
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c)
+            die("calloc");
+        side_init(c, 0, cfd, true);
+        side_init(c, 1, tfd, connected);
+        direction_init(c, 0);
+        direction_init(c, 1);
+        side_update(c, 0);
+        side_update(c, 1);
+    }
+}
+
+static void on_socket(struct conn *c, int s, uint32_t events)
+{
+    struct side *sd = &c->side[s];
+    if (!sd->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(sd->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            conn_close(c);
+            return;
+        }
+        sd->connected = true;
+        /* Data the client sent meanwhile may now be due. */
+        if (!direction_flush(&c->dir[1 - s]))
+            return;
+        side_update(c, 0);
+        side_update(c, 1);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        if (!direction_flush(&c->dir[1 - s]))
+            return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        side_read(c, s);
+}
+
+static void on_timer(struct direction *d)
+{
+    uint64_t ticks;
+    if (read(d->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+        die("read timerfd");
+    d->timer_armed_ns = 0;
+    direction_flush(d);
+}
+
+static int listener_open(struct listener *l, const char *addr)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)l->port) };
+    if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1) {
+        fprintf(stderr, "delay-proxy: bad listen address %s\n", addr);
+        return -1;
+    }
+    l->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->fd < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(l->fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        fprintf(stderr, "delay-proxy: bind %s:%u: %s\n", addr, l->port,
+                strerror(errno));
+        return -1;
+    }
+    if (listen(l->fd, 128) < 0)
+        die("listen");
+    socklen_t len = sizeof(sin);
+    getsockname(l->fd, (struct sockaddr *)&sin, &len);
+    l->port = ntohs(sin.sin_port);
+    l->tag = (struct ev_tag){ EV_LISTENER, l, 0 };
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &l->tag };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, l->fd, &e) < 0)
+        die("epoll_ctl");
+    return 0;
+}
+
+/* Parse "LISTEN_PORT:HOST:PORT" (HOST may be [v6]). */
+static int parse_mapping(const char *arg, struct listener *l)
+{
+    char *end;
+    unsigned long lp = strtoul(arg, &end, 10);
+    if (end == arg || *end != ':' || lp > 65535)
+        return -1;
+    const char *host = end + 1;
+    const char *colon = strrchr(host, ':');
+    if (!colon || colon == host)
+        return -1;
+    size_t hlen = (size_t)(colon - host);
+    if (host[0] == '[' && hlen >= 2 && host[hlen - 1] == ']') {
+        host++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof(l->target_host) || strlen(colon + 1) == 0 ||
+        strlen(colon + 1) >= sizeof(l->target_port))
+        return -1;
+    memcpy(l->target_host, host, hlen);
+    l->target_host[hlen] = '\0';
+    strcpy(l->target_port, colon + 1);
+    l->port = (unsigned)lp;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P PIDFILE]\n"
+        "                   LISTEN_PORT:TARGET_HOST:TARGET_PORT ...\n"
+        "Adds MS milliseconds (default 0) of one-way delay in each\n"
+        "direction; listens on ADDR (default 127.0.0.1).\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen_addr = "127.0.0.1";
+    const char *pidfile = NULL;
+    double delay_ms = 0;
+    int opt;
+
+    while ((opt = getopt(argc, argv, "d:l:q:P:h")) != -1) {
+        char *end;
+        switch (opt) {
+        case 'd':
+            delay_ms = strtod(optarg, &end);
+            if (*end || delay_ms < 0 || delay_ms > 60000) {
+                fprintf(stderr, "delay-proxy: bad delay %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'l':
+            listen_addr = optarg;
+            break;
+        case 'q':
+            queue_limit = strtoull(optarg, &end, 10);
+            if (*end || queue_limit < BLOCK_SIZE) {
+                fprintf(stderr, "delay-proxy: bad queue limit %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'P':
+            pidfile = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    int nl = argc - optind;
+    if (nl < 1 || nl > MAX_LISTENERS) {
+        usage(stderr);
+        return 2;
+    }
+    delay_ns = (uint64_t)(delay_ms * 1e6 + 0.5);
+
+    /* Timers a few µs late would blur a 1 ms delay. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    signal(SIGPIPE, SIG_IGN);
+
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        die("epoll_create1");
+
+    static struct listener listeners[MAX_LISTENERS];
+    for (int i = 0; i < nl; i++) {
+        if (parse_mapping(argv[optind + i], &listeners[i]) < 0) {
+            fprintf(stderr, "delay-proxy: bad mapping %s "
+                    "(want LISTEN_PORT:HOST:PORT)\n", argv[optind + i]);
+            return 2;
+        }
+        if (listener_open(&listeners[i], listen_addr) < 0)
+            return 1;
+    }
+
+    /* SIGTERM/SIGINT end the loop (through a signalfd). */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sfd < 0)
+        die("signalfd");
+    static struct ev_tag signal_tag = { EV_SIGNAL, NULL, 0 };
+    struct epoll_event se = { .events = EPOLLIN, .data.ptr = &signal_tag };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &se) < 0)
+        die("epoll_ctl");
+
+    for (int i = 0; i < nl; i++)
+        printf("listen %u %s:%s\n", listeners[i].port,
+               listeners[i].target_host, listeners[i].target_port);
+    printf("ready\n");
+    fflush(stdout);
+    if (pidfile) {
+        FILE *f = fopen(pidfile, "w");
+        if (!f)
+            die(pidfile);
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+
+    for (;;) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(epfd, evs, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            struct ev_tag *t = evs[i].data.ptr;
+            switch (t->kind) {
+            case EV_LISTENER:
+                listener_accept(t->owner);
+                break;
+            case EV_SOCKET: {
+                struct conn *c = t->owner;
+                if (!c->closing)
+                    on_socket(c, t->index, evs[i].events);
+                break;
+            }
+            case EV_TIMER: {
+                struct conn *c = t->owner;
+                if (!c->closing)
+                    on_timer(&c->dir[t->index]);
+                break;
+            }
+            case EV_SIGNAL:
+                return 0;
+            }
+        }
+        while (dead_conns) {
+            struct conn *c = dead_conns;
+            dead_conns = c->next_dead;
+            free(c);
+        }
+    }
+}
