@@ -1,0 +1,142 @@
+# tests/integration/lib.sh — helpers for integration test scripts.
+#
+# Source it first thing:   . "$(dirname "$0")/lib.sh"
+# It turns on `set -eu -o pipefail` and installs an EXIT trap (use on_exit to
+# add your own cleanup, never `trap ... EXIT`).  Meson runs the scripts with
+# IMGFS (the imgfs binary), SOURCE_DIR, BUILD_DIR; IMGFS_TEST_ROOT selects the
+# test-server instance (default /tmp/imgfs-test).
+#
+#   need_servers            load $IMGFS_TEST_ROOT/servers.env into exported
+#                           variables (NFS_URL, ISCSI_THIN512, ... — see
+#                           scripts/test-servers); exit 77 (skip) if absent.
+#   SCRATCH                 per-test scratch dir under $IMGFS_TEST_ROOT/scratch,
+#                           removed on exit.
+#   on_exit CMD...          run CMD at exit (last registered runs first).
+#   nfs_url NAME            nfs:// URL of NAME in the export ("$NFS_URL/NAME$NFS_QUERY").
+#   nfs_path NAME           local path of NAME in the export dir: for READING and
+#                           checking only; create/change files through NFS.
+#   nfs_name NAME           a unique export-relative name for this test
+#                           (<test>-<pid>-NAME); all such names are removed
+#                           at exit.
+#   nfs_put LOCAL NAME      copy a local file into the export via NFS (nfs-cp),
+#                           replacing NAME if it exists.
+#   nfs_get NAME LOCAL      copy NAME from the export via NFS (nfs-cp).
+#   nfs_rm NAME             remove NAME from the export (NFSv3 has no command
+#                           line tool for REMOVE; done in the export dir, which
+#                           ganesha does not cache: see scripts/test-servers).
+#   new_lun SIZE BS thin|thick
+#                           new iSCSI target with one LUN (SIZE like 64M, 2G;
+#                           BS 512|4096); sets LUN_URL and LUN_FILE (backing
+#                           file, read-only use); deleted at exit.
+#   lun_hash URL|FILE       sha256 of the whole content of an iscsi:// or
+#                           nfs:// URL (read through the network with
+#                           qemu-img / nfs-cat) or a local file.
+#   fail MSG                print "FAIL: MSG" to stderr and exit 1.
+#   check_cmp A B           cmp two local files; fail naming the first difference.
+#   expect_fail DESC CMD... run CMD; require non-zero status and exactly one
+#                           non-empty line on stderr (shown).
+#   log MSG                 print MSG (to stderr, shown in meson's log).
+
+set -eu -o pipefail
+
+IMGFS_TEST_ROOT=${IMGFS_TEST_ROOT:-/tmp/imgfs-test}
+export IMGFS_TEST_ROOT
+TEST_NAME=$(basename "$0" .sh)
+
+log() { echo "$TEST_NAME: $*" >&2; }
+fail() { echo "FAIL: $TEST_NAME: $*" >&2; exit 1; }
+
+_lib_exit_cmds=()
+on_exit() { _lib_exit_cmds+=("$(printf '%q ' "$@")"); }
+_lib_cleanup() {
+    local rc=$? i
+    set +e
+    for ((i = ${#_lib_exit_cmds[@]} - 1; i >= 0; i--)); do
+        eval "${_lib_exit_cmds[i]}"
+    done
+    exit $rc
+}
+trap _lib_cleanup EXIT
+
+mkdir -p "$IMGFS_TEST_ROOT/scratch"
+SCRATCH=$(mktemp -d "$IMGFS_TEST_ROOT/scratch/$TEST_NAME.XXXXXX")
+on_exit rm -rf "$SCRATCH"
+
+# servers.env is KEY=VALUE without quoting: read it, never `source` it.
+need_servers() {
+    local env=$IMGFS_TEST_ROOT/servers.env key value
+    if [[ ! -f $env ]]; then
+        log "test servers not running ($env missing; scripts/test-servers start); skipping"
+        exit 77
+    fi
+    while IFS='=' read -r key value; do
+        [[ $key =~ ^[A-Z_][A-Z0-9_]*$ ]] || continue
+        export "$key=$value"
+    done < "$env"
+    [[ -n ${NFS_URL:-} && -n ${ISCSI_PORTAL:-} ]] || fail "incomplete $env"
+    on_exit _lib_rm_nfs_names
+}
+
+nfs_url() { echo "$NFS_URL/$1${NFS_QUERY:-}"; }
+nfs_path() { echo "$NFS_EXPORT_DIR/$1"; }
+
+nfs_name() { echo "$TEST_NAME-$$-$1"; }
+_lib_rm_nfs_names() { rm -rf -- "${NFS_EXPORT_DIR:?}/$TEST_NAME-$$-"*; }
+
+nfs_rm() { rm -rf -- "${NFS_EXPORT_DIR:?}/$1"; }
+
+nfs_put() {
+    [[ -e $NFS_EXPORT_DIR/$2 ]] && nfs_rm "$2"
+    nfs-cp "$1" "$(nfs_url "$2")" >/dev/null || fail "nfs-cp $1 -> $(nfs_url "$2") failed"
+}
+
+nfs_get() {
+    rm -f "$2"
+    nfs-cp "$(nfs_url "$1")" "$2" >/dev/null || fail "nfs-cp $(nfs_url "$1") -> $2 failed"
+}
+
+new_lun() {
+    (( $# == 3 )) || fail "usage: new_lun SIZE BS thin|thick"
+    local name out
+    name=$(echo "t-$TEST_NAME-$$-$RANDOM" | tr 'A-Z_' 'a-z-' | tr -cd 'a-z0-9.-' | cut -c1-60)
+    out=$("$TEST_SERVERS" add-lun "$name" "$1" "$2" "$3") || fail "add-lun $name $* failed"
+    on_exit "$TEST_SERVERS" del-lun "$name"
+    LUN_URL=${out% *}
+    LUN_FILE=${out#* }
+}
+
+lun_hash() {
+    local src=$1 tmp
+    case $src in
+        iscsi://*)
+            tmp=$(mktemp "$SCRATCH/hash.XXXXXX")
+            LIBISCSI_CHAP_PASSWORD=${LIBISCSI_CHAP_PASSWORD:-$(_chap_password)} \
+                qemu-img convert -f raw -O raw "$src" "$tmp" || fail "qemu-img convert $src failed"
+            sha256sum < "$tmp" | cut -d' ' -f1
+            rm -f "$tmp" ;;
+        nfs://*)
+            nfs-cat "$src" | sha256sum | cut -d' ' -f1 ;;
+        *)
+            sha256sum < "$src" | cut -d' ' -f1 ;;
+    esac
+}
+
+_chap_password() { [[ -r ${ISCSI_CHAP_SECRET_FILE:-} ]] && head -n 1 "$ISCSI_CHAP_SECRET_FILE" || true; }
+
+check_cmp() {
+    local out
+    out=$(cmp -- "$1" "$2" 2>&1) || fail "files differ: $out"
+}
+
+expect_fail() {
+    local desc=$1 err rc=0 lines
+    shift
+    err=$(mktemp "$SCRATCH/stderr.XXXXXX")
+    "$@" >/dev/null 2>"$err" || rc=$?
+    (( rc != 0 )) || fail "$desc: expected failure, but succeeded: $*"
+    lines=$(grep -c '' "$err" || true)
+    [[ -s $err && $lines -eq 1 ]] ||
+        fail "$desc: expected one line on stderr, got $lines: $(head -c 2000 "$err")"
+    log "ok, fails as expected ($desc, status $rc): $(cat "$err")"
+    rm -f "$err"
+}
