@@ -1,0 +1,301 @@
+/* qcow2-open.c — qcow2_probe, qcow2_open (header, L1, backing chain),
+ * the image vtable and close. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2-internal.h"
+
+/* The chain being opened on this thread (backing files are opened from
+ * inside qcow2_open through image_open), for depth and loop checks. */
+static __thread unsigned chain_depth;
+static __thread const char *chain_names[QCOW2_MAX_CHAIN_DEPTH + 1];
+
+bool qcow2_probe(const uint8_t *hdr, size_t len)
+{
+    return len >= 4 && qcow2_be32(hdr) == QCOW2_MAGIC;
+}
+
+static const struct image_ops qcow2_ops;
+
+void qcow2_set_geometry(struct qcow2_state *s)
+{
+    s->cluster_bits = s->h.cluster_bits;
+    s->cluster_size = 1ull << s->cluster_bits;
+    s->l2_entry_bytes = s->h.extended_l2 ? 16 : 8;
+    s->l2_entries = s->cluster_size / s->l2_entry_bytes;
+}
+
+void qcow2_state_free(struct qcow2_state *s)
+{
+    if (!s)
+        return;
+    qcow2_l2cache_free(s);
+    free(s->l1);
+    free(s->zbuf);
+    free(s);
+}
+
+struct image *qcow2_image_new(struct qcow2_state *s, const char *name)
+{
+    struct image *img = image_alloc(&qcow2_ops, s->proto->loop, name);
+    if (!img)
+        return NULL;
+    s->img = img;
+    img->priv = s;
+    img->size = s->h.size;
+    img->block_size = 1;
+    img->max_request = 0;
+    img->read_only = true;
+    s->zbuf_offset = UINT64_MAX;
+    s->zbuf = malloc(s->cluster_size);
+    if (!s->zbuf || qcow2_l2cache_init(s) < 0) {
+        image_free_shell(img);
+        s->img = NULL;
+        return NULL;
+    }
+    return img;
+}
+
+static int close_image(struct image *img)
+{
+    struct qcow2_state *s = img->priv;
+    int r = 0;
+    if (s->w)
+        r = qcow2_writer_close(s);
+    if (s->backing)
+        image_close(s->backing);
+    int r2 = image_close(s->proto);
+    if (!r && r2) {
+        r = r2;
+        image_set_error(img, "closing %s: %s", s->proto->name,
+                        s->proto->last_error.text);
+    }
+    qcow2_state_free(s);
+    image_free_shell(img);
+    return r;
+}
+
+static void read_only_write(struct image *img, const void *buf,
+                            uint64_t offset, size_t len, image_io_cb cb,
+                            void *opaque)
+{
+    struct qcow2_state *s = img->priv;
+    if (s->w) {
+        qcow2_write(img, buf, offset, len, cb, opaque);
+        return;
+    }
+    image_set_error(img, "qcow2 image opened read-only");
+    qcow2_complete(s, cb, opaque, -EROFS);
+}
+
+static void read_only_zeroes(struct image *img, uint64_t offset, uint64_t len,
+                             unsigned flags, image_io_cb cb, void *opaque)
+{
+    struct qcow2_state *s = img->priv;
+    if (s->w) {
+        qcow2_write_zeroes(img, offset, len, flags, cb, opaque);
+        return;
+    }
+    image_set_error(img, "qcow2 image opened read-only");
+    qcow2_complete(s, cb, opaque, -EROFS);
+}
+
+static void flush_image(struct image *img, image_io_cb cb, void *opaque)
+{
+    struct qcow2_state *s = img->priv;
+    if (s->w) {
+        qcow2_flush(img, cb, opaque);
+        return;
+    }
+    qcow2_complete(s, cb, opaque, 0);
+}
+
+static const struct image_ops qcow2_ops = {
+    .name = "qcow2",
+    .read = qcow2_read,
+    .write = read_only_write,
+    .write_zeroes = read_only_zeroes,
+    .flush = flush_image,
+    .block_status = qcow2_block_status,
+    .close = close_image,
+};
+
+/* Open the backing file named in the header, read-only. */
+static int open_backing(struct qcow2_state *s, struct errmsg *err)
+{
+    const char *base = s->proto->name;
+    char *name = image_resolve_relative(base, s->h.backing_name);
+    if (!name) {
+        errmsg_set(err, "out of memory");
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i <= chain_depth && i < QCOW2_MAX_CHAIN_DEPTH; i++) {
+        if (chain_names[i] && strcmp(chain_names[i], name) == 0) {
+            errmsg_set(err, "backing chain loop: %s names %s, which is "
+                       "already in the chain", base, name);
+            free(name);
+            return -ELOOP;
+        }
+    }
+    if (chain_depth + 1 >= QCOW2_MAX_CHAIN_DEPTH) {
+        errmsg_set(err, "backing chain deeper than %d images at %s",
+                   QCOW2_MAX_CHAIN_DEPTH, name);
+        free(name);
+        return -ELOOP;
+    }
+    struct image_open_opts o = { 0 };
+    if (strcmp(s->h.backing_format, "raw") == 0)
+        o.format = IMAGE_FORMAT_RAW;
+    else if (strcmp(s->h.backing_format, "qcow2") == 0)
+        o.format = IMAGE_FORMAT_QCOW2;
+    else if (s->h.backing_format[0]) {
+        errmsg_set(err, "unsupported backing file format '%s' for %s",
+                   s->h.backing_format, name);
+        free(name);
+        return -ENOTSUP;
+    }
+    chain_depth++;
+    chain_names[chain_depth] = name;
+    struct errmsg berr;
+    errmsg_clear(&berr);
+    int r = image_open(s->proto->loop, name, &o, &s->backing, &berr);
+    chain_names[chain_depth] = NULL;
+    chain_depth--;
+    if (r < 0) {
+        if (r == -ELOOP)
+            errmsg_set(err, "%s", berr.text);
+        else
+            errmsg_set(err, "opening backing file %s: %s", name, berr.text);
+        free(name);
+        return r;
+    }
+    free(name);
+    return 0;
+}
+
+static int load_l1(struct qcow2_state *s, struct errmsg *err)
+{
+    uint64_t n = qcow2_l1_entries_needed(s->h.size, s->cluster_bits,
+                                         s->h.extended_l2);
+    s->l1_entries = n;
+    s->l1 = calloc(n ? n : 1, sizeof *s->l1);
+    if (!s->l1) {
+        errmsg_set(err, "out of memory for the L1 table (%" PRIu64
+                   " entries)", n);
+        return -ENOMEM;
+    }
+    if (!n)
+        return 0;
+    uint8_t *raw = malloc(n * 8);
+    if (!raw) {
+        errmsg_set(err, "out of memory for the L1 table");
+        return -ENOMEM;
+    }
+    int r = image_read_sync(s->proto, raw, s->h.l1_offset, n * 8);
+    if (r < 0) {
+        errmsg_set(err, "reading the L1 table at 0x%" PRIx64 ": %s",
+                   s->h.l1_offset, s->proto->last_error.text);
+    } else {
+        for (uint64_t i = 0; i < n; i++)
+            s->l1[i] = qcow2_be64(raw + i * 8);
+    }
+    free(raw);
+    return r;
+}
+
+/* Read the first `len` bytes of the protocol image. */
+static int read_head(struct image *proto, uint8_t *buf, size_t len,
+                     struct errmsg *err)
+{
+    uint64_t bs = proto->block_size ? proto->block_size : 1;
+    size_t alen = (size_t)((len + bs - 1) / bs * bs);
+    if (alen > proto->size)
+        alen = (size_t)proto->size;
+    uint8_t *a = aligned_alloc(4096, (alen + 4095) / 4096 * 4096 + 4096);
+    if (!a) {
+        errmsg_set(err, "out of memory");
+        return -ENOMEM;
+    }
+    int r = image_read_sync(proto, a, 0, alen);
+    if (r < 0)
+        errmsg_set(err, "reading the header: %s", proto->last_error.text);
+    else
+        memcpy(buf, a, len);
+    free(a);
+    return r;
+}
+
+int qcow2_open(struct image *proto, const struct image_open_opts *opts,
+               struct image **out, struct errmsg *err)
+{
+    *out = NULL;
+    struct qcow2_state *s = calloc(1, sizeof *s);
+    uint8_t *hbuf = NULL;
+    int r = -ENOMEM;
+    if (!s) {
+        errmsg_set(err, "out of memory");
+        goto fail;
+    }
+    s->proto = proto;
+    s->file_size = proto->size;
+    if (opts->write) {
+        errmsg_set(err, "writing into an existing qcow2 image is not "
+                   "supported (create a new one)");
+        r = -ENOTSUP;
+        goto fail;
+    }
+    size_t first = proto->size < 512 ? (size_t)proto->size : 512;
+    uint8_t small[512];
+    r = read_head(proto, small, first, err);
+    if (r < 0)
+        goto fail;
+    r = qcow2_header_cluster_bits(small, first, err);
+    if (r < 0)
+        goto fail;
+    uint64_t cs = 1ull << r;
+    size_t hlen = proto->size < cs ? (size_t)proto->size : (size_t)cs;
+    hbuf = malloc(hlen);
+    if (!hbuf) {
+        r = -ENOMEM;
+        errmsg_set(err, "out of memory");
+        goto fail;
+    }
+    r = read_head(proto, hbuf, hlen, err);
+    if (r < 0)
+        goto fail;
+    r = qcow2_header_parse(hbuf, hlen, proto->size, &s->h, err);
+    if (r < 0)
+        goto fail;
+    qcow2_set_geometry(s);
+    r = load_l1(s, err);
+    if (r < 0)
+        goto fail;
+    if (s->h.backing_name[0]) {
+        if (chain_depth == 0)
+            chain_names[0] = proto->name;
+        r = open_backing(s, err);
+        if (chain_depth == 0)
+            chain_names[0] = NULL;
+        if (r < 0)
+            goto fail;
+    }
+    struct image *img = qcow2_image_new(s, proto->name);
+    if (!img) {
+        r = -ENOMEM;
+        errmsg_set(err, "out of memory");
+        goto fail;
+    }
+    free(hbuf);
+    *out = img;
+    return 0;
+fail:
+    errmsg_prefix(err, "%s", proto->name);
+    free(hbuf);
+    if (s && s->backing)
+        image_close(s->backing);
+    qcow2_state_free(s);
+    image_close(proto);
+    return r;
+}
