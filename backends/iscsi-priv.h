@@ -1,0 +1,103 @@
+/* iscsi-priv.h — state shared by the iscsi protocol backend's files
+ * (iscsi.c: open/close and the loop glue; iscsi-io.c: read, write,
+ * write_zeroes, flush; iscsi-status.c: block status).  Not a public
+ * interface: nothing outside backends/iscsi*.c includes it.
+ *
+ * One libiscsi context per image, touched only on the image's loop thread.
+ */
+#ifndef IMGFS_ISCSI_PRIV_H
+#define IMGFS_ISCSI_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+
+#include "image.h"
+
+/* Largest data transfer of one READ16/WRITE16 when the target reports no
+ * limit in its Block Limits VPD page. */
+#define ISCSI_DEFAULT_MAX_XFER (4u << 20)
+/* Largest WRITE SAME(16) when the target reports no limit. */
+#define ISCSI_DEFAULT_MAX_WS (64u << 20)
+/* Size of the shared zero buffer used for WRITE SAME's data block and for
+ * writing zeroes when WRITE SAME is not available. */
+#define ISCSI_ZERO_BUF_SIZE (1u << 20)
+/* Commands one image request keeps in flight at most. */
+#define ISCSI_REQ_WINDOW 32
+/* Times a command is re-issued after UNIT ATTENTION / BUSY / TASK SET FULL. */
+#define ISCSI_MAX_RETRIES 8
+
+/* One asynchronous libiscsi call waited for while opening or closing. */
+struct iscsi_wait {
+    bool done;
+    bool timed_out;
+    int status;
+    struct scsi_task *task;
+    int last_sense_key;     /* of a failed command, before it was freed */
+};
+
+struct iscsi_lun {
+    struct image *img;
+    struct iscsi_context *ctx;
+    int lun;
+    struct loop_poller poller;
+    int64_t tick_timer;         /* periodic iscsi_service(ctx, 0) */
+    int sock_fd;                /* fd last handed to the loop, -1: none */
+    ino_t sock_ino;             /* its socket inode (fd numbers get reused) */
+    bool closing;
+    struct iscsi_wait wait;     /* open/close: the call being waited for */
+    bool waiting;
+
+    uint32_t block_size;
+    uint64_t num_blocks;
+    uint32_t max_xfer_blocks;   /* per READ16 / WRITE16 */
+    uint32_t max_ws_blocks;     /* per WRITE SAME(16) */
+    uint32_t zero_blocks;       /* per zero-buffer WRITE16 */
+
+    bool lbpme;                 /* thin provisioned (READ CAPACITY 16) */
+    bool lbprz;                 /* deallocated blocks read as zeroes */
+    bool lbpws;                 /* WRITE SAME(16) with UNMAP supported */
+    bool ws_unmap_rejected;     /* target refused WRITE SAME + UNMAP */
+    bool ws_rejected;           /* target refused WRITE SAME altogether */
+    bool lba_status_rejected;   /* target refused GET LBA STATUS */
+};
+
+static inline struct iscsi_lun *iscsi_lun_of(struct image *img)
+{
+    return img->priv;
+}
+
+/* The shared, never-written zero buffer (ISCSI_ZERO_BUF_SIZE bytes). */
+extern unsigned char iscsi_zero_buf[ISCSI_ZERO_BUF_SIZE];
+
+/* Describe a failed SCSI task (status, sense key, ASC/ASCQ and libiscsi's
+ * error text) into img->last_error, prefixed by `what` (e.g. "WRITE16 at
+ * LBA 123").  Returns the errno the failure maps to: -ENOSPC for LBA out
+ * of range, -ETIMEDOUT, -ECANCELED, else -EIO.  `task` may be NULL (the
+ * command never got a response). */
+int iscsi_report_failure(struct iscsi_lun *l, int status,
+                         struct scsi_task *task, const char *what);
+
+/* True when a failed command should simply be issued again: UNIT
+ * ATTENTION (e.g. after a reconnect), BUSY, TASK SET FULL. */
+bool iscsi_should_retry(int status, const struct scsi_task *task);
+
+/* Data path (iscsi-io.c).  Same contracts as struct image_ops. */
+void iscsi_op_read(struct image *img, void *buf, uint64_t offset, size_t len,
+                   image_io_cb cb, void *opaque);
+void iscsi_op_write(struct image *img, const void *buf, uint64_t offset,
+                    size_t len, image_io_cb cb, void *opaque);
+void iscsi_op_write_zeroes(struct image *img, uint64_t offset, uint64_t len,
+                           unsigned flags, image_io_cb cb, void *opaque);
+void iscsi_op_flush(struct image *img, image_io_cb cb, void *opaque);
+
+/* Block status (iscsi-status.c).  Same contract as image_ops.block_status:
+ * GET LBA STATUS on thin LUNs, one DATA extent otherwise. */
+void iscsi_op_block_status(struct image *img, uint64_t offset,
+                           uint64_t length, image_extents_cb cb,
+                           void *opaque);
+
+#endif
