@@ -154,6 +154,7 @@ struct qcow2_l2_slot {
     bool writing;
     uint64_t gen;           /* bumped on every modification */
     uint64_t lru;
+    unsigned pins;          /* users across async steps: not evictable */
     struct qcow2_l2_waiter *waiters;    /* LOADING: who waits for it */
     struct qcow2_state *s;
 };
@@ -325,6 +326,11 @@ void qcow2_state_free(struct qcow2_state *s);
 
 /* Fill geometry fields (cluster_size, l2 sizes) from s->h. */
 void qcow2_set_geometry(struct qcow2_state *s);
+
+/* Open s->h.backing_name (resolved against s->proto->name, format from
+ * s->h.backing_format) read-only into s->backing, with chain depth and
+ * loop checks.  Returns 0 or -errno with `err` set. */
+int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err);
 
 /* Complete cb later, or immediately if deferring fails. */
 void qcow2_complete(struct qcow2_state *s, image_io_cb cb, void *opaque,

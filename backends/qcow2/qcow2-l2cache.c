@@ -107,7 +107,7 @@ static struct qcow2_l2_slot *victim(struct qcow2_state *s, int *err)
         struct qcow2_l2_slot *sl = &s->cache.slots[i];
         if (sl->state == SLOT_FREE)
             return sl;
-        if (sl->state != SLOT_READY || sl->writing)
+        if (sl->state != SLOT_READY || sl->writing || sl->pins)
             continue;
         if (sl->dirty) {
             if (!dirty || sl->lru < dirty->lru)
@@ -175,6 +175,7 @@ static int claim(struct qcow2_state *s, struct qcow2_l2_slot *slot,
     slot->dirty = false;
     slot->writing = false;
     slot->gen = 0;
+    slot->pins = 0;
     slot->waiters = NULL;
     if (w->is_new) {
         memset(slot->table, 0, s->cluster_size);

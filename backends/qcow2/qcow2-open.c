@@ -122,8 +122,7 @@ static const struct image_ops qcow2_ops = {
     .close = close_image,
 };
 
-/* Open the backing file named in the header, read-only. */
-static int open_backing(struct qcow2_state *s, struct errmsg *err)
+int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
 {
     const char *base = s->proto->name;
     char *name = image_resolve_relative(base, s->h.backing_name);
@@ -275,7 +274,7 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
     if (s->h.backing_name[0]) {
         if (chain_depth == 0)
             chain_names[0] = proto->name;
-        r = open_backing(s, err);
+        r = qcow2_open_backing(s, err);
         if (chain_depth == 0)
             chain_names[0] = NULL;
         if (r < 0)

@@ -75,6 +75,18 @@ static void write_cb(void *opaque, int err)
     pump(j);
 }
 
+static void zero_cb(void *opaque, int err)
+{
+    struct job *j = opaque;
+    if (err && !j->err) {
+        fprintf(stderr, "write_zeroes: %s: %s\n", strerror(-err),
+                j->dst->last_error.text);
+        j->err = err;
+    }
+    j->inflight--;
+    pump(j);
+}
+
 static void read_cb(void *opaque, int err)
 {
     struct req *r = opaque;
@@ -115,7 +127,13 @@ static void pump(struct job *j)
             break;
         }
         if (j->ext_type != EXTENT_DATA) {
-            j->cursor = j->ext_end;     /* the new target reads as zeroes */
+            /* Skipped when the new target reads as zeroes. */
+            if (!j->dst->reads_as_zero) {
+                j->inflight++;
+                image_write_zeroes(j->dst, j->cursor, j->ext_end - j->cursor,
+                                   IMAGE_ZERO_MAY_UNMAP, zero_cb, j);
+            }
+            j->cursor = j->ext_end;
             continue;
         }
         struct req *r = NULL;
@@ -243,7 +261,7 @@ int main(int argc, char **argv)
     j.reqs = calloc(nreq, sizeof *j.reqs);
     for (unsigned i = 0; i < nreq; i++) {
         j.reqs[i].job = &j;
-        j.reqs[i].buf = aligned_alloc(4096, (size_t)reqsize);
+        j.reqs[i].buf = aligned_alloc(4096, ((size_t)reqsize + 4095) / 4096 * 4096);
     }
     pump(&j);
     loop_run_until(loop, &j.done);
