@@ -13,6 +13,9 @@
 #                           removed on exit.
 #   on_exit CMD...          run CMD at exit (last registered runs first).
 #   nfs_url NAME            nfs:// URL of NAME in the export ("$NFS_URL/NAME$NFS_QUERY").
+#   nfs_qemu_url NAME       the same URL for qemu-img/qemu-io: QEMU's nfs driver
+#                           has no port options, so no query (rpcbind knows
+#                           the ports of the one ganesha that runs).
 #   nfs_path NAME           local path of NAME in the export dir: for READING and
 #                           checking only; create/change files through NFS.
 #   nfs_name NAME           a unique export-relative name for this test
@@ -78,6 +81,7 @@ need_servers() {
 }
 
 nfs_url() { echo "$NFS_URL/$1${NFS_QUERY:-}"; }
+nfs_qemu_url() { echo "$NFS_URL/$1"; }
 nfs_path() { echo "$NFS_EXPORT_DIR/$1"; }
 
 nfs_name() { echo "$TEST_NAME-$$-$1"; }

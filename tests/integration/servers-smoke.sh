@@ -27,12 +27,12 @@ nfs_put "$SCRATCH/small" "$name"
 nfs_get "$name" "$SCRATCH/back2"
 check_cmp "$SCRATCH/small" "$SCRATCH/back2"
 
-# qemu-img reads a qcow2 image over NFS (no port options for the default
-# instance: portmapper must know our ports).
+# qemu-img reads a qcow2 image over NFS (QEMU takes no port options:
+# portmapper must know the ports).
 qcow=$(nfs_name image.qcow2)
 qemu-img create -q -f qcow2 "$SCRATCH/image.qcow2" 64M
 nfs_put "$SCRATCH/image.qcow2" "$qcow"
-info=$(qemu-img info --output=json "$(nfs_url "$qcow")") || fail "qemu-img info $(nfs_url "$qcow") failed"
+info=$(qemu-img info --output=json "$(nfs_qemu_url "$qcow")") || fail "qemu-img info $(nfs_qemu_url "$qcow") failed"
 grep -q '"format": "qcow2"' <<< "$info" || fail "qemu-img info over NFS: not qcow2: $info"
 grep -q '"virtual-size": 67108864' <<< "$info" || fail "qemu-img info over NFS: wrong size: $info"
 
