@@ -290,7 +290,8 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
     *out = img;
     return 0;
 fail:
-    errmsg_prefix(err, "%s", proto->name);
+    if (r != -ELOOP || chain_depth == 0)   /* loop errors: name once */
+        errmsg_prefix(err, "%s", proto->name);
     free(hbuf);
     if (s && s->backing)
         image_close(s->backing);
