@@ -73,9 +73,7 @@ int qcow2_create(struct image *proto, uint64_t virtual_size,
         goto fail;
     }
     uint64_t data_clusters = (virtual_size + cs - 1) / cs;
-    uint64_t l1_clusters = (l1_entries * 8 + cs - 1) / cs;
-    if (!l1_clusters)
-        l1_clusters = 1;
+    uint64_t l1_clusters = (l1_entries * 8 + cs - 1) / cs;   /* 0 if empty */
     uint64_t epb = cs / 2;
     uint64_t base = 1 + l1_clusters + l1_entries + 2 * data_clusters + 64;
     uint64_t rt_clusters = 1, blocks = 0;
