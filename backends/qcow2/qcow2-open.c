@@ -122,6 +122,51 @@ static const struct image_ops qcow2_ops = {
     .close = close_image,
 };
 
+/* Remove "." and ".." segments from the path of an nfs:// URL in place
+ * ("nfs://h/e/dir/sub/../b" → "nfs://h/e/dir/b"): the NFS backend mounts
+ * the directory part of the path, which must not climb with "..".  Local
+ * paths are left to the kernel (symlinks make ".." non-lexical). */
+static void normalize_nfs_path(char *url)
+{
+    if (strncmp(url, "nfs://", 6) != 0)
+        return;
+    char *path = strchr(url + 6, '/');
+    if (!path)
+        return;
+    char *query = strchr(path, '?');
+    size_t plen = query ? (size_t)(query - path) : strlen(path);
+    char *out = malloc(plen + 1);
+    if (!out)
+        return;
+    size_t o = 0, i = 0;
+    while (i < plen) {
+        while (i < plen && path[i] == '/')
+            i++;
+        size_t start = i;
+        while (i < plen && path[i] != '/')
+            i++;
+        size_t n = i - start;
+        if (n == 0 || (n == 1 && path[start] == '.'))
+            continue;
+        if (n == 2 && path[start] == '.' && path[start + 1] == '.') {
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o > 0)
+                o--;    /* drop the slash too */
+            continue;
+        }
+        out[o++] = '/';
+        memcpy(out + o, path + start, n);
+        o += n;
+    }
+    if (o == 0)
+        out[o++] = '/';
+    size_t qlen = query ? strlen(query) : 0;
+    memmove(path + o, query ? query : "", qlen + 1);
+    memcpy(path, out, o);
+    free(out);
+}
+
 int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
 {
     const char *base = s->proto->name;
@@ -130,6 +175,7 @@ int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
         errmsg_set(err, "out of memory");
         return -ENOMEM;
     }
+    normalize_nfs_path(name);
     for (unsigned i = 0; i <= chain_depth && i < QCOW2_MAX_CHAIN_DEPTH; i++) {
         if (chain_names[i] && strcmp(chain_names[i], name) == 0) {
             errmsg_set(err, "backing chain loop: %s names %s, which is "

@@ -16,6 +16,7 @@
 # that part is skipped with a message.
 . "$(dirname "$0")/lib.sh"
 
+TEST_SERVERS=${TEST_SERVERS:-$SOURCE_DIR/scripts/test-servers}  # for new_lun
 HELPER=$BUILD_DIR/tests/fuzz/qcow2-convert
 [[ -x $HELPER ]] || fail "missing $HELPER (build first)"
 command -v qemu-img >/dev/null || { log "qemu-img not installed; skipping"; exit 77; }
