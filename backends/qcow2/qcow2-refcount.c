@@ -363,8 +363,15 @@ void qcow2_commit_maybe_start(struct qcow2_state *s)
     for (struct wop *op = w->queue_head; op; op = op->next)
         if (op->seq < seq)
             return;
-    if (w->active || w->comp_head || w->meta_inflight)
+    if (w->active || w->comp_head || w->meta_inflight || w->bg_pending)
         return;
+    if (w->staged) {
+        int r = qcow2_unstage(s, NULL);     /* calls us again when done */
+        if (r < 0 && !w->err)
+            w->err = r;
+        if (r == 0)
+            return;
+    }
     w->committing = true;
     w->commit_step = 0;
     w->commit_err = w->err;
@@ -423,6 +430,7 @@ int qcow2_writer_close(struct qcow2_state *s)
     if (!r && w->err)
         r = w->err;
     qcow2_workers_free(w->workers);
+    free(w->staged);
     free(w->rc);
     free(w->refblocks);
     free(w->zeroes);

@@ -14,15 +14,9 @@
 
 static void commit_ready(struct qcow2_state *s);
 
-/* The last cluster of the image is compressed from a zero-padded copy. */
-static bool input_owned(struct qcow2_state *s, struct wcomp *wc)
+static void comp_free(struct wcomp *wc)
 {
-    return wc->guest + s->cluster_size > s->img->size;
-}
-
-static void comp_free(struct qcow2_state *s, struct wcomp *wc)
-{
-    if (input_owned(s, wc))
+    if (wc->owns_in)
         free((void *)wc->job.in);
     free(wc->job.out);
     free(wc);
@@ -32,15 +26,24 @@ static void comp_written(void *opaque, int err)
 {
     struct wcomp *wc = opaque;
     struct wop *op = wc->op;
-    comp_free(op->s, wc);
-    qcow2_wop_sub_done(op, err);
+    struct qcow2_state *s = wc->s;
+    comp_free(wc);
+    if (op) {
+        qcow2_wop_sub_done(op, err);
+        return;
+    }
+    /* A staged cluster submitted by a commit: no request waits for it. */
+    if (err && !s->w->err)
+        s->w->err = err;
+    s->w->bg_pending--;
+    qcow2_commit_maybe_start(s);
 }
 
 static void comp_done(struct qcow2_cjob *job)
 {
     struct wcomp *wc = job->opaque;
     wc->done = true;
-    commit_ready(wc->op->s);
+    commit_ready(wc->s);
 }
 
 /* Reserve `len` bytes for compressed data; returns the offset or 0. */
@@ -75,7 +78,7 @@ static void commit_one(struct qcow2_state *s, struct wcomp *wc)
     struct wop *op = wc->op;
     uint64_t cs = s->cluster_size;
     wc->slot->pins--;
-    int err = op->err ? op->err : w->err;
+    int err = op && op->err ? op->err : w->err;
     if (err) {
         comp_written(wc, err);
         return;
@@ -117,20 +120,26 @@ static void commit_ready(struct qcow2_state *s)
     }
 }
 
-int qcow2_wcomp_submit(struct wop *op, struct qcow2_l2_slot *slot,
-                       uint64_t guest, const uint8_t *in)
+int qcow2_wcomp_submit(struct qcow2_state *s, struct wop *op,
+                       struct qcow2_l2_slot *slot, uint64_t guest,
+                       const uint8_t *in, bool owns_in)
 {
-    struct qcow2_state *s = op->s;
     struct qcow2_writer *w = s->w;
     uint64_t cs = s->cluster_size;
     struct wcomp *wc = calloc(1, sizeof *wc);
-    if (!wc)
+    if (!wc) {
+        if (owns_in)
+            free((void *)in);
         return -ENOMEM;
+    }
+    wc->s = s;
     wc->op = op;
     wc->slot = slot;
     wc->guest = guest;
     wc->l2_index = (guest >> s->cluster_bits) & (s->l2_entries - 1);
-    if (input_owned(s, wc)) {
+    wc->owns_in = owns_in;
+    if (!owns_in && guest + cs > s->img->size) {
+        /* The last cluster of the image: compress a zero-padded copy. */
         uint8_t *copy = calloc(1, cs);
         if (!copy) {
             free(wc);
@@ -138,6 +147,7 @@ int qcow2_wcomp_submit(struct wop *op, struct qcow2_l2_slot *slot,
         }
         memcpy(copy, in, s->img->size - guest);
         in = copy;
+        wc->owns_in = true;
     }
     wc->job.in = in;
     wc->job.in_len = cs;
@@ -147,11 +157,14 @@ int qcow2_wcomp_submit(struct wop *op, struct qcow2_l2_slot *slot,
     wc->job.opaque = wc;
     wc->job.loop = s->img->loop;
     if (!wc->job.out) {
-        comp_free(s, wc);
+        comp_free(wc);
         return -ENOMEM;
     }
     slot->pins++;
-    op->pending++;
+    if (op)
+        op->pending++;
+    else
+        w->bg_pending++;
     if (w->comp_tail)
         w->comp_tail->next = wc;
     else

@@ -201,6 +201,42 @@ static void do_piece(struct wop *op, struct qcow2_l2_slot *slot,
     uint64_t host = compressed ? 0 : e & QCOW2_OFFSET_MASK;
     bool zflag = !compressed && (e & QCOW2_OFLAG_ZERO);
 
+    if (w->staged && w->staged_guest != cstart) {
+        int r = qcow2_unstage(s, op);
+        if (r < 0) {
+            op_fail(op, r);
+            return;
+        }
+    }
+    if (w->staged) {    /* this cluster is being collected */
+        if (!full) {
+            if (data)
+                memcpy(w->staged + in_cluster, data, n);
+            else
+                memset(w->staged + in_cluster, 0, n);
+            return;
+        }
+        /* Overwritten whole: forget the staged bytes. */
+        free(w->staged);
+        w->staged = NULL;
+        w->staged_slot->pins--;
+        if (!data)
+            return;     /* still unallocated: reads as zeroes */
+    }
+    if (data && !full && w->compress && !host && !compressed &&
+        !s->backing) {
+        w->staged = calloc(1, cs);
+        if (!w->staged) {
+            op_fail(op, -ENOMEM);
+            return;
+        }
+        memcpy(w->staged + in_cluster, data, n);
+        w->staged_guest = cstart;
+        w->staged_slot = slot;
+        slot->pins++;
+        return;
+    }
+
     if (!data) {
         /* write zeroes */
         if (zflag)
@@ -238,7 +274,7 @@ static void do_piece(struct wop *op, struct qcow2_l2_slot *slot,
             release_compressed(s, e);
             qcow2_l2_set(s, slot, i, 0);
         }
-        int r = qcow2_wcomp_submit(op, slot, cstart, data);
+        int r = qcow2_wcomp_submit(s, op, slot, cstart, data, false);
         if (r < 0)
             op_fail(op, r);
         return;
@@ -261,6 +297,18 @@ static void do_piece(struct wop *op, struct qcow2_l2_slot *slot,
     }
     if (compressed)
         release_compressed(s, e);
+}
+
+int qcow2_unstage(struct qcow2_state *s, struct wop *op)
+{
+    struct qcow2_writer *w = s->w;
+    if (!w->staged)
+        return 0;
+    uint8_t *buf = w->staged;
+    struct qcow2_l2_slot *slot = w->staged_slot;
+    w->staged = NULL;
+    slot->pins--;
+    return qcow2_wcomp_submit(s, op, slot, w->staged_guest, buf, true);
 }
 
 static bool overlaps_active(struct qcow2_state *s, struct wop *op)

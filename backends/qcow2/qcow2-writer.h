@@ -25,7 +25,9 @@ struct wop;
 /* One queued compression of a full cluster, committed in submit order. */
 struct wcomp {
     struct qcow2_cjob job;
-    struct wop *op;
+    struct qcow2_state *s;
+    struct wop *op;                 /* NULL for a staged cluster */
+    bool owns_in;                   /* job.in is freed with it */
     struct qcow2_l2_slot *slot;     /* pinned until committed */
     uint64_t l2_index;
     uint64_t guest;
@@ -77,6 +79,10 @@ struct qcow2_writer {
     bool compress;
     struct qcow2_workers *workers;
     struct wcomp *comp_head, *comp_tail;
+    unsigned bg_pending;            /* op-less compressions in flight */
+    uint8_t *staged;                /* staging cluster, or NULL */
+    uint64_t staged_guest;
+    struct qcow2_l2_slot *staged_slot;  /* pinned while staged */
     struct wop *queue_head, *queue_tail;    /* waiting for setup */
     struct wop *active;             /* set up, I/O in flight */
     bool setup_running;
@@ -104,11 +110,22 @@ int qcow2_rc_adjust(struct qcow2_state *s, uint64_t off, uint64_t len,
 /* Note a metadata change; sets the on-disk dirty bit if it was clear. */
 void qcow2_meta_changed(struct qcow2_state *s);
 
-/* Compression: queue the full cluster at guest offset `guest` (input
- * `in`, cluster_size bytes, valid until the op completes) for deflate;
- * the L2 entry in `slot` is set when the result is committed in order. */
-int qcow2_wcomp_submit(struct wop *op, struct qcow2_l2_slot *slot,
-                       uint64_t guest, const uint8_t *in);
+/* Compression: queue the full cluster at guest offset `guest` for
+ * deflate; the L2 entry in `slot` (pinned meanwhile) is set when the
+ * result is committed in submit order.  `in` is cluster_size bytes (or
+ * up to the image end), valid until `op` completes, or taken over when
+ * `owns_in`.  `op` may be NULL (staged clusters flushed by a commit).
+ * Returns 0 or -ENOMEM. */
+int qcow2_wcomp_submit(struct qcow2_state *s, struct wop *op,
+                       struct qcow2_l2_slot *slot, uint64_t guest,
+                       const uint8_t *in, bool owns_in);
+
+/* With compression, a partial write into an empty cluster is collected
+ * in a staging buffer (the engine splits clusters around zero runs) and
+ * compressed as a whole when a write moves on to another cluster or at
+ * the next commit.  Submit the staged cluster now, if any (op may be
+ * NULL).  Returns 0 or -errno. */
+int qcow2_unstage(struct qcow2_state *s, struct wop *op);
 
 /* Sub-I/O bookkeeping for a write op. */
 void qcow2_wop_sub_done(void *opaque, int err);
