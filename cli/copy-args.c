@@ -1,0 +1,305 @@
+/* copy-args.c — parse and validate `imgfs copy` options.  See
+ * copy-args.h. */
+#include "copy-args.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+void copy_args_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: imgfs copy [options] SOURCE TARGET\n"
+        "\n"
+        "Copy image SOURCE onto image TARGET with many requests in flight.\n"
+        "Images: nfs://server/export/path[?nfsport=N&mountport=M],\n"
+        "        iscsi://[user@]host[:port]/iqn/lun, null:, zero:SIZE, local paths.\n"
+        "\n"
+        "Options:\n"
+        "  --requests N           requests in flight (1-%u, default %u)\n"
+        "  --request-size SIZE    bytes per request (default 1M, at most 64M)\n"
+        "  --order MODE           target write order: strict, pipelined (default)\n"
+        "                         or any\n"
+        "  --sparse SIZE          zero runs of at least SIZE bytes become zero\n"
+        "                         writes or holes (default 4K; 0 writes every byte)\n"
+        "  --target-is-zero       the target already reads as zeroes: skip zeroes\n"
+        "  --verify               read both images again and compare after copying\n"
+        "  --create               create TARGET (local or NFS file) with the size\n"
+        "                         of SOURCE\n"
+        "  --overwrite            allow replacing an existing non-empty file;\n"
+        "                         with --create it is truncated first\n"
+        "  --source-format FMT    auto (default), raw or qcow2\n"
+        "  --target-format FMT    raw (default) or qcow2\n"
+        "  --cluster-size SIZE    qcow2 target cluster size (default 64K)\n"
+        "  --compress             compress qcow2 target clusters\n"
+        "  --keep-backing         qcow2 target records SOURCE's backing file\n"
+        "  --resume-from OFFSET   continue a failed or cancelled copy at the byte\n"
+        "                         offset it reported (target opened in place)\n"
+        "  -p                     show progress (bar with rate and ETA on a\n"
+        "                         terminal, a line every 10%% otherwise)\n"
+        "  -q                     quiet: no summary line\n"
+        "  -h, --help             this text\n"
+        "\n"
+        "SIZE and OFFSET take K, M, G, T suffixes (powers of 1024).\n"
+        "Ctrl-C cancels cleanly and prints the offset to resume from.\n"
+        "Exit status: 0 copied, 1 failed, 2 bad arguments, 130/143 interrupted.\n",
+        COPY_MAX_REQUESTS, COPY_DEFAULT_REQUESTS);
+}
+
+/* Options that take a value. */
+enum opt_id {
+    O_REQUESTS, O_REQUEST_SIZE, O_ORDER, O_SPARSE, O_SOURCE_FORMAT,
+    O_TARGET_FORMAT, O_CLUSTER_SIZE, O_RESUME_FROM,
+    /* flags */
+    O_TARGET_IS_ZERO, O_VERIFY, O_CREATE, O_OVERWRITE, O_COMPRESS,
+    O_KEEP_BACKING, O_PROGRESS, O_QUIET, O_HELP,
+};
+
+struct opt_def {
+    const char *name;
+    enum opt_id id;
+    bool has_value;
+};
+
+static const struct opt_def opt_defs[] = {
+    { "--requests", O_REQUESTS, true },
+    { "--request-size", O_REQUEST_SIZE, true },
+    { "--order", O_ORDER, true },
+    { "--sparse", O_SPARSE, true },
+    { "--source-format", O_SOURCE_FORMAT, true },
+    { "--target-format", O_TARGET_FORMAT, true },
+    { "--cluster-size", O_CLUSTER_SIZE, true },
+    { "--resume-from", O_RESUME_FROM, true },
+    { "--target-is-zero", O_TARGET_IS_ZERO, false },
+    { "--verify", O_VERIFY, false },
+    { "--create", O_CREATE, false },
+    { "--overwrite", O_OVERWRITE, false },
+    { "--compress", O_COMPRESS, false },
+    { "--keep-backing", O_KEEP_BACKING, false },
+    { "-p", O_PROGRESS, false },
+    { "--progress", O_PROGRESS, false },
+    { "-q", O_QUIET, false },
+    { "--quiet", O_QUIET, false },
+    { "-h", O_HELP, false },
+    { "--help", O_HELP, false },
+};
+
+static const struct opt_def *find_opt(const char *arg, size_t namelen)
+{
+    for (size_t i = 0; i < sizeof opt_defs / sizeof opt_defs[0]; i++) {
+        if (strlen(opt_defs[i].name) == namelen &&
+            strncmp(opt_defs[i].name, arg, namelen) == 0)
+            return &opt_defs[i];
+    }
+    return NULL;
+}
+
+static int parse_order(const char *s, enum copy_order *out)
+{
+    static const struct { const char *name; enum copy_order order; } t[] = {
+        { "strict", COPY_ORDER_STRICT },
+        { "pipelined", COPY_ORDER_PIPELINED },
+        { "any", COPY_ORDER_ANY },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (strcmp(s, t[i].name) == 0) {
+            *out = t[i].order;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static int parse_format(const char *s, bool allow_auto, enum image_format *out)
+{
+    if (allow_auto && strcmp(s, "auto") == 0)
+        *out = IMAGE_FORMAT_AUTO;
+    else if (strcmp(s, "raw") == 0)
+        *out = IMAGE_FORMAT_RAW;
+    else if (strcmp(s, "qcow2") == 0)
+        *out = IMAGE_FORMAT_QCOW2;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static int bad(struct errmsg *err, const char *fmt, const char *opt,
+               const char *val)
+{
+    errmsg_set(err, fmt, opt, val);
+    return -EINVAL;
+}
+
+/* Apply one option with its value (NULL for flags). */
+static int apply(struct copy_args *a, const struct opt_def *d,
+                 const char *val, struct errmsg *err)
+{
+    uint64_t v;
+    switch (d->id) {
+    case O_REQUESTS: {
+        char *end;
+        errno = 0;
+        unsigned long n = strtoul(val, &end, 10);
+        if (errno || end == val || *end || val[0] == '-' || n < 1 ||
+            n > COPY_MAX_REQUESTS) {
+            errmsg_set(err, "%s: '%s' is not a number from 1 to %u",
+                       d->name, val, COPY_MAX_REQUESTS);
+            return -EINVAL;
+        }
+        a->copy.requests = (unsigned)n;
+        return 0;
+    }
+    case O_REQUEST_SIZE:
+        if (parse_size(val, &v) < 0)
+            return bad(err, "%s: '%s' is not a size", d->name, val);
+        if (v == 0 || v > COPY_MAX_REQUEST_SIZE) {
+            errmsg_set(err, "%s: '%s' is out of range (1 byte to %u MiB)",
+                       d->name, val, COPY_MAX_REQUEST_SIZE >> 20);
+            return -EINVAL;
+        }
+        a->copy.request_size = (size_t)v;
+        return 0;
+    case O_ORDER:
+        if (parse_order(val, &a->copy.order) < 0)
+            return bad(err, "%s: '%s' is not strict, pipelined or any",
+                       d->name, val);
+        return 0;
+    case O_SPARSE:
+        if (parse_size(val, &v) < 0)
+            return bad(err, "%s: '%s' is not a size", d->name, val);
+        a->copy.sparse = v;
+        return 0;
+    case O_SOURCE_FORMAT:
+        if (parse_format(val, true, &a->source_format) < 0)
+            return bad(err, "%s: '%s' is not auto, raw or qcow2", d->name, val);
+        return 0;
+    case O_TARGET_FORMAT:
+        if (parse_format(val, false, &a->target_format) < 0)
+            return bad(err, "%s: '%s' is not raw or qcow2", d->name, val);
+        return 0;
+    case O_CLUSTER_SIZE:
+        if (parse_size(val, &v) < 0)
+            return bad(err, "%s: '%s' is not a size", d->name, val);
+        if (v < 512 || v > 2 * 1024 * 1024 || (v & (v - 1)))
+            return bad(err, "%s: '%s' is not a power of two from 512 to 2M",
+                       d->name, val);
+        a->cluster_size = (uint32_t)v;
+        return 0;
+    case O_RESUME_FROM:
+        if (parse_size(val, &v) < 0)
+            return bad(err, "%s: '%s' is not a byte offset", d->name, val);
+        a->copy.start_offset = v;
+        return 0;
+    case O_TARGET_IS_ZERO: a->copy.target_is_zero = true; return 0;
+    case O_VERIFY: a->copy.verify = true; return 0;
+    case O_CREATE: a->create = true; return 0;
+    case O_OVERWRITE: a->overwrite = true; return 0;
+    case O_COMPRESS: a->compress = true; return 0;
+    case O_KEEP_BACKING: a->keep_backing = true; return 0;
+    case O_PROGRESS: a->progress = true; return 0;
+    case O_QUIET: a->quiet = true; return 0;
+    case O_HELP: a->help = true; return 0;
+    }
+    return -EINVAL;
+}
+
+/* Checks that involve several options. */
+static int validate(struct copy_args *a, struct errmsg *err)
+{
+    if (a->copy.sparse > a->copy.request_size) {
+        errmsg_set(err, "--sparse (%" PRIu64 ") must not exceed "
+                   "--request-size (%zu)", a->copy.sparse,
+                   a->copy.request_size);
+        return -EINVAL;
+    }
+    if (a->target_format != IMAGE_FORMAT_QCOW2) {
+        const char *opt = a->compress ? "--compress"
+                        : a->cluster_size ? "--cluster-size"
+                        : a->keep_backing ? "--keep-backing" : NULL;
+        if (opt) {
+            errmsg_set(err, "%s needs --target-format qcow2", opt);
+            return -EINVAL;
+        }
+    }
+    if (a->copy.start_offset && a->create) {
+        errmsg_set(err, "--resume-from cannot be combined with --create "
+                   "(the target would be recreated); resume with "
+                   "--overwrite instead");
+        return -EINVAL;
+    }
+    if (a->progress && a->quiet) {
+        errmsg_set(err, "-p and -q exclude each other");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int copy_args_parse(int argc, char **argv, struct copy_args *out,
+                    struct errmsg *err)
+{
+    struct copy_args a = { 0 };
+    copy_options_init(&a.copy);
+    a.source_format = IMAGE_FORMAT_AUTO;
+    a.target_format = IMAGE_FORMAT_RAW;
+    const char *operands[2];
+    int noperands = 0;
+    bool options_done = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (options_done || arg[0] != '-' || arg[1] == '\0') {
+            if (noperands == 2) {
+                errmsg_set(err, "unexpected argument '%s': expected only "
+                           "SOURCE and TARGET", arg);
+                return -EINVAL;
+            }
+            operands[noperands++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        const char *eq = arg[1] == '-' ? strchr(arg, '=') : NULL;
+        size_t namelen = eq ? (size_t)(eq - arg) : strlen(arg);
+        const struct opt_def *d = find_opt(arg, namelen);
+        if (!d) {
+            errmsg_set(err, "unknown option '%.*s' (see imgfs copy --help)",
+                       (int)namelen, arg);
+            return -EINVAL;
+        }
+        const char *val = NULL;
+        if (d->has_value) {
+            if (eq)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else {
+                errmsg_set(err, "%s needs a value", d->name);
+                return -EINVAL;
+            }
+        } else if (eq) {
+            errmsg_set(err, "%s takes no value", d->name);
+            return -EINVAL;
+        }
+        int r = apply(&a, d, val, err);
+        if (r < 0)
+            return r;
+        if (a.help) {
+            *out = a;
+            return 0;
+        }
+    }
+    if (noperands != 2) {
+        errmsg_set(err, "expected SOURCE and TARGET (see imgfs copy --help)");
+        return -EINVAL;
+    }
+    a.source = operands[0];
+    a.target = operands[1];
+    int r = validate(&a, err);
+    if (r < 0)
+        return r;
+    *out = a;
+    return 0;
+}
