@@ -1,5 +1,6 @@
 /* nfs-image.h — private to the nfs backend (nfs.c: data path,
- * nfs-open.c: connect, mount, open rules).  Not a shared contract.
+ * nfs-mount.c: connect and mount, nfs-open.c: open rules).  Not a shared
+ * contract.
  *
  * One libnfs context per image (libnfs is not thread safe); the context is
  * used synchronously only while opening and closing, and through the async
@@ -25,9 +26,28 @@ struct nfs_image {
     uint64_t writemax;          /* largest WRITE3 the server takes (> 0) */
     bool growable;              /* writes past img->size extend the file */
     bool dead;                  /* nfs_service failed for good */
+    uint64_t socket_ino;        /* inode of the polled socket (0: none) */
     struct loop_poller poller;
     int64_t service_timer;      /* periodic nfs_service(0), 0 = none */
 };
+
+/* A mounted export (nfs-mount.c): the context, what was mounted and the
+ * file's path inside it. */
+struct nfs_mounted {
+    struct nfs_context *nfs;
+    char *server;
+    char *export;       /* what was mounted, e.g. "/export" */
+    char *file;         /* path inside the export, e.g. "/dir/f.img" */
+};
+
+/* Connect to the server of `url` and mount the export holding its file
+ * (the URL's directory, else the nearest parent the server accepts).
+ * Returns 0 and fills `m`, or -errno with `err` naming the URL and what
+ * failed (connection, mount). */
+int nfs_mount_url(const char *url, struct nfs_mounted *m, struct errmsg *err);
+
+/* Destroy the context (if any) and free the strings; `m` becomes empty. */
+void nfs_mounted_release(struct nfs_mounted *m);
 
 /* The vtable of nfs images (nfs.c). */
 extern const struct image_ops nfs_image_ops;

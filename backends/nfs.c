@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <nfsc/libnfs.h>
 
@@ -71,6 +72,19 @@ static void complete_later(struct image *img, image_io_cb cb, void *opaque,
         cb(opaque, -ENOMEM);
 }
 
+/* libnfs reports an RPC failure (connection lost) as -EFAULT and an RPC
+ * timeout as -EINTR; callers get the errnos that mean that. */
+static int nfs_errno(int status)
+{
+    if (status >= 0)
+        return -EIO;
+    if (status == -EFAULT)
+        return -EIO;
+    if (status == -EINTR)
+        return -ETIMEDOUT;
+    return status;
+}
+
 /* Store the libnfs reason for a failure, unless an earlier failure of the
  * same request already did. */
 static void request_fail(struct nfs_request *req, int err, const char *what,
@@ -78,7 +92,7 @@ static void request_fail(struct nfs_request *req, int err, const char *what,
 {
     if (req->err)
         return;
-    req->err = err < 0 ? err : -EIO;
+    req->err = nfs_errno(err);
     image_set_error(req->ni->img, "NFS %s at offset %" PRIu64 ": %s", what,
                     offset, detail && *detail ? detail : strerror(-req->err));
 }
@@ -274,8 +288,8 @@ static void request_start(struct image *img, enum nfs_op op, uint8_t *rbuf,
 {
     struct nfs_image *ni = nfs_of(img);
     if (ni->dead) {
-        image_set_error(img, "NFS connection is broken: %s",
-                        nfs_get_error(ni->nfs));
+        image_set_error(img, "connection to the NFS server lost and not "
+                        "re-established (%s)", nfs_get_error(ni->nfs));
         complete_later(img, cb, opaque, -EIO);
         return;
     }
@@ -368,7 +382,7 @@ static void fsync_cb(int status, struct nfs_context *nfs, void *data,
     if (status < 0)
         image_set_error(copy.img, "NFS COMMIT: %s",
                         data ? (const char *)data : nfs_get_error(nfs));
-    copy.cb(copy.opaque, status < 0 ? status : 0);
+    copy.cb(copy.opaque, status < 0 ? nfs_errno(status) : 0);
 }
 
 static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
@@ -422,10 +436,59 @@ const struct image_ops nfs_image_ops = {
 
 /* --- loop glue --------------------------------------------------------- */
 
+/* A deferred call that does nothing: its presence alone makes the loop's
+ * next round poll without sleeping. */
+static void nothing(void *opaque)
+{
+    (void)opaque;
+}
+
+/* Inode of the socket libnfs currently uses, 0 if none. */
+static uint64_t socket_ino_now(struct nfs_image *ni)
+{
+    int fd = nfs_get_fd(ni->nfs);
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+/* Deferred calls run at the end of the round that queued them, and calls
+ * queued while they run go to the next round, which then does not sleep:
+ * this keeps the next round from sleeping.  Takes the loop, not the image,
+ * which may be closed by then. */
+static void kick(void *loop)
+{
+    loop_defer(loop, nothing, NULL);
+}
+
+/* After nfs_service: if libnfs switched sockets, make sure the loop runs
+ * the next round at once (see poll_get_fd) instead of sleeping. */
+static void after_service(struct nfs_image *ni)
+{
+    uint64_t ino = socket_ino_now(ni);
+    if (ino && ino != ni->socket_ino)
+        loop_defer(ni->img->loop, kick, ni->img->loop);
+}
+
+/* libnfs reconnects by dup2()ing the new socket onto the old descriptor
+ * number.  The loop compares fd numbers only, and epoll silently dropped
+ * the old socket, so the new one would never be polled.  Spot the new
+ * socket by its inode and report "no fd" for one round, which makes the
+ * loop unregister and then register the descriptor afresh (a deferred
+ * no-op keeps that round from sleeping). */
 static int poll_get_fd(void *opaque)
 {
     struct nfs_image *ni = opaque;
-    return ni->dead ? -1 : nfs_get_fd(ni->nfs);
+    if (ni->dead)
+        return -1;
+    int fd = nfs_get_fd(ni->nfs);
+    uint64_t ino = socket_ino_now(ni);
+    if (ino && ino != ni->socket_ino) {
+        bool first = ni->socket_ino == 0;
+        ni->socket_ino = ino;
+        if (!first && loop_defer(ni->img->loop, nothing, NULL) == 0)
+            return -1;
+    }
+    return fd;
 }
 
 static int poll_events(void *opaque)
@@ -444,10 +507,11 @@ static int poll_service(void *opaque, int revents)
          * queued are failed by the timeout scan of the service timer;
          * new ones are refused. */
         ni->dead = true;
-        image_set_error(ni->img, "NFS connection failed: %s",
-                        nfs_get_error(ni->nfs));
+        image_set_error(ni->img, "connection to the NFS server lost and "
+                        "not re-established (%s)", nfs_get_error(ni->nfs));
         return -1;
     }
+    after_service(ni);
     return 0;
 }
 
@@ -455,7 +519,10 @@ static void service_tick(void *opaque)
 {
     struct nfs_image *ni = opaque;
     ni->service_timer = 0;
-    nfs_service(ni->nfs, 0);
+    /* Also when dead: the timeout scan fails calls left queued on a
+     * connection libnfs gave up on. */
+    if (nfs_service(ni->nfs, 0) == 0 && !ni->dead)
+        after_service(ni);
     int64_t id = loop_add_timer(ni->img->loop, SERVICE_TICK_MS, service_tick,
                                 ni);
     ni->service_timer = id > 0 ? id : 0;

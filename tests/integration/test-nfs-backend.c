@@ -26,6 +26,7 @@
 #include <nfsc/libnfs.h>
 
 #include "backends/image-open.h"
+#include "backends/nfs-image.h"     /* the image's libnfs socket */
 #include "backends/protocols.h"
 #include "servers-env.h"
 
@@ -519,6 +520,61 @@ static void test_read_past_shrunk_file(void **state)
     close_ok(img);
 }
 
+/* The TCP connection to the server is cut under the image (ss -K): libnfs
+ * reconnects and re-sends, so requests issued afterwards still succeed.
+ * Skipped where the kernel cannot destroy sockets (no INET_DIAG_DESTROY
+ * or no CAP_NET_ADMIN). */
+static void test_reconnect_after_connection_drop(void **state)
+{
+    (void)state;
+    const size_t len = 4 * MiB + 3;
+    uint8_t *data = malloc(len), *back = malloc(len);
+    assert_non_null(data);
+    assert_non_null(back);
+    fill_random(data, len, 8);
+    struct image *img = open_ok("reconnect.img",
+                                target_opts(true, false, len, false));
+    assert_int_equal(image_write_sync(img, data, 0, len / 2), 0);
+
+    struct nfs_image *ni = img->priv;
+    struct sockaddr_storage local;
+    socklen_t sl = sizeof local;
+    assert_int_equal(getsockname(nfs_get_fd(ni->nfs),
+                                 (struct sockaddr *)&local, &sl), 0);
+    int port = ntohs(((struct sockaddr_in *)&local)->sin_port);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "ss -K -t -n 'sport = :%d' 2>/dev/null", port);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[512];
+    int lines = 0;
+    while (fgets(line, sizeof line, p))
+        if (strstr(line, "127.0.0.1") || strstr(line, "ESTAB"))
+            lines++;
+    int rc = pclose(p);
+    if (rc != 0 || lines == 0) {
+        close_ok(img);
+        free(data);
+        free(back);
+        skip();
+    }
+
+    assert_int_equal(image_write_sync(img, data + len / 2, len / 2,
+                                      len - len / 2), 0);
+    assert_int_equal(image_flush_sync(img), 0);
+    assert_int_equal(image_read_sync(img, back, 0, len), 0);
+    assert_memory_equal(back, data, len);
+    close_ok(img);
+
+    char local_path[512], expect[600];
+    local_of(local_path, sizeof local_path, "reconnect.img");
+    snprintf(expect, sizeof expect, "%s/reconnect.expect", tmpdir);
+    local_pwrite(expect, data, len, 0);
+    assert_int_equal(run("cmp '%s' '%s'", expect, local_path), 0);
+    free(data);
+    free(back);
+}
+
 /* --- errors and URLs ----------------------------------------------------- */
 
 static void test_missing_file_and_export(void **state)
@@ -691,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_many_concurrent_requests),
         cmocka_unit_test(test_write_zeroes),
         cmocka_unit_test(test_read_past_shrunk_file),
+        cmocka_unit_test(test_reconnect_after_connection_drop),
         cmocka_unit_test(test_missing_file_and_export),
         cmocka_unit_test(test_unreachable_ports),
         cmocka_unit_test(test_url_with_ports),
