@@ -36,7 +36,6 @@ struct iscsi_wait {
     bool timed_out;
     int status;
     struct scsi_task *task;
-    int last_sense_key;     /* of a failed command, before it was freed */
 };
 
 struct iscsi_lun {
@@ -84,6 +83,11 @@ int iscsi_report_failure(struct iscsi_lun *l, int status,
 /* True when a failed command should simply be issued again: UNIT
  * ATTENTION (e.g. after a reconnect), BUSY, TASK SET FULL. */
 bool iscsi_should_retry(int status, const struct scsi_task *task);
+
+/* Try a TCP connection to `portal` ("host[:port]", "[v6][:port]") within
+ * `timeout_ms`; close it at once.  Returns 0 or -errno.  Used only to
+ * explain a failed login (iscsi-portal.c). */
+int iscsi_probe_portal(const char *portal, int timeout_ms);
 
 /* Data path (iscsi-io.c).  Same contracts as struct image_ops. */
 void iscsi_op_read(struct image *img, void *buf, uint64_t offset, size_t len,

@@ -212,7 +212,6 @@ static struct scsi_task *finish_command(struct iscsi_lun *l,
         iscsi_report_failure(l, w->status, w->task, what);
         errmsg_set(err, "%s: %s", l->img->name, l->img->last_error.text);
         if (w->task) {
-            w->last_sense_key = w->task->sense.key;
             scsi_free_scsi_task(w->task);
             w->task = NULL;
         }
@@ -314,46 +313,39 @@ static int wait_step(struct iscsi_lun *l, struct iscsi_wait *w,
     return w->status == SCSI_STATUS_GOOD ? 0 : -EIO;
 }
 
-/* TCP connect, login, then TEST UNIT READY until the unit attentions of a
- * fresh session are consumed (the TUR also proves the LUN exists). */
+/* Connect, log in and TEST UNIT READY (libiscsi consumes the unit
+ * attentions of a fresh session).  iscsi_full_connect_async is used, not
+ * connect + login, because it records the portal and LUN that libiscsi's
+ * automatic reconnect needs.  On failure a plain TCP probe of the portal
+ * tells "cannot connect" apart from a refused login or a missing LUN. */
 static int connect_lun(struct iscsi_lun *l, const struct iscsi_url *u,
                        struct errmsg *err)
 {
     const char *name = l->img->name;
     struct iscsi_wait *w = new_wait(l);
-    int r = wait_step(l, w, iscsi_connect_async(l->ctx, u->portal, wait_cb, w));
-    if (r < 0) {
-        errmsg_set(err, "%s: cannot connect to iSCSI portal %s: %s", name,
-                   u->portal, r == -ETIMEDOUT
-                                  ? "no answer"
-                                  : "TCP connection refused or failed");
+    int r = wait_step(l, w, iscsi_full_connect_async(l->ctx, u->portal,
+                                                     u->lun, wait_cb, w));
+    if (r == 0 && iscsi_is_logged_in(l->ctx))
+        return 0;
+    if (r == -ETIMEDOUT) {
+        errmsg_set(err, "%s: no iSCSI login to target %s LUN %d at %s "
+                   "within %d s", name, u->target, u->lun, u->portal,
+                   OPEN_TIMEOUT_S);
         return r;
     }
-    w = new_wait(l);
-    r = wait_step(l, w, iscsi_login_async(l->ctx, wait_cb, w));
-    if (r < 0 || !iscsi_is_logged_in(l->ctx)) {
-        errmsg_set(err, "%s: iSCSI login to target %s at %s failed: %s",
-                   name, u->target, u->portal,
-                   r == -ETIMEDOUT ? "no answer" : iscsi_get_error(l->ctx));
-        return r < 0 ? r : -EIO;
+    char why[256];
+    snprintf(why, sizeof why, "%s", iscsi_get_error(l->ctx));
+    for (size_t n = strlen(why); n > 0 && (why[n - 1] == '\n' || why[n - 1] == ' ');)
+        why[--n] = '\0';
+    int probe = iscsi_probe_portal(u->portal, 2000);
+    if (probe < 0) {
+        errmsg_set(err, "%s: cannot connect to iSCSI portal %s: %s", name,
+                   u->portal, strerror(-probe));
+        return probe;
     }
-    for (int attempt = 0;; attempt++) {
-        w = new_wait(l);
-        struct scsi_task *t = finish_command(l, w,
-            iscsi_testunitready_task(l->ctx, l->lun, wait_cb, w),
-            "TEST UNIT READY", err);
-        if (t) {
-            scsi_free_scsi_task(t);
-            return 0;
-        }
-        bool ua = w->status == SCSI_STATUS_CHECK_CONDITION &&
-                  w->last_sense_key == SCSI_SENSE_UNIT_ATTENTION;
-        if (!ua || attempt >= 10) {
-            errmsg_set(err, "%s: LUN %d of target %s: %s", name, l->lun,
-                       u->target, l->img->last_error.text);
-            return -EIO;
-        }
-    }
+    errmsg_set(err, "%s: cannot log in to iSCSI target %s LUN %d at %s: %s",
+               name, u->target, u->lun, u->portal, why);
+    return -EIO;
 }
 
 static int check_disk(struct iscsi_lun *l, struct errmsg *err)

@@ -609,6 +609,75 @@ static void test_chap(void **state)
     expect_open_error(with_pw, "IMGFS_ISCSI_SECRET_FILE");
 }
 
+/* Drop the target side of the LUN's connection (tgtadm) while writes and
+ * reads are in flight: libiscsi reconnects and re-issues them; every
+ * request must still succeed and the data must be right. */
+static void drop_connection(const struct lun *l)
+{
+    const char *tgtadm = servers_env_get("TGTADM");
+    const char *port = servers_env_get("TGTADM_CONTROL_PORT");
+    const char *root = servers_env_get("TEST_ROOT");
+    assert_non_null(tgtadm);
+    assert_non_null(root);
+    int r = run("tid=$(cat '%s/luns/%s.tid') && "
+                "sid=$('%s' -C %s --lld iscsi --mode conn --op show --tid $tid"
+                " | awk '/Session:/ {print $2; exit}') && "
+                "test -n \"$sid\" && "
+                "'%s' -C %s --lld iscsi --mode conn --op delete --tid $tid "
+                "--sid $sid --cid 0", root, l->name, tgtadm,
+                port ? port : "0", tgtadm, port ? port : "0");
+    assert_int_equal(r, 0);
+}
+
+static void test_reconnect(void **state)
+{
+    (void)state;
+    struct lun *l = &luns[1];
+    struct image *img = open_lun(l->url);
+    const size_t n = 64, len = 1 * MiB;
+    uint8_t *ref = malloc(n * len), *back = malloc(n * len);
+    assert_non_null(ref);
+    assert_non_null(back);
+    fill_random(ref, n * len, 99);
+    struct op ops[64];
+    memset(ops, 0, sizeof ops);
+    for (size_t i = 0; i < n; i++) {
+        pending++;
+        image_write(img, ref + i * len, i * len, len, op_cb, &ops[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(loop_run_once(loop, 0), 0);
+    assert_true(pending > 0);
+    drop_connection(l);
+    wait_all();
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].err)
+            fail_msg("write %zu after reconnect: %d %s", i, ops[i].err,
+                     img->last_error.text);
+    assert_int_equal(image_flush_sync(img), 0);
+    read_backing(l, back, 0, n * len);
+    assert_memory_equal(back, ref, n * len);
+
+    memset(back, 0, n * len);
+    memset(ops, 0, sizeof ops);
+    for (size_t i = 0; i < n; i++) {
+        pending++;
+        image_read(img, back + i * len, i * len, len, op_cb, &ops[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(loop_run_once(loop, 0), 0);
+    drop_connection(l);
+    wait_all();
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].err)
+            fail_msg("read %zu after reconnect: %d %s", i, ops[i].err,
+                     img->last_error.text);
+    assert_memory_equal(back, ref, n * len);
+    free(ref);
+    free(back);
+    assert_int_equal(image_close(img), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -620,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_bounds_and_alignment),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_chap),
+        cmocka_unit_test(test_reconnect),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
