@@ -1,2 +1,291 @@
-/* STUB, being written. */
+/* jobspec.c — parse job files (see jobspec.h).
+ *
+ * Grammar, one item per line:  key = value   (# comment anywhere, blank
+ * lines ignored, spaces/tabs/CR around tokens ignored).  A value cannot
+ * contain '#'.  Every key may appear once; unknown keys, bad values, NUL
+ * bytes and lines longer than JOB_LINE_MAX are errors naming the line.
+ */
 #include "jobspec.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define JOB_LINE_MAX 4096
+
+void job_spec_init(struct job_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->source_format = IMAGE_FORMAT_AUTO;
+    spec->target_format = IMAGE_FORMAT_RAW;
+    copy_options_init(&spec->copy);
+}
+
+int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = { "yes", "true", "on", "1" };
+    static const char *const no[] = { "no", "false", "off", "0" };
+    if (!s)
+        return -EINVAL;
+    for (unsigned i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* Per-key value parsers: return NULL or a description of what the value
+ * should have been (used as "line N: KEY: 'VALUE' is not DESCRIPTION"). */
+typedef const char *(*value_parser)(const char *v, struct job_spec *s);
+
+static const char *set_path(const char *v, char *dst, size_t cap)
+{
+    size_t n = strlen(v);
+    if (n >= cap)
+        return "a path of fewer than 1024 bytes";
+    memcpy(dst, v, n + 1);
+    return NULL;
+}
+
+static const char *p_source(const char *v, struct job_spec *s)
+{
+    return set_path(v, s->source, sizeof s->source);
+}
+
+static const char *p_target(const char *v, struct job_spec *s)
+{
+    return set_path(v, s->target, sizeof s->target);
+}
+
+static const char *p_source_format(const char *v, struct job_spec *s)
+{
+    if (strcmp(v, "auto") == 0)
+        s->source_format = IMAGE_FORMAT_AUTO;
+    else if (strcmp(v, "raw") == 0)
+        s->source_format = IMAGE_FORMAT_RAW;
+    else if (strcmp(v, "qcow2") == 0)
+        s->source_format = IMAGE_FORMAT_QCOW2;
+    else
+        return "auto, raw or qcow2";
+    return NULL;
+}
+
+static const char *p_target_format(const char *v, struct job_spec *s)
+{
+    if (strcmp(v, "raw") == 0)
+        s->target_format = IMAGE_FORMAT_RAW;
+    else if (strcmp(v, "qcow2") == 0)
+        s->target_format = IMAGE_FORMAT_QCOW2;
+    else
+        return "raw or qcow2";
+    return NULL;
+}
+
+static const char *p_order(const char *v, struct job_spec *s)
+{
+    if (copy_order_parse(v, &s->copy.order) < 0)
+        return "strict, pipelined or any";
+    return NULL;
+}
+
+static const char *p_requests(const char *v, struct job_spec *s)
+{
+    char *end;
+    if (!isdigit((unsigned char)v[0]))
+        return "a number of requests (1..1024)";
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno || *end || n < 1 || n > COPY_MAX_REQUESTS)
+        return "a number of requests (1..1024)";
+    s->copy.requests = (unsigned)n;
+    return NULL;
+}
+
+static const char *p_request_size(const char *v, struct job_spec *s)
+{
+    uint64_t n;
+    if (parse_size(v, &n) < 0)
+        return "a size";
+    if (n == 0 || n > COPY_MAX_REQUEST_SIZE)
+        return "a size between 1 and 64M";
+    s->copy.request_size = (size_t)n;
+    return NULL;
+}
+
+static const char *p_sparse(const char *v, struct job_spec *s)
+{
+    if (parse_size(v, &s->copy.sparse) < 0)
+        return "a size";
+    return NULL;
+}
+
+static const char *p_cluster_size(const char *v, struct job_spec *s)
+{
+    uint64_t n;
+    if (parse_size(v, &n) < 0)
+        return "a size";
+    if (n < 512 || n > 2 * 1024 * 1024 || (n & (n - 1)))
+        return "a power of two between 512 and 2M";
+    s->cluster_size = (unsigned)n;
+    return NULL;
+}
+
+static const char *p_backing(const char *v, struct job_spec *s)
+{
+    if (strcmp(v, "flatten") == 0)
+        s->keep_backing = false;
+    else if (strcmp(v, "keep") == 0)
+        s->keep_backing = true;
+    else
+        return "flatten or keep";
+    return NULL;
+}
+
+#define BOOL_PARSER(fn, field)                                           \
+    static const char *fn(const char *v, struct job_spec *s)             \
+    {                                                                    \
+        return parse_bool(v, &s->field) < 0 ? "yes or no" : NULL;        \
+    }
+BOOL_PARSER(p_compress, compress)
+BOOL_PARSER(p_verify, copy.verify)
+BOOL_PARSER(p_resume, resume)
+BOOL_PARSER(p_overwrite, overwrite)
+BOOL_PARSER(p_target_is_zero, copy.target_is_zero)
+
+static const struct {
+    const char *key;
+    value_parser parse;
+} keys[] = {
+    { "source", p_source },
+    { "target", p_target },
+    { "source-format", p_source_format },
+    { "target-format", p_target_format },
+    { "order", p_order },
+    { "requests", p_requests },
+    { "request-size", p_request_size },
+    { "sparse", p_sparse },
+    { "compress", p_compress },
+    { "cluster-size", p_cluster_size },
+    { "backing", p_backing },
+    { "verify", p_verify },
+    { "resume", p_resume },
+    { "overwrite", p_overwrite },
+    { "target-is-zero", p_target_is_zero },
+};
+#define NKEYS (sizeof keys / sizeof *keys)
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Trim blanks at both ends of [b, e) in place; returns the start. */
+static char *trim(char *b, char *e)
+{
+    while (b < e && is_blank(*b))
+        b++;
+    while (e > b && is_blank(e[-1]))
+        e--;
+    *e = '\0';
+    return b;
+}
+
+/* Parse one line (NUL-terminated copy, comment already cut). */
+static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
+                      struct job_spec *spec, struct errmsg *err)
+{
+    char *end = line + strlen(line);
+    char *eq = strchr(line, '=');
+    if (!eq) {
+        char *text = trim(line, end);
+        if (!*text)
+            return 0;
+        errmsg_set(err, "line %u: expected 'key = value', got '%.64s'",
+                   lineno, text);
+        return -EINVAL;
+    }
+    char *key = trim(line, eq);
+    char *value = trim(eq + 1, end);
+    if (!*key) {
+        errmsg_set(err, "line %u: missing key before '='", lineno);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(key, keys[i].key) != 0)
+            continue;
+        if (seen[i]) {
+            errmsg_set(err, "line %u: '%s' given twice", lineno, key);
+            return -EINVAL;
+        }
+        seen[i] = true;
+        if (!*value) {
+            errmsg_set(err, "line %u: '%s' has no value", lineno, key);
+            return -EINVAL;
+        }
+        const char *want = keys[i].parse(value, spec);
+        if (want) {
+            errmsg_set(err, "line %u: %s: '%.64s' is not %s", lineno, key,
+                       value, want);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    errmsg_set(err, "line %u: unknown key '%.64s'", lineno, key);
+    return -EINVAL;
+}
+
+int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
+                   struct errmsg *err)
+{
+    job_spec_init(spec);
+    bool seen[NKEYS] = { false };
+    char line[JOB_LINE_MAX + 1];
+    unsigned lineno = 0;
+    size_t pos = 0;
+
+    if (!text && len)
+        return -EINVAL;
+    while (pos < len) {
+        lineno++;
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - start) : len - pos;
+        pos += n + (nl ? 1 : 0);
+        if (memchr(start, '\0', n)) {
+            errmsg_set(err, "line %u: NUL byte in job text (not a text "
+                       "file?)", lineno);
+            return -EINVAL;
+        }
+        if (n > JOB_LINE_MAX) {
+            errmsg_set(err, "line %u: line too long (%zu bytes; at most %u)",
+                       lineno, n, JOB_LINE_MAX);
+            return -EINVAL;
+        }
+        memcpy(line, start, n);
+        line[n] = '\0';
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        int r = parse_line(line, lineno, seen, spec, err);
+        if (r < 0)
+            return r;
+    }
+    if (!seen[0]) {
+        errmsg_set(err, "missing 'source'");
+        return -EINVAL;
+    }
+    if (!seen[1]) {
+        errmsg_set(err, "missing 'target'");
+        return -EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,175 @@
+/* engine-internal.h — the copy job's state, shared by the engine's parts
+ * (engine.c: lifecycle, errors, progress; planner.c: lazy block status →
+ * planned ranges; pipeline.c: reads, ordered writes, watermark; verify.c:
+ * the compare pass).  Not for use outside copier/ (tests may read it).
+ *
+ * Everything here runs on the images' loop thread, except the fields under
+ * `lock`, which copy_job_progress reads from any thread.
+ */
+#ifndef IMGFS_ENGINE_INTERNAL_H
+#define IMGFS_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "engine.h"
+
+/* How many extents of one block-status answer the planner keeps. */
+#define PLANNER_CACHE_EXTENTS 32u
+/* A zero request covers at most this many request sizes (and 1 GiB). */
+#define ZERO_REQUEST_FACTOR 64u
+#define ZERO_REQUEST_MAX    (1024ull * 1024 * 1024)
+/* Block status runs at most this many pool sizes ahead of the watermark
+ * (and at least one zero-request cap). */
+#define WINDOW_POOL_FACTOR 4u
+/* Buffer alignment and stride granule. */
+#define REQUEST_BUFFER_ALIGN 4096u
+
+enum request_state {
+    REQ_FREE,
+    REQ_READING,        /* source reads in flight */
+    REQ_READY,          /* data (or zero range) ready, writes not issued */
+    REQ_WRITING,        /* target operations in flight */
+    REQ_VERIFYING,      /* verify pass owns the buffer */
+};
+
+enum request_kind {
+    REQ_DATA,           /* read, zero-detect, write */
+    REQ_ZERO,           /* source reads as zeroes: write zeroes or skip */
+};
+
+struct copy_request;
+
+/* One image operation in flight for a request: the callback's opaque, so a
+ * failure can name its own offset. */
+struct request_op {
+    struct copy_request *req;
+    uint64_t offset;
+};
+
+struct copy_request {
+    struct copy_job *job;
+    unsigned index;
+    unsigned char *buf;             /* request_size bytes, 4 KiB aligned */
+    enum request_state state;
+    enum request_kind kind;
+    uint64_t seq;                   /* plan order (offset order) */
+    uint64_t offset, length;
+    unsigned ops_pending;           /* image operations in flight */
+    unsigned ops_used;              /* entries of `ops` handed out */
+    bool failed;                    /* one of its operations failed */
+    size_t cursor;                  /* strict order: next piece to write */
+    struct request_op *ops;         /* max_ops entries */
+    struct copy_request *next_free;
+};
+
+/* Write-order bookkeeping, one per planned range, indexed by seq % n. */
+struct copy_ticket {
+    uint64_t end;
+    struct copy_request *req;       /* NULL once the slot was released */
+    bool done;                      /* every target op completed */
+};
+
+struct copy_planner {
+    struct extent cache[PLANNER_CACHE_EXTENTS];
+    size_t first, count;            /* live cache entries [first, count) */
+    uint64_t cache_start;           /* offset the cached answer was asked at */
+    uint64_t next;                  /* next offset to plan */
+    bool querying;                  /* block status in flight */
+    uint64_t window;                /* bytes ahead of the watermark */
+    uint64_t zero_cap;              /* largest zero request */
+    uint64_t align;                 /* lcm of both block sizes */
+    uint64_t block_status_calls;
+};
+
+struct copy_verifier {
+    uint64_t next;                  /* next offset to compare */
+    uint64_t diff;                  /* first differing offset found */
+    bool differs;
+    unsigned pairs;                 /* buffer pairs in use */
+};
+
+struct copy_job {
+    struct image *src, *dst;
+    struct copy_options opts;
+    bool skip_zeroes;               /* target reads as zeroes */
+    uint64_t size;                  /* bytes to copy (src->size) */
+
+    unsigned char *buffers;         /* one block, nbuf × stride */
+    size_t stride;
+    unsigned nbuf;                  /* requests (+1 for verify if needed) */
+    size_t buffer_bytes;            /* bytes allocated for buffers */
+    struct copy_request *reqs;      /* nbuf entries */
+    struct request_op *op_pool;
+    unsigned max_ops;               /* per request */
+    struct copy_request *free_list;
+    unsigned free_count;
+
+    struct copy_ticket *tickets;
+    unsigned nticket;
+    uint64_t plan_seq;              /* next seq to plan */
+    uint64_t issue_seq;             /* next seq whose writes may issue */
+    uint64_t retire_seq;            /* lowest seq not yet retired */
+    unsigned groups_writing;        /* requests in REQ_WRITING */
+
+    struct copy_planner plan;
+    struct copy_verifier ver;
+
+    unsigned ops_inflight;          /* every image op (and kicks) pending */
+    bool started, stopping, finished, flush_issued, done_called;
+    bool cancel_requested;
+    bool in_pump, pump_again;
+    uint64_t start_ns;
+
+    copy_done_cb done_cb;
+    void *done_opaque;
+
+    pthread_mutex_t lock;           /* guards `prog` and `end_ns` */
+    struct copy_progress prog;
+    uint64_t end_ns;
+};
+
+/* engine.c */
+/* Drive the job: plan and read into free slots, issue writes in order,
+ * flush, verify, finish.  Safe to call from any completion; re-entrant
+ * calls are folded into the running one.  May call the done callback,
+ * so callers must not touch the job after calling it. */
+void job_pump(struct copy_job *job);
+/* Record the first error ("OP on IMAGE at offset N: strerror[: detail]";
+ * offset < 0 omits "at offset") and start draining. */
+void job_fail(struct copy_job *job, const char *op, struct image *img,
+              int64_t offset, int err);
+/* Same with a ready-made message. */
+void job_fail_msg(struct copy_job *job, int err, const char *msg);
+/* Update the thread-visible progress (under the lock). */
+void job_set_state(struct copy_job *job, enum copy_state s);
+void job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark);
+void job_add_verified(struct copy_job *job, uint64_t bytes);
+
+/* Borrow one op context of `r` for an operation at `offset`. */
+struct request_op *request_op_take(struct copy_request *r, uint64_t offset);
+
+/* planner.c */
+void planner_init(struct copy_job *job);
+enum plan_result { PLAN_RANGE, PLAN_WAIT, PLAN_END };
+/* Plan the next range at job->plan.next (aligned).  PLAN_RANGE fills
+ * the offset, length and kind and advances; PLAN_WAIT means block status is in
+ * flight or the window is full; PLAN_END means everything is planned. */
+enum plan_result planner_next(struct copy_job *job, uint64_t *offset,
+                              uint64_t *length, enum request_kind *kind);
+
+/* pipeline.c */
+/* Fill free slots with planned ranges and issue their reads. */
+void pipeline_fill(struct copy_job *job);
+/* Issue the writes that the order mode allows now. */
+void pipeline_issue_writes(struct copy_job *job);
+/* Release READY requests that will never be written (stopping). */
+void pipeline_drop_unwritten(struct copy_job *job);
+/* True when every planned range was written and retired. */
+bool pipeline_finished(const struct copy_job *job);
+
+/* verify.c */
+void verify_start(struct copy_job *job);
+/* Issue more compare reads; returns true when the pass is complete. */
+bool verify_pump(struct copy_job *job);
+
+#endif

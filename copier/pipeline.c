@@ -1,0 +1,316 @@
+/* pipeline.c — the request life cycle: free → planned → read → zero
+ * detection → ordered writes → retired, and the watermark.
+ *
+ * Ordering: every planned range gets a sequence number (plan order is
+ * offset order) and a ticket in a ring of 2 × requests entries.
+ *   STRICT     the next sequence number's writes are issued when no other
+ *              request is writing, one operation at a time;
+ *   PIPELINED  the next sequence number's writes are issued as soon as
+ *              its data is ready, however many are in flight;
+ *   ANY        a request's writes are issued as soon as its data is ready.
+ * A request's slot (buffer) is released as soon as its writes complete;
+ * its ticket is retired in sequence order, which moves the watermark.
+ */
+#include <assert.h>
+#include <string.h>
+
+#include "engine-internal.h"
+#include "zero-detect.h"
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+/* Largest read/write length for `img`, a multiple of its block size, or 0
+ * for no limit. */
+static size_t max_len(const struct image *img)
+{
+    size_t m = img->max_request;
+    uint32_t bs = img->block_size ? img->block_size : 1;
+    if (m == 0)
+        return 0;
+    m -= m % bs;
+    return m ? m : bs;
+}
+
+struct request_op *request_op_take(struct copy_request *r, uint64_t offset)
+{
+    assert(r->ops_used < r->job->max_ops);
+    struct request_op *op = &r->ops[r->ops_used++];
+    op->req = r;
+    op->offset = offset;
+    r->ops_pending++;
+    r->job->ops_inflight++;
+    return op;
+}
+
+static void slot_release(struct copy_job *job, struct copy_request *r)
+{
+    struct copy_ticket *t = &job->tickets[r->seq % job->nticket];
+    if (t->req == r)
+        t->req = NULL;
+    r->state = REQ_FREE;
+    r->next_free = job->free_list;
+    job->free_list = r;
+    job->free_count++;
+    job->pump_again = true;
+}
+
+static struct copy_request *slot_take(struct copy_job *job)
+{
+    struct copy_request *r = job->free_list;
+    job->free_list = r->next_free;
+    job->free_count--;
+    r->ops_pending = 0;
+    r->ops_used = 0;
+    r->cursor = 0;
+    r->failed = false;
+    return r;
+}
+
+/* Retire done tickets in order; moves the watermark. */
+static void retire(struct copy_job *job, uint64_t bytes)
+{
+    uint64_t wm = job->prog.watermark;
+    while (job->retire_seq < job->plan_seq) {
+        struct copy_ticket *t = &job->tickets[job->retire_seq % job->nticket];
+        if (!t->done)
+            break;
+        wm = t->end;
+        job->retire_seq++;
+    }
+    job_add_done(job, bytes, wm);
+}
+
+/* The request's target operations all completed. */
+static void request_finish(struct copy_request *r)
+{
+    struct copy_job *job = r->job;
+    job->groups_writing--;
+    if (!r->failed) {
+        job->tickets[r->seq % job->nticket].done = true;
+        retire(job, r->length);
+    }
+    slot_release(job, r);
+}
+
+static void write_done(void *opaque, int err);
+static void zero_done(void *opaque, int err);
+
+/* Length of a target operation at [offset, offset+len) when it ends at the
+ * source's end: padded to the target block size if the target has room
+ * (the buffer padding is zero, see start_read). */
+static uint64_t target_len(struct copy_job *job, uint64_t offset,
+                           uint64_t len)
+{
+    uint64_t db = job->dst->block_size ? job->dst->block_size : 1;
+    if (offset + len == job->size && len % db) {
+        uint64_t padded = round_up(len, db);
+        if (offset + padded <= job->dst->size)
+            return padded;
+    }
+    return len;
+}
+
+static void issue_zeroes(struct copy_request *r, uint64_t offset,
+                         uint64_t len)
+{
+    struct copy_job *job = r->job;
+    unsigned flags = job->opts.sparse ? IMAGE_ZERO_MAY_UNMAP : 0;
+    struct request_op *op = request_op_take(r, offset);
+    image_write_zeroes(job->dst, offset, target_len(job, offset, len), flags,
+                       zero_done, op);
+}
+
+/* Issue the next target operation of `r`, skipping zero pieces the target
+ * already has.  Returns false when nothing is left to issue. */
+static bool issue_next_piece(struct copy_request *r)
+{
+    struct copy_job *job = r->job;
+    bool skip = job->skip_zeroes && job->opts.sparse != 0;
+
+    while (r->cursor < r->length) {
+        if (r->kind == REQ_ZERO) {
+            r->cursor = r->length;
+            if (skip)
+                continue;
+            issue_zeroes(r, r->offset, r->length);
+            return true;
+        }
+        size_t maxw = max_len(job->dst);
+        struct zero_piece piece;
+        if (job->opts.sparse) {
+            piece = zero_detect_next(r->buf, r->offset, r->length, r->cursor,
+                                     job->opts.sparse, maxw);
+        } else {
+            piece.offset = r->cursor;
+            piece.length = r->length - r->cursor;
+            if (maxw && piece.length > maxw)
+                piece.length = maxw;
+            piece.zero = false;
+        }
+        r->cursor += piece.length;
+        uint64_t off = r->offset + piece.offset;
+        if (piece.zero) {
+            if (skip)
+                continue;
+            issue_zeroes(r, off, piece.length);
+            return true;
+        }
+        struct request_op *op = request_op_take(r, off);
+        image_write(job->dst, r->buf + piece.offset, off,
+                    target_len(job, off, piece.length), write_done, op);
+        return true;
+    }
+    return false;
+}
+
+/* Start writing `r` (its turn has come). */
+static void request_write(struct copy_request *r)
+{
+    struct copy_job *job = r->job;
+    r->state = REQ_WRITING;
+    r->cursor = 0;
+    r->ops_used = 0;
+    job->groups_writing++;
+    if (job->opts.order == COPY_ORDER_STRICT)
+        issue_next_piece(r);
+    else
+        while (issue_next_piece(r))
+            ;
+    if (r->ops_pending == 0)
+        request_finish(r);
+}
+
+static void target_op_done(struct request_op *op, int err, const char *name)
+{
+    struct copy_request *r = op->req;
+    struct copy_job *job = r->job;
+    r->ops_pending--;
+    job->ops_inflight--;
+    if (err) {
+        r->failed = true;
+        job_fail(job, name, job->dst, (int64_t)op->offset, err);
+    } else if (job->opts.order == COPY_ORDER_STRICT && !job->stopping &&
+               !r->failed && issue_next_piece(r)) {
+        job_pump(job);
+        return;
+    }
+    if (r->ops_pending == 0) {
+        /* Stopping in strict order may leave pieces unwritten. */
+        if (r->cursor < r->length)
+            r->failed = true;
+        request_finish(r);
+    }
+    job_pump(job);
+}
+
+static void write_done(void *opaque, int err)
+{
+    target_op_done(opaque, err, "write");
+}
+
+static void zero_done(void *opaque, int err)
+{
+    target_op_done(opaque, err, "write zeroes");
+}
+
+/* Data is ready: in ANY order write at once, else wait for the turn. */
+static void request_ready(struct copy_request *r)
+{
+    r->state = REQ_READY;
+    if (r->job->opts.order == COPY_ORDER_ANY && !r->job->stopping)
+        request_write(r);
+}
+
+static void read_done(void *opaque, int err)
+{
+    struct request_op *op = opaque;
+    struct copy_request *r = op->req;
+    struct copy_job *job = r->job;
+    r->ops_pending--;
+    job->ops_inflight--;
+    if (err) {
+        r->failed = true;
+        job_fail(job, "read", job->src, (int64_t)op->offset, err);
+    }
+    if (r->ops_pending == 0) {
+        if (r->failed || job->stopping)
+            slot_release(job, r);
+        else
+            request_ready(r);
+    }
+    job_pump(job);
+}
+
+static void start_read(struct copy_request *r)
+{
+    struct copy_job *job = r->job;
+    size_t maxr = max_len(job->src);
+    r->state = REQ_READING;
+    /* Zero the padding a short last write may carry (target_len). */
+    uint64_t db = job->dst->block_size ? job->dst->block_size : 1;
+    uint64_t padded = round_up(r->length, db);
+    if (padded > r->length)
+        memset(r->buf + r->length, 0, padded - r->length);
+    for (uint64_t pos = 0; pos < r->length;) {
+        uint64_t len = r->length - pos;
+        if (maxr && len > maxr)
+            len = maxr;
+        struct request_op *op = request_op_take(r, r->offset + pos);
+        image_read(job->src, r->buf + pos, r->offset + pos, len, read_done,
+                   op);
+        pos += len;
+    }
+}
+
+void pipeline_fill(struct copy_job *job)
+{
+    while (!job->stopping && job->free_count > 0 &&
+           job->plan_seq - job->retire_seq < job->nticket) {
+        uint64_t offset, length;
+        enum request_kind kind;
+        if (planner_next(job, &offset, &length, &kind) != PLAN_RANGE)
+            break;
+        struct copy_request *r = slot_take(job);
+        r->seq = job->plan_seq++;
+        r->offset = offset;
+        r->length = length;
+        r->kind = kind;
+        job->tickets[r->seq % job->nticket] =
+            (struct copy_ticket){ offset + length, r, false };
+        if (kind == REQ_DATA)
+            start_read(r);
+        else
+            request_ready(r);
+    }
+}
+
+void pipeline_issue_writes(struct copy_job *job)
+{
+    if (job->opts.order == COPY_ORDER_ANY || job->stopping)
+        return;
+    while (job->issue_seq < job->plan_seq) {
+        struct copy_request *r =
+            job->tickets[job->issue_seq % job->nticket].req;
+        if (!r || r->state != REQ_READY)
+            break;
+        if (job->opts.order == COPY_ORDER_STRICT && job->groups_writing)
+            break;
+        job->issue_seq++;
+        request_write(r);
+    }
+}
+
+void pipeline_drop_unwritten(struct copy_job *job)
+{
+    for (unsigned i = 0; i < job->nbuf; i++)
+        if (job->reqs[i].state == REQ_READY)
+            slot_release(job, &job->reqs[i]);
+}
+
+bool pipeline_finished(const struct copy_job *job)
+{
+    return job->plan.next >= job->size && job->retire_seq == job->plan_seq;
+}
