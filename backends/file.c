@@ -70,12 +70,19 @@ static const char zero_block[1 << 16];
 
 /* ---- worker side ---------------------------------------------------- */
 
+/* Record failure `err` of system call `what` at `offset` (UINT64_MAX: no
+ * offset) for req_done to hand to image_set_error. */
 static void req_fail(struct file_req *r, int err, const char *what,
                      uint64_t offset)
 {
     r->err = err;
-    snprintf(r->detail, sizeof r->detail, "%s: %s at offset %" PRIu64 ": %s",
-             r->img->name, what, offset, strerror(-err));
+    /* The caller adds the operation, offset and strerror(err); say which
+     * system call failed where. */
+    if (offset == UINT64_MAX)
+        snprintf(r->detail, sizeof r->detail, "%s: %s", r->img->name, what);
+    else
+        snprintf(r->detail, sizeof r->detail, "%s: %s at offset %" PRIu64,
+                 r->img->name, what, offset);
 }
 
 static int pread_full(struct file_req *r)
@@ -265,7 +272,7 @@ static void run_req(struct file_work *w)
     case OP_FLUSH:
         while (fdatasync(r->fp->fd) < 0) {
             if (errno != EINTR) {
-                req_fail(r, -errno, "fdatasync", 0);
+                req_fail(r, -errno, "fdatasync", UINT64_MAX);
                 break;
             }
         }

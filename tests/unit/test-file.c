@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -535,6 +537,31 @@ static void test_growable_vs_fixed(void **state)
     free(back);
 }
 
+/* A failing system call surfaces as the completion's -errno, with
+ * last_error naming the file and the call. */
+static void test_io_error_names_syscall(void **state)
+{
+    struct fixture *f = *state;
+    struct image_open_opts o = { .write = true, .create = true,
+                                 .growable = true, .create_size = 4096 };
+    struct image *img = open_ok(f, &o);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 64 * KiB;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    uint8_t buf[4096] = { 1 };
+    int r = image_write_sync(img, buf, 128 * KiB, sizeof buf);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(r, -EFBIG);
+    assert_non_null(strstr(img->last_error.text, f->path));
+    assert_non_null(strstr(img->last_error.text, "pwrite at offset 131072"));
+    assert_int_equal(img->size, 4096);      /* did not grow */
+    assert_int_equal(image_close(img), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -556,6 +583,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_zeroes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_growable_vs_fixed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_error_names_syscall,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
