@@ -270,11 +270,14 @@ static void issue_pieces(struct nfs_request *req, bool from_issue)
             len = chunk;
         *p = (struct nfs_piece){ req, req->next, len };
         req->next += len;
+        /* Counted before submitting, in case libnfs ever calls back at
+         * once. */
+        req->in_flight++;
         if (piece_submit(p) < 0) {
+            req->in_flight--;
             free(p);
             break;
         }
-        req->in_flight++;
     }
     req->issuing = false;
     if (req->in_flight == 0 && (req->err || req->next == req->end))
