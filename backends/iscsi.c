@@ -164,8 +164,9 @@ static void wait_deadline(void *opaque)
 }
 
 /* Spin the loop until `w` completes or `timeout_s` passes.  A timed-out
- * wait leaves the call pending inside libiscsi: the caller must destroy the
- * context before `w` goes out of scope. */
+ * wait may leave the call pending inside libiscsi; its late callback only
+ * writes the lun's wait slot (see new_wait), and a timed-out open destroys
+ * the context anyway. */
 static void wait_for(struct iscsi_lun *l, struct iscsi_wait *w, int timeout_s)
 {
     int64_t t = loop_add_timer(l->img->loop, (unsigned)timeout_s * 1000u,

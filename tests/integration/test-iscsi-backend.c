@@ -5,7 +5,11 @@
  * 4096-byte blocks, thin and thick) and deletes them at the end.  Every
  * write goes through the backend; results are checked against the LUNs'
  * backing files, read locally: memcmp and cmp(1) for contents,
- * SEEK_DATA/SEEK_HOLE and st_blocks for allocation.
+ * SEEK_DATA/SEEK_HOLE and st_blocks for allocation.  Covered: geometry,
+ * random I/O with 64+ requests in flight and requests larger than one
+ * command, write_zeroes with/without MAY_UNMAP on thin and thick LUNs,
+ * block status against the backing file's holes, bounds and alignment,
+ * bad URLs, CHAP, and a connection dropped by the target mid-I/O.
  */
 #include <stdarg.h>
 #include <stddef.h>
