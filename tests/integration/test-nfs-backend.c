@@ -577,6 +577,56 @@ static void test_reconnect_after_connection_drop(void **state)
 
 /* --- errors and URLs ----------------------------------------------------- */
 
+struct counted {
+    int calls;
+    int err;
+};
+
+static void counted_cb(void *opaque, int err)
+{
+    struct counted *c = opaque;
+    c->calls++;
+    c->err = err;
+}
+
+/* The file is removed on the server under an open image: a request cut
+ * into several pieces fails with the server's error, completes exactly
+ * once, and the image says what went wrong. */
+static void test_server_error_reaches_caller(void **state)
+{
+    (void)state;
+    const size_t len = 3 * MiB + 1;
+    uint8_t *data = calloc(1, len);
+    assert_non_null(data);
+    struct image *img = open_ok("removed.img",
+                                target_opts(true, false, len, false));
+    struct nfs_context *nfs = raw_nfs();
+    char path[256];
+    snprintf(path, sizeof path, "/%s/removed.img", subdir);
+    assert_int_equal(nfs_unlink(nfs, path), 0);
+    nfs_destroy_context(nfs);
+
+    struct counted w = { 0, 0 }, r = { 0, 0 };
+    image_write(img, data, 0, len, counted_cb, &w);
+    image_read(img, data, 0, len, counted_cb, &r);
+    assert_int_equal(w.calls + r.calls, 0);     /* never inside the call */
+    while (w.calls == 0 || r.calls == 0)
+        assert_int_equal(loop_run_once(loop, 1000), 0);
+    /* Let stray completions (there must be none) show up. */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(loop_run_once(loop, 10), 0);
+    assert_int_equal(w.calls, 1);
+    assert_int_equal(r.calls, 1);
+    assert_true(w.err < 0);
+    assert_true(r.err < 0);
+    if (!strstr(img->last_error.text, "NFS "))
+        fail_msg("last_error: '%s'", img->last_error.text);
+    /* libnfs commits dirty files on close: that fails too. */
+    int c = image_close(img);
+    assert_true(c == 0 || c == -ESTALE);
+    free(data);
+}
+
 static void test_missing_file_and_export(void **state)
 {
     (void)state;
@@ -748,6 +798,7 @@ int main(void)
         cmocka_unit_test(test_write_zeroes),
         cmocka_unit_test(test_read_past_shrunk_file),
         cmocka_unit_test(test_reconnect_after_connection_drop),
+        cmocka_unit_test(test_server_error_reaches_caller),
         cmocka_unit_test(test_missing_file_and_export),
         cmocka_unit_test(test_unreachable_ports),
         cmocka_unit_test(test_url_with_ports),
