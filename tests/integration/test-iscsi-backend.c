@@ -682,6 +682,50 @@ static void test_reconnect(void **state)
     assert_int_equal(image_close(img), 0);
 }
 
+/* Switch thin provisioning of a LUN on or off behind the backend's back. */
+static void set_thin(const struct lun *l, bool thin)
+{
+    const char *tgtadm = servers_env_get("TGTADM");
+    const char *port = servers_env_get("TGTADM_CONTROL_PORT");
+    const char *root = servers_env_get("TEST_ROOT");
+    assert_int_equal(run("'%s' -C %s --lld iscsi --mode logicalunit --op update "
+                         "--tid $(cat '%s/luns/%s.tid') --lun 1 "
+                         "--params thin_provisioning=%d", tgtadm,
+                         port ? port : "0", root, l->name, thin ? 1 : 0), 0);
+}
+
+/* The LUN was thin at open (so the backend uses WRITE SAME + UNMAP) and
+ * then stops being thin: tgtd refuses WRITE SAME with UNMAP (ILLEGAL
+ * REQUEST).  The backend must fall back to plain WRITE SAME, zero the range
+ * anyway, and stop claiming it can unmap. */
+static void test_write_same_fallback(void **state)
+{
+    (void)state;
+    struct lun *l = &luns[0];
+    struct image *img = open_lun(l->url);
+    assert_true(img->can_unmap);
+    fill_range(img, 0, 4 * MiB, 31);
+    assert_int_equal(image_flush_sync(img), 0);
+    set_thin(l, false);
+    int r = zeroes_sync(img, 1 * MiB, 2 * MiB, IMAGE_ZERO_MAY_UNMAP);
+    set_thin(l, true);
+    assert_int_equal(r, 0);
+    assert_false(img->can_unmap);
+    assert_int_equal(image_flush_sync(img), 0);
+    check_zero(l, 1 * MiB, 2 * MiB);
+    assert_true(backing_is_data(l, 1 * MiB, 2 * MiB));
+    uint8_t *expect = malloc(4 * MiB), *got = malloc(4 * MiB);
+    assert_non_null(expect);
+    assert_non_null(got);
+    fill_random(expect, 4 * MiB, 31);
+    read_backing(l, got, 0, 4 * MiB);
+    assert_memory_equal(got, expect, 1 * MiB);
+    assert_memory_equal(got + 3 * MiB, expect + 3 * MiB, 1 * MiB);
+    free(expect);
+    free(got);
+    assert_int_equal(image_close(img), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -694,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_chap),
         cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_write_same_fallback),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
