@@ -84,6 +84,11 @@ bool iscsi_should_retry(int status, const struct scsi_task *task)
 
 /* ---- loop glue --------------------------------------------------------- */
 
+static void nothing(void *opaque)
+{
+    (void)opaque;
+}
+
 static int poller_fd(void *opaque)
 {
     struct iscsi_lun *l = opaque;
@@ -94,11 +99,13 @@ static int poller_fd(void *opaque)
     }
     /* A reconnect closes the old socket and may get the same fd number
      * for the new one; epoll forgot the old registration, so hand the
-     * loop "no fd" for one round to make it register the new socket. */
+     * loop "no fd" for one round to make it register the new socket; the
+     * deferred no-op makes that round come at once. */
     struct stat st;
     ino_t ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
     if (fd == l->sock_fd && ino != l->sock_ino) {
         l->sock_fd = -1;
+        loop_defer(l->img->loop, nothing, NULL);
         return -1;
     }
     l->sock_fd = fd;
