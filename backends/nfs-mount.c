@@ -46,6 +46,39 @@ void nfs_mounted_release(struct nfs_mounted *m)
     *m = (struct nfs_mounted){ 0 };
 }
 
+/* Query arguments libnfs would silently misread: ports must be numbers,
+ * and only NFSv3 is used (libnfs 4.0's NFSv4 is not usable). */
+static int check_url_args(const char *url, struct errmsg *err)
+{
+    const char *q = strchr(url, '?');
+    while (q) {
+        q++;
+        size_t n = strcspn(q, "&");
+        const char *eq = memchr(q, '=', n);
+        size_t klen = eq ? (size_t)(eq - q) : n;
+        const char *val = eq ? eq + 1 : "";
+        size_t vlen = eq ? n - klen - 1 : 0;
+        bool port = (klen == 7 && strncmp(q, "nfsport", 7) == 0) ||
+                    (klen == 9 && strncmp(q, "mountport", 9) == 0);
+        if (port) {
+            char *end;
+            long v = strtol(val, &end, 10);
+            if (vlen == 0 || end != val + vlen || v <= 0 || v > 65535) {
+                errmsg_set(err, "%s: %.*s must be a port number (1-65535)",
+                           url, (int)klen, q);
+                return -EINVAL;
+            }
+        }
+        if (klen == 7 && strncmp(q, "version", 7) == 0 &&
+            !(vlen == 1 && val[0] == '3')) {
+            errmsg_set(err, "%s: only NFS version 3 is supported", url);
+            return -EINVAL;
+        }
+        q = strchr(q, '&');
+    }
+    return 0;
+}
+
 /* A fresh context with our defaults, then the URL's own arguments. */
 static struct nfs_context *new_context(const char *url, struct nfs_url **u,
                                        struct errmsg *err)
@@ -177,6 +210,9 @@ static int explain_connect_failure(const char *url, const char *server,
 int nfs_mount_url(const char *url, struct nfs_mounted *m,
                   struct errmsg *err)
 {
+    int r = check_url_args(url, err);
+    if (r < 0)
+        return r;
     struct nfs_url *u;
     struct nfs_context *nfs = new_context(url, &u, err);
     if (!nfs)
@@ -195,7 +231,7 @@ int nfs_mount_url(const char *url, struct nfs_mounted *m,
         return -ENOMEM;
     }
 
-    int r = -ENOENT;
+    r = -ENOENT;
     char first_error[256] = "";
     char *first_export = NULL;
     /* `dir` is cut at its last '/' on every failed attempt. */

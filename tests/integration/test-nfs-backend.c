@@ -652,6 +652,22 @@ static void test_missing_file_and_export(void **state)
         fail_msg("missing export: %s", e.text);
 }
 
+static void test_malformed_urls(void **state)
+{
+    (void)state;
+    struct image_open_opts ro = { 0 };
+    const char *bad[] = { "nfs://", "nfs:///imgfs/file.raw", "nfs://127.0.0.1" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        open_fails(bad[i], ro, -EINVAL, "invalid NFS URL");
+    char url[600];
+    snprintf(url, sizeof url, "%s/%s/f.img?nfsport=abc", nfs_url, subdir);
+    open_fails(url, ro, -EINVAL, "nfsport must be a port number");
+    snprintf(url, sizeof url, "%s/%s/f.img?mountport=70000", nfs_url, subdir);
+    open_fails(url, ro, -EINVAL, "mountport must be a port number");
+    snprintf(url, sizeof url, "%s/%s/f.img?version=4", nfs_url, subdir);
+    open_fails(url, ro, -EINVAL, "version 3");
+}
+
 /* A port nobody listens on: bind, read the port, close. */
 static int unused_port(void)
 {
@@ -800,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_reconnect_after_connection_drop),
         cmocka_unit_test(test_server_error_reaches_caller),
         cmocka_unit_test(test_missing_file_and_export),
+        cmocka_unit_test(test_malformed_urls),
         cmocka_unit_test(test_unreachable_ports),
         cmocka_unit_test(test_url_with_ports),
     };
