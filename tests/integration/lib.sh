@@ -45,6 +45,8 @@ set -eu -o pipefail
 IMGFS_TEST_ROOT=${IMGFS_TEST_ROOT:-/tmp/imgfs-test}
 export IMGFS_TEST_ROOT
 TEST_NAME=$(basename "$0" .sh)
+# servers.env names the script that started the servers; without it, ours.
+TEST_SERVERS=${TEST_SERVERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts" && pwd)/test-servers}
 
 log() { echo "$TEST_NAME: $*" >&2; }
 fail() { echo "FAIL: $TEST_NAME: $*" >&2; exit 1; }
