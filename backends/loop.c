@@ -177,6 +177,29 @@ void loop_cancel_timer(struct loop *loop, int64_t id)
     }
 }
 
+/* Register `fd` for `ev` on behalf of `p`.  The MOD is attempted every
+ * round even when nothing seems to have changed: libnfs and libiscsi
+ * reconnect by dup2()ing a new socket onto the same fd number, which
+ * silently drops the old registration from epoll (MOD then fails with
+ * ENOENT and we ADD again).  One cheap syscall per poller per round. */
+static void arm_fd(struct loop *loop, struct loop_poller *p, int fd,
+                   uint32_t ev)
+{
+    struct epoll_event e = { .events = ev, .data.ptr = p };
+    if (fd == p->armed_fd &&
+        epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &e) == 0) {
+        p->armed_events = (int)ev;
+        return;
+    }
+    if (p->armed_fd >= 0 && p->armed_fd != fd)
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, p->armed_fd, NULL);
+    p->armed_fd = -1;
+    if (fd >= 0 && epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &e) == 0) {
+        p->armed_fd = fd;
+        p->armed_events = (int)ev;
+    }
+}
+
 /* Bring epoll registrations in line with what each poller wants now. */
 static void arm_pollers(struct loop *loop)
 {
@@ -188,22 +211,13 @@ static void arm_pollers(struct loop *loop)
             ev |= EPOLLIN;
         if (want & POLLOUT)
             ev |= EPOLLOUT;
-        if (fd != p->armed_fd) {
+        if (fd < 0) {
             if (p->armed_fd >= 0)
                 epoll_ctl(loop->epfd, EPOLL_CTL_DEL, p->armed_fd, NULL);
             p->armed_fd = -1;
-            if (fd >= 0) {
-                struct epoll_event e = { .events = ev, .data.ptr = p };
-                if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &e) == 0) {
-                    p->armed_fd = fd;
-                    p->armed_events = (int)ev;
-                }
-            }
-        } else if (fd >= 0 && (int)ev != p->armed_events) {
-            struct epoll_event e = { .events = ev, .data.ptr = p };
-            epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &e);
-            p->armed_events = (int)ev;
+            continue;
         }
+        arm_fd(loop, p, fd, ev);
     }
 }
 
@@ -254,6 +268,9 @@ int loop_run_once(struct loop *loop, int timeout_ms)
 {
     loop->thread = pthread_self();
     loop->running = true;
+    /* Arm first: a poller's get_fd/events may defer work or add timers,
+     * which must shorten this round's wait. */
+    arm_pollers(loop);
     if (loop->deferred.n)
         timeout_ms = 0;
     if (loop->timers) {
@@ -263,7 +280,6 @@ int loop_run_once(struct loop *loop, int timeout_ms)
         if (timeout_ms < 0 || t < timeout_ms)
             timeout_ms = t;
     }
-    arm_pollers(loop);
     struct epoll_event evs[64];
     int n = epoll_wait(loop->epfd, evs, 64, timeout_ms);
     if (n < 0) {

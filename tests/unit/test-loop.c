@@ -129,6 +129,31 @@ static void test_poller_follows_fd_change(void **state)
     loop_free(loop);
 }
 
+/* libnfs/libiscsi reconnect by dup2()ing a new socket onto the same fd
+ * number; epoll forgets the old registration and the loop must notice. */
+static void test_poller_survives_dup2_onto_same_fd(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    struct pipe_poller pp = { .use = 0 };
+    assert_int_equal(pipe(pp.fds), 0);
+    pp.p = (struct loop_poller){ pp_fd, pp_events, pp_service, &pp };
+    loop_add_poller(loop, &pp.p);
+    assert_int_equal(write(pp.fds[1], "x", 1), 1);
+    loop_run_once(loop, 1000);
+    assert_int_equal(pp.serviced, 1);
+    int fresh[2];
+    assert_int_equal(pipe(fresh), 0);
+    assert_int_equal(dup2(fresh[0], pp.fds[0]), pp.fds[0]);
+    close(fresh[0]);
+    assert_int_equal(write(fresh[1], "y", 1), 1);
+    loop_run_once(loop, 1000);
+    assert_int_equal(pp.serviced, 2);
+    loop_remove_poller(loop, &pp.p);
+    close(pp.fds[0]); close(pp.fds[1]); close(fresh[1]);
+    loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_timers_fire_in_order_and_cancel),
         cmocka_unit_test(test_post_from_other_thread_wakes_loop),
         cmocka_unit_test(test_poller_follows_fd_change),
+        cmocka_unit_test(test_poller_survives_dup2_onto_same_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
