@@ -26,7 +26,6 @@ struct nfs_image {
     uint64_t writemax;          /* largest WRITE3 the server takes (> 0) */
     bool growable;              /* writes past img->size extend the file */
     bool dead;                  /* nfs_service failed for good */
-    uint64_t socket_ino;        /* inode of the polled socket (0: none) */
     struct loop_poller poller;
     int64_t service_timer;      /* periodic nfs_service(0), 0 = none */
 };

@@ -16,7 +16,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <nfsc/libnfs.h>
 
@@ -439,59 +438,14 @@ const struct image_ops nfs_image_ops = {
 
 /* --- loop glue --------------------------------------------------------- */
 
-/* A deferred call that does nothing: its presence alone makes the loop's
- * next round poll without sleeping. */
-static void nothing(void *opaque)
-{
-    (void)opaque;
-}
-
-/* Inode of the socket libnfs currently uses, 0 if none. */
-static uint64_t socket_ino_now(struct nfs_image *ni)
-{
-    int fd = nfs_get_fd(ni->nfs);
-    struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-}
-
-/* Deferred calls run at the end of the round that queued them, and calls
- * queued while they run go to the next round, which then does not sleep:
- * this keeps the next round from sleeping.  Takes the loop, not the image,
- * which may be closed by then. */
-static void kick(void *loop)
-{
-    loop_defer(loop, nothing, NULL);
-}
-
-/* After nfs_service: if libnfs switched sockets, make sure the loop runs
- * the next round at once (see poll_get_fd) instead of sleeping. */
-static void after_service(struct nfs_image *ni)
-{
-    uint64_t ino = socket_ino_now(ni);
-    if (ino && ino != ni->socket_ino)
-        loop_defer(ni->img->loop, kick, ni->img->loop);
-}
-
 /* libnfs reconnects by dup2()ing the new socket onto the old descriptor
- * number.  The loop compares fd numbers only, and epoll silently dropped
- * the old socket, so the new one would never be polled.  Spot the new
- * socket by its inode and report "no fd" for one round, which makes the
- * loop unregister and then register the descriptor afresh (a deferred
- * no-op keeps that round from sleeping). */
+ * number; the loop re-arms every round, so returning the fd is enough. */
 static int poll_get_fd(void *opaque)
 {
     struct nfs_image *ni = opaque;
     if (ni->dead)
         return -1;
-    int fd = nfs_get_fd(ni->nfs);
-    uint64_t ino = socket_ino_now(ni);
-    if (ino && ino != ni->socket_ino) {
-        bool first = ni->socket_ino == 0;
-        ni->socket_ino = ino;
-        if (!first && loop_defer(ni->img->loop, nothing, NULL) == 0)
-            return -1;
-    }
-    return fd;
+    return nfs_get_fd(ni->nfs);
 }
 
 static int poll_events(void *opaque)
@@ -514,7 +468,6 @@ static int poll_service(void *opaque, int revents)
                         "not re-established (%s)", nfs_get_error(ni->nfs));
         return -1;
     }
-    after_service(ni);
     return 0;
 }
 
@@ -524,8 +477,7 @@ static void service_tick(void *opaque)
     ni->service_timer = 0;
     /* Also when dead: the timeout scan fails calls left queued on a
      * connection libnfs gave up on. */
-    if (nfs_service(ni->nfs, 0) == 0 && !ni->dead)
-        after_service(ni);
+    nfs_service(ni->nfs, 0);
     int64_t id = loop_add_timer(ni->img->loop, SERVICE_TICK_MS, service_tick,
                                 ni);
     ni->service_timer = id > 0 ? id : 0;
