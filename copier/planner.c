@@ -77,14 +77,17 @@ static void block_status_done(void *opaque, int err, const struct extent *ext,
         job_pump(job);
         return;
     }
-    /* Keep a contiguous prefix that starts where we asked. */
+    /* Keep a contiguous prefix that starts where we asked (an extent
+     * running past the image end is clipped). */
     uint64_t at = asked;
     for (size_t i = 0; i < n && p->count < PLANNER_CACHE_EXTENTS; i++) {
-        if (ext[i].offset != at || ext[i].length == 0 ||
-            ext[i].length > job->size - at)
+        if (ext[i].offset != at || ext[i].length == 0)
             break;
-        p->cache[p->count++] = ext[i];
-        at += ext[i].length;
+        struct extent e = ext[i];
+        if (e.length > job->size - at)
+            e.length = job->size - at;
+        p->cache[p->count++] = e;
+        at += e.length;
         if (at == job->size)
             break;
     }

@@ -146,6 +146,8 @@ struct run {
     /* cancel after this many target ops (0: never) */
     unsigned cancel_after;
     unsigned target_ops;
+    /* cancel when the target flush is issued */
+    bool cancel_on_flush;
     /* lowest offset of any read/write issued */
     uint64_t min_io_offset;
     /* block status reach beyond the watermark */
@@ -180,6 +182,8 @@ static void on_issue(void *opaque, struct fake_image *f, enum fake_op op,
     if (op == FAKE_READ || op == FAKE_WRITE || op == FAKE_WRITE_ZEROES)
         if (offset < r->min_io_offset)
             r->min_io_offset = offset;
+    if (op == FAKE_FLUSH && r->cancel_on_flush)
+        copy_job_cancel(r->job);
     if (op == FAKE_WRITE || op == FAKE_WRITE_ZEROES) {
         r->target_ops++;
         if (r->cancel_after && r->target_ops == r->cancel_after)
@@ -614,6 +618,28 @@ static void test_cancel_before_start(void **state)
     assert_int_equal(r.final.state, COPY_CANCELLED);
     assert_int_equal(p.src->stats.reads + p.dst->stats.writes, 0);
     copy_job_free(r.job);
+    pair_close(&p);
+}
+
+static void test_cancel_while_flushing_skips_verify(void **state)
+{
+    (void)state;
+    struct fake_config c = { .size = 2 * MiB, .block_size = 512,
+                             .max_delay_rounds = 3, .seed = 33 };
+    struct pair p;
+    pair_open(&p, &c, &c);
+    fill_pattern(p.src, 0, 2 * MiB, 0x61);
+    struct copy_options o;
+    copy_options_init(&o);
+    o.verify = true;
+    o.request_size = 256 * KiB;
+    struct run r = { .cancel_on_flush = true };
+    run_job(p.src, p.dst, &o, &r);
+    assert_int_equal(r.final.state, COPY_CANCELLED);
+    assert_int_equal(r.final.watermark, 2 * MiB);
+    assert_int_equal(r.final.verified, 0);
+    assert_int_equal(p.dst->stats.flushes, 1);
+    assert_int_equal(p.dst->stats.reads, 0);    /* verify never started */
     pair_close(&p);
 }
 
@@ -1097,6 +1123,7 @@ int main(void)
         cmocka_unit_test(test_block_status_and_flush_errors),
         cmocka_unit_test(test_cancel_mid_copy),
         cmocka_unit_test(test_cancel_before_start),
+        cmocka_unit_test(test_cancel_while_flushing_skips_verify),
         cmocka_unit_test(test_resume_from_watermark),
         cmocka_unit_test(test_target_too_small_refused),
         cmocka_unit_test(test_invalid_options_refused),
