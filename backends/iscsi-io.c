@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,7 @@ struct io_piece {
     uint32_t nblocks;       /* blocks still to do */
     uint32_t cmd_blocks;    /* blocks of the command in flight */
     int retries;
-    struct scsi_task *task; /* command in flight */
+    struct iscsi_cmd cmd;   /* the command in flight */
     struct scsi_iovec iov;
 };
 
@@ -106,10 +107,15 @@ static enum piece_mode zero_mode(const struct io_req *req)
 
 /* Queue the command for the next part of `p`.  Returns 0, or -errno with
  * the image's last_error set. */
+static void piece_abort(struct iscsi_cmd *c);
+
 static int piece_issue(struct io_piece *p)
 {
     struct iscsi_lun *l = p->req->l;
+    if (l->dead)
+        return iscsi_dead_error(l);
     struct iscsi_context *ctx = l->ctx;
+    struct scsi_task *task = NULL;
     uint32_t bs = l->block_size;
     uint32_t n = p->nblocks;
     uint32_t limit = mode_limit(l, p->mode);
@@ -121,39 +127,41 @@ static int piece_issue(struct io_piece *p)
     case MODE_READ16:
         p->iov = (struct scsi_iovec){
             p->req->buf + (p->lba - p->req->first_lba) * bs, bytes };
-        p->task = iscsi_read16_iov_task(ctx, l->lun, p->lba, bytes, (int)bs,
+        task = iscsi_read16_iov_task(ctx, l->lun, p->lba, bytes, (int)bs,
                                         0, 0, 0, 0, 0, piece_cb, p,
                                         &p->iov, 1);
         break;
     case MODE_WRITE16:
         p->iov = (struct scsi_iovec){
             p->req->buf + (p->lba - p->req->first_lba) * bs, bytes };
-        p->task = iscsi_write16_iov_task(ctx, l->lun, p->lba, NULL, bytes,
+        task = iscsi_write16_iov_task(ctx, l->lun, p->lba, NULL, bytes,
                                          (int)bs, 0, 0, 0, 0, 0, piece_cb, p,
                                          &p->iov, 1);
         break;
     case MODE_ZERO_WRITE:
         p->iov = (struct scsi_iovec){ iscsi_zero_buf, bytes };
-        p->task = iscsi_write16_iov_task(ctx, l->lun, p->lba, NULL, bytes,
+        task = iscsi_write16_iov_task(ctx, l->lun, p->lba, NULL, bytes,
                                          (int)bs, 0, 0, 0, 0, 0, piece_cb, p,
                                          &p->iov, 1);
         break;
     case MODE_WS_UNMAP:
     case MODE_WS:
-        p->task = iscsi_writesame16_task(ctx, l->lun, p->lba, iscsi_zero_buf,
+        task = iscsi_writesame16_task(ctx, l->lun, p->lba, iscsi_zero_buf,
                                          bs, n, 0, p->mode == MODE_WS_UNMAP,
                                          0, 0, piece_cb, p);
         break;
     case MODE_SYNC:
-        p->task = iscsi_synchronizecache16_task(ctx, l->lun, 0, 0, 0, 0,
+        task = iscsi_synchronizecache16_task(ctx, l->lun, 0, 0, 0, 0,
                                                 piece_cb, p);
         break;
     }
-    if (!p->task) {
+    if (!task) {
         image_set_error(l->img, "%s at LBA %" PRIu64 ": cannot queue: %s",
                         mode_name(p->mode), p->lba, iscsi_get_error(ctx));
         return -ENOMEM;
     }
+    p->cmd.abort = piece_abort;
+    iscsi_cmd_track(l, &p->cmd, task);
     return 0;
 }
 
@@ -178,6 +186,13 @@ static void piece_done(struct io_piece *p, int err)
     if (err && !req->err)
         req->err = err;
     req_pump(req);
+}
+
+static void piece_abort(struct iscsi_cmd *c)
+{
+    struct io_piece *p = (struct io_piece *)((char *)c -
+                                             offsetof(struct io_piece, cmd));
+    piece_done(p, iscsi_dead_error(p->req->l));
 }
 
 static void piece_retry(void *opaque)
@@ -212,12 +227,16 @@ static void piece_cb(struct iscsi_context *ctx, int status, void *command_data,
                      void *private_data)
 {
     (void)ctx;
-    (void)command_data; /* same as p->task when present; may be NULL */
+    (void)command_data; /* the tracked task when present; may be NULL */
     struct io_piece *p = private_data;
     struct iscsi_lun *l = p->req->l;
-    struct scsi_task *t = p->task;
-    p->task = NULL;
+    struct scsi_task *t = iscsi_cmd_untrack(l, &p->cmd);
 
+    if (l->dead) {
+        scsi_free_scsi_task(t);
+        piece_done(p, iscsi_dead_error(l));
+        return;
+    }
     if (status == SCSI_STATUS_GOOD && p->mode == MODE_READ16 &&
         t->residual_status == SCSI_RESIDUAL_UNDERFLOW && t->residual > 0) {
         image_set_error(l->img, "READ16 at LBA %" PRIu64 ": target sent "
@@ -341,7 +360,10 @@ static void start_req(struct image *img, enum io_kind kind, uint8_t *buf,
                       uint64_t offset, uint64_t len, unsigned flags,
                       image_io_cb cb, void *opaque)
 {
-    int err = kind == IO_FLUSH ? 0 : check_range(img, offset, len, kind);
+    struct iscsi_lun *lun = iscsi_lun_of(img);
+    int err = lun->dead         ? iscsi_dead_error(lun)
+              : kind == IO_FLUSH ? 0
+                                 : check_range(img, offset, len, kind);
     struct io_req *req = err ? NULL : calloc(1, sizeof *req);
     if (!req) {
         if (!err)

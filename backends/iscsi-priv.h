@@ -38,6 +38,17 @@ struct iscsi_wait {
     struct scsi_task *task;
 };
 
+/* A SCSI command handed to libiscsi, tracked so that it can be failed if
+ * the session is given up (see iscsi_lose_session).  Embedded in the
+ * backend's request pieces. */
+struct iscsi_cmd {
+    struct iscsi_cmd *prev, *next;
+    struct scsi_task *task;
+    /* Complete the owner with -EIO; the task is already freed and the
+     * command untracked. */
+    void (*abort)(struct iscsi_cmd *c);
+};
+
 struct iscsi_lun {
     struct image *img;
     struct iscsi_context *ctx;
@@ -47,6 +58,11 @@ struct iscsi_lun {
     int sock_fd;                /* fd last handed to the loop, -1: none */
     ino_t sock_ino;             /* its socket inode (fd numbers get reused) */
     bool closing;
+    bool opened;                /* open finished: outage watch is on */
+    bool dead;                  /* session given up; everything fails */
+    uint64_t lost_since_ns;     /* not logged in since (0: logged in) */
+    unsigned reconnect_limit_s; /* give up after this long, 0: never */
+    struct iscsi_cmd *inflight; /* commands inside libiscsi */
     struct iscsi_wait wait;     /* open/close: the call being waited for */
     bool waiting;
 
@@ -68,6 +84,38 @@ static inline struct iscsi_lun *iscsi_lun_of(struct image *img)
 {
     return img->priv;
 }
+
+/* Track `c` as carrying `task` (just queued with libiscsi). */
+static inline void iscsi_cmd_track(struct iscsi_lun *l, struct iscsi_cmd *c,
+                                   struct scsi_task *task)
+{
+    c->task = task;
+    c->prev = NULL;
+    c->next = l->inflight;
+    if (l->inflight)
+        l->inflight->prev = c;
+    l->inflight = c;
+}
+
+/* Stop tracking `c` (its callback arrived); returns its task. */
+static inline struct scsi_task *iscsi_cmd_untrack(struct iscsi_lun *l,
+                                                  struct iscsi_cmd *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->inflight = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    struct scsi_task *t = c->task;
+    c->task = NULL;
+    return t;
+}
+
+/* When the session has been given up: set last_error to why and return
+ * -EIO (for requests that arrive or complete after that). */
+int iscsi_dead_error(struct iscsi_lun *l);
 
 /* The shared, never-written zero buffer (ISCSI_ZERO_BUF_SIZE bytes). */
 extern unsigned char iscsi_zero_buf[ISCSI_ZERO_BUF_SIZE];

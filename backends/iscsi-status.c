@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,7 +24,7 @@ struct status_req {
     uint64_t length;        /* clipped to the LUN */
     int retries;
     int err;                /* for an answer deferred with an error */
-    struct scsi_task *task;
+    struct iscsi_cmd cmd;   /* the GET LBA STATUS in flight */
     image_extents_cb cb;
     void *opaque;
 };
@@ -112,9 +113,13 @@ static void status_cb(struct iscsi_context *ctx, int status,
     (void)command_data;
     struct status_req *s = private_data;
     struct iscsi_lun *l = s->l;
-    struct scsi_task *t = s->task;
-    s->task = NULL;
+    struct scsi_task *t = iscsi_cmd_untrack(l, &s->cmd);
 
+    if (l->dead) {
+        scsi_free_scsi_task(t);
+        answer_error(s, iscsi_dead_error(l));
+        return;
+    }
     if (status == SCSI_STATUS_GOOD) {
         struct scsi_get_lba_status *st = scsi_datain_unmarshall(t);
         struct extent ext[STATUS_MAX_DESC];
@@ -157,18 +162,28 @@ static void status_cb(struct iscsi_context *ctx, int status,
 }
 
 /* Queue the GET LBA STATUS.  Returns 0, or -errno with last_error set. */
+static void status_abort(struct iscsi_cmd *c)
+{
+    struct status_req *s = (struct status_req *)((char *)c -
+                                                 offsetof(struct status_req, cmd));
+    answer_error(s, iscsi_dead_error(s->l));
+}
+
 static int issue(struct status_req *s)
 {
     struct iscsi_lun *l = s->l;
+    if (l->dead)
+        return iscsi_dead_error(l);
     uint32_t alloc_len = 8 + 16 * STATUS_MAX_DESC;
-    s->task = iscsi_get_lba_status_task(l->ctx, l->lun,
-                                        s->offset / l->block_size, alloc_len,
-                                        status_cb, s);
-    if (!s->task) {
+    struct scsi_task *task = iscsi_get_lba_status_task(
+        l->ctx, l->lun, s->offset / l->block_size, alloc_len, status_cb, s);
+    if (!task) {
         image_set_error(l->img, "GET LBA STATUS: cannot queue: %s",
                         iscsi_get_error(l->ctx));
         return -ENOMEM;
     }
+    s->cmd.abort = status_abort;
+    iscsi_cmd_track(l, &s->cmd, task);
     return 0;
 }
 
@@ -195,6 +210,10 @@ void iscsi_op_block_status(struct image *img, uint64_t offset,
     }
     if (length > img->size - offset)
         s->length = img->size - offset;
+    if (l->dead) {
+        defer_answer(s, iscsi_dead_error(l));
+        return;
+    }
     if (!l->lbpme || l->lba_status_rejected) {
         defer_answer(s, 0);
         return;

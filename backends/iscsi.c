@@ -7,6 +7,13 @@
  * the loop until each finishes or a deadline passes, so an unreachable
  * portal, a wrong IQN or LUN, or a failed login is reported within
  * seconds.  After open only the asynchronous API is used.
+ *
+ * Reconnects are libiscsi's: it re-issues the commands that were in flight
+ * and the unit attentions of the new session are consumed by TEST UNIT
+ * READY (no_ua_on_reconnect).  If no session can be re-established for
+ * $IMGFS_ISCSI_RECONNECT_TIMEOUT seconds (default 120, 0 = forever) the
+ * session is given up: whatever is in flight, and every later request,
+ * fails with -EIO ("iSCSI session lost").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +34,10 @@
 #define IO_TIMEOUT_S 60
 /* Period of the tick that lets libiscsi run timeouts and reconnects. */
 #define TICK_MS 200
+/* A session that cannot be re-established for this long is given up and
+ * everything in flight fails (override: $IMGFS_ISCSI_RECONNECT_TIMEOUT in
+ * seconds, 0 = keep trying forever). */
+#define DEFAULT_RECONNECT_LIMIT_S 120
 
 unsigned char iscsi_zero_buf[ISCSI_ZERO_BUF_SIZE];
 
@@ -82,6 +93,34 @@ bool iscsi_should_retry(int status, const struct scsi_task *task)
            task->sense.key == SCSI_SENSE_UNIT_ATTENTION;
 }
 
+/* ---- giving up a session ------------------------------------------------ */
+
+int iscsi_dead_error(struct iscsi_lun *l)
+{
+    image_set_error(l->img, "iSCSI session lost: no reconnect within %u s",
+                    l->reconnect_limit_s);
+    return -EIO;
+}
+
+/* The target stayed unreachable too long: destroy the context (libiscsi
+ * then cancels the commands it parked for the reconnect, and their
+ * callbacks fail them) and fail whatever it did not call back.  From now
+ * on every request fails with -EIO. */
+static void lose_session(struct iscsi_lun *l)
+{
+    l->dead = true;
+    loop_remove_poller(l->img->loop, &l->poller);
+    struct iscsi_context *ctx = l->ctx;
+    iscsi_destroy_context(ctx);
+    l->ctx = NULL;
+    while (l->inflight) {
+        struct iscsi_cmd *c = l->inflight;
+        struct scsi_task *t = iscsi_cmd_untrack(l, c);
+        scsi_free_scsi_task(t);
+        c->abort(c);
+    }
+}
+
 /* ---- loop glue --------------------------------------------------------- */
 
 static void nothing(void *opaque)
@@ -92,7 +131,7 @@ static void nothing(void *opaque)
 static int poller_fd(void *opaque)
 {
     struct iscsi_lun *l = opaque;
-    int fd = iscsi_get_fd(l->ctx);
+    int fd = l->ctx ? iscsi_get_fd(l->ctx) : -1;
     if (fd < 0) {
         l->sock_fd = -1;
         return -1;
@@ -116,12 +155,14 @@ static int poller_fd(void *opaque)
 static int poller_events(void *opaque)
 {
     struct iscsi_lun *l = opaque;
-    return iscsi_which_events(l->ctx);
+    return l->ctx ? iscsi_which_events(l->ctx) : 0;
 }
 
 static int poller_service(void *opaque, int revents)
 {
     struct iscsi_lun *l = opaque;
+    if (!l->ctx)
+        return -1;
     if (iscsi_service(l->ctx, revents) < 0) {
         image_set_error(l->img, "iSCSI session: %s", iscsi_get_error(l->ctx));
         if (l->waiting && !l->wait.done) {
@@ -137,8 +178,21 @@ static void tick(void *opaque)
 {
     struct iscsi_lun *l = opaque;
     l->tick_timer = 0;
-    if (l->closing)
+    if (l->closing || !l->ctx)
         return;
+    if (l->opened && !iscsi_is_logged_in(l->ctx)) {
+        uint64_t now = loop_now_ns();
+        if (!l->lost_since_ns)
+            l->lost_since_ns = now;
+        else if (l->reconnect_limit_s &&
+                 now - l->lost_since_ns >
+                     (uint64_t)l->reconnect_limit_s * 1000000000u) {
+            lose_session(l);
+            return;
+        }
+    } else {
+        l->lost_since_ns = 0;
+    }
     /* Timeouts and delayed reconnects run from iscsi_service(ctx, 0); a
      * direct poll also covers the round after a socket was replaced. */
     int fd = iscsi_get_fd(l->ctx);
@@ -266,7 +320,8 @@ static int read_chap_password(const char *url, char *pw, size_t size,
 /* Split "iscsi://user@rest" into `user` and "iscsi://rest" (libiscsi 1.19's
  * parser drops a user given without a password, so imgfs takes the user
  * itself).  Returns 0, or -EINVAL if the user part is too long or carries
- * a password ("user%password@"), which must never be on a command line. */
+ * a password ("user%password@", "user:password@", "target_password="),
+ * which must never be on a command line. */
 static int split_user(const char *url, char *user, size_t user_size,
                       char *rest, size_t rest_size, struct errmsg *err)
 {
@@ -274,12 +329,16 @@ static int split_user(const char *url, char *user, size_t user_size,
     const char *at = strchr(auth, '@');
     const char *slash = strchr(auth, '/');
     user[0] = '\0';
+    if (strstr(url, "target_password=")) {
+        errmsg_set(err, "%s: passwords do not belong in the URL", url);
+        return -EINVAL;
+    }
     if (!at || (slash && slash < at)) {
         snprintf(rest, rest_size, "%s", url);
         return 0;
     }
     size_t n = (size_t)(at - auth);
-    if (memchr(auth, '%', n)) {
+    if (memchr(auth, '%', n) || memchr(auth, ':', n)) {
         errmsg_set(err, "%s: put the CHAP password in the file named by "
                    "$IMGFS_ISCSI_SECRET_FILE (or $IMGFS_ISCSI_PASSWORD), "
                    "not in the URL", url);
@@ -516,6 +575,9 @@ static int setup_context(struct iscsi_lun *l, const char *url,
         errmsg_set(err, "%s: %s", url, iscsi_get_error(l->ctx));
         return -EINVAL;
     }
+    const char *limit = getenv("IMGFS_ISCSI_RECONNECT_TIMEOUT");
+    l->reconnect_limit_s = limit && *limit ? (unsigned)strtoul(limit, NULL, 10)
+                                           : DEFAULT_RECONNECT_LIMIT_S;
     iscsi_set_timeout(l->ctx, OPEN_TIMEOUT_S);
     iscsi_set_no_ua_on_reconnect(l->ctx, 1);
     iscsi_set_noautoreconnect(l->ctx, 0);
@@ -573,6 +635,7 @@ int iscsi_image_open(struct loop *loop, const char *url,
         img->can_unmap = l->lbpme && l->lbpws;
         errmsg_clear(err);
         img->last_error.text[0] = '\0';
+        l->opened = true;
         *out = img;
         return 0;
     }
@@ -588,6 +651,8 @@ static int iscsi_close(struct image *img)
 {
     struct iscsi_lun *l = iscsi_lun_of(img);
     int r = 0;
+    if (l->dead)
+        r = iscsi_dead_error(l);
     if (l->ctx && iscsi_is_logged_in(l->ctx)) {
         iscsi_set_timeout(l->ctx, OPEN_TIMEOUT_S);
         struct iscsi_wait *w = new_wait(l);

@@ -726,6 +726,58 @@ static void test_write_same_fallback(void **state)
     assert_int_equal(image_close(img), 0);
 }
 
+/* Allow or refuse every initiator on the LUN's target. */
+static void set_acl(const struct lun *l, bool allow)
+{
+    const char *tgtadm = servers_env_get("TGTADM");
+    const char *port = servers_env_get("TGTADM_CONTROL_PORT");
+    const char *root = servers_env_get("TEST_ROOT");
+    assert_int_equal(run("'%s' -C %s --mode target --op %s --tid "
+                         "$(cat '%s/luns/%s.tid') --initiator-address ALL",
+                         tgtadm, port ? port : "0", allow ? "bind" : "unbind",
+                         root, l->name), 0);
+}
+
+/* The target drops the session and refuses logins: after
+ * $IMGFS_ISCSI_RECONNECT_TIMEOUT seconds the backend gives up, fails what
+ * is in flight and everything after with -EIO, instead of hanging. */
+static void test_outage(void **state)
+{
+    (void)state;
+    struct lun *l = &luns[3];
+    setenv("IMGFS_ISCSI_RECONNECT_TIMEOUT", "2", 1);
+    struct image *img = open_lun(l->url);
+    unsetenv("IMGFS_ISCSI_RECONNECT_TIMEOUT");
+    set_acl(l, false);
+    drop_connection(l);
+    uint8_t *buf = calloc(1, 16 * MiB);
+    assert_non_null(buf);
+    struct op ops[16];
+    memset(ops, 0, sizeof ops);
+    for (size_t i = 0; i < 16; i++) {
+        pending++;
+        image_write(img, buf + i * MiB, i * MiB, MiB, op_cb, &ops[i]);
+    }
+    struct status_result st;
+    memset(&st, 0, sizeof st);
+    pending++;
+    image_block_status(img, 0, LUN_SIZE, status_cb, &st);
+    wait_all();
+    set_acl(l, true);
+    for (size_t i = 0; i < 16; i++)
+        assert_int_equal(ops[i].err, -EIO);
+    assert_int_equal(st.err, 0); /* thick: answered without the target */
+    assert_non_null(strstr(img->last_error.text, "session lost"));
+    assert_int_equal(image_write_sync(img, buf, 0, 4096), -EIO);
+    assert_int_equal(image_read_sync(img, buf, 0, 4096), -EIO);
+    assert_int_equal(image_flush_sync(img), -EIO);
+    assert_int_equal(image_close(img), -EIO);
+    free(buf);
+    /* The target is back: a new open works. */
+    img = open_lun(l->url);
+    assert_int_equal(image_close(img), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -739,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_chap),
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_write_same_fallback),
+        cmocka_unit_test(test_outage),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
