@@ -47,7 +47,7 @@ int copy_run(struct image *src, struct image *dst,
         return errno ? -errno : -EINVAL;
     struct run_state st = {
         .job = job, .loop = src->loop, .tick = tick, .opaque = opaque,
-        .tick_ms = tick_ms ? tick_ms : 1,
+        .tick_ms = tick_ms ? tick_ms : 1000,   /* 0: once a second */
     };
     copy_job_start(job, run_done, &st);
     if (tick) {

@@ -107,9 +107,11 @@ static int validate(struct image *src, struct image *dst,
                        (unsigned long long)db);
     if ((unsigned)o->order > COPY_ORDER_ANY)
         return invalid(err, -EINVAL, "unknown write order %d", (int)o->order);
-    if (o->sparse % db)
-        return invalid(err, -EINVAL, "sparse %llu is not a multiple of the "
-                       "target block size %llu",
+    /* Like qemu-img -S: zero runs are found in whole 512-byte sectors at
+     * least (this also bounds the operations one request can issue). */
+    if (o->sparse % db || o->sparse % 512)
+        return invalid(err, -EINVAL, "sparse %llu must be 0 or a multiple of "
+                       "512 and of the target block size %llu",
                        (unsigned long long)o->sparse, (unsigned long long)db);
     if (o->start_offset > src->size)
         return invalid(err, -EINVAL, "start offset %llu is past the source "

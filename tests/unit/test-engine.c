@@ -749,6 +749,14 @@ static void test_invalid_options_refused(void **state)
     assert_non_null(strstr(err.text, "loop"));
     fake_image_close(far);
     loop_free(other);
+    /* sparse below one sector, on a byte-granular target */
+    struct fake_config bc = { .size = 10 * MiB, .block_size = 1 };
+    struct fake_image *bytes = fake_image_new(p.loop, "bytes", &bc);
+    copy_options_init(&o);
+    o.sparse = 100;
+    assert_null(copy_job_new(p.src->img, bytes->img, &o, &err));
+    assert_non_null(strstr(err.text, "multiple of 512"));
+    fake_image_close(bytes);
     /* and valid ones pass */
     copy_options_init(&o);
     o.start_offset = 8192;
