@@ -205,8 +205,13 @@ static int apply(struct copy_args *a, const struct opt_def *d,
 }
 
 /* Checks that involve several options. */
-static int validate(struct copy_args *a, struct errmsg *err)
+static int validate(struct copy_args *a, bool sparse_given,
+                    struct errmsg *err)
 {
+    /* The default zero-run size shrinks with a small --request-size; an
+     * explicit --sparse larger than a request could never match. */
+    if (!sparse_given && a->copy.sparse > a->copy.request_size)
+        a->copy.sparse = a->copy.request_size;
     if (a->copy.sparse > a->copy.request_size) {
         errmsg_set(err, "--sparse (%" PRIu64 ") must not exceed "
                    "--request-size (%zu)", a->copy.sparse,
@@ -245,6 +250,7 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
     const char *operands[2];
     int noperands = 0;
     bool options_done = false;
+    bool sparse_given = false;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -283,6 +289,8 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
             errmsg_set(err, "%s takes no value", d->name);
             return -EINVAL;
         }
+        if (d->id == O_SPARSE)
+            sparse_given = true;
         int r = apply(&a, d, val, err);
         if (r < 0)
             return r;
@@ -297,7 +305,7 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
     }
     a.source = operands[0];
     a.target = operands[1];
-    int r = validate(&a, err);
+    int r = validate(&a, sparse_given, err);
     if (r < 0)
         return r;
     *out = a;

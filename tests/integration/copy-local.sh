@@ -19,7 +19,7 @@ copy_fails() {
     "$IMGFS" copy "$@" >"$S/out" 2>"$S/err" || rc=$?
     (( rc == want_rc )) || fail "imgfs copy $*: status $rc, expected $want_rc: $(cat "$S/err")"
     [[ $(grep -c '' "$S/err") -eq 1 ]] || fail "imgfs copy $*: expected one stderr line, got: $(cat "$S/err")"
-    grep -q -- "^imgfs copy: .*$pattern" "$S/err" ||
+    grep -Eq -- "^imgfs copy: .*($pattern)" "$S/err" ||
         fail "imgfs copy $*: message does not match '$pattern': $(cat "$S/err")"
     [[ ! -s $S/out ]] || fail "imgfs copy $*: unexpected stdout: $(cat "$S/out")"
     log "ok, fails as expected: $(cat "$S/err")"
@@ -206,6 +206,32 @@ else
     "$IMGFS" copy -q --overwrite --resume-from "$at" "$SRC" "$C"
 fi
 same_image "$SRC" "$C"
+
+# ---- block devices (a loop device over a scratch file, when permitted) -----
+BDEV_FILE=$S/bdev.img
+truncate -s 48M "$BDEV_FILE"
+if dev=$(losetup -f --show "$BDEV_FILE" 2>/dev/null); then
+    on_exit losetup -d "$dev"
+    log "block device tests on $dev"
+    # A device needs neither --create nor --overwrite (and ignores them).
+    "$IMGFS" copy -q "$SRC" "$dev"
+    cmp -n $SIZE "$SRC" "$dev" || fail "file -> $dev differs"
+    "$IMGFS" copy -q --create "$dev" "$S/from-dev.raw"
+    check_cmp "$dev" "$S/from-dev.raw"
+    # Zeroing a whole device (WRITE ZEROES / BLKZEROOUT / written zeroes).
+    "$IMGFS" copy -q --verify zero:48M "$dev"
+    cmp -n $((48 * 1024 * 1024)) /dev/zero "$dev" || fail "$dev not zeroed"
+    "$IMGFS" copy -q --sparse 0 --order any "$SRC" "$dev"
+    cmp -n $SIZE "$SRC" "$dev" || fail "file -> $dev (sparse 0) differs"
+    # Too small, and a resume offset off the 512-byte blocks: refused,
+    # the device unchanged.
+    DEV_SHA=$(sha "$dev")
+    copy_fails 1 "too small" zero:49M "$dev"
+    copy_fails 1 "not aligned|must be multiples" --resume-from 100 "$SRC" "$dev"
+    [[ $(sha "$dev") == "$DEV_SHA" ]] || fail "$dev changed by a refused copy"
+else
+    log "no loop device available: block device tests skipped"
+fi
 
 # ---- help -----------------------------------------------------------------
 "$IMGFS" copy --help > "$S/out" 2> "$S/err"

@@ -100,6 +100,11 @@ static void test_every_option(void **state)
     assert_true(a.quiet);
     assert_int_equal(a.copy.order, COPY_ORDER_ANY);
     assert_int_equal(a.copy.start_offset, 3ull << 30);
+    /* A small request size lowers the default zero-run size with it. */
+    assert_int_equal(parse(&a, &err, "--request-size", "1000", "a", "b",
+                           NULL), 0);
+    assert_int_equal(a.copy.request_size, 1000);
+    assert_int_equal(a.copy.sparse, 1000);
     assert_int_equal(parse(&a, &err, "--order", "pipelined", "--source-format",
                            "raw", "a", "b", NULL), 0);
     assert_int_equal(a.copy.order, COPY_ORDER_PIPELINED);
