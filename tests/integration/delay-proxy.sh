@@ -1,0 +1,88 @@
+#!/bin/bash
+# delay-proxy.sh — the benchmark's plumbing carries data faithfully:
+# scripts/delay-proxy (with a delay, in front of rpcbind, mountd, nfsd and
+# the iSCSI portal) and the connect-shim that routes qemu-img's nfs:// driver
+# through it.  Bytes are checked with cmp / qemu-img compare; imgfs reaches
+# the servers only through the proxy's ports, and the shim's debug lines
+# show qemu-img's redirections.  No timing is asserted.
+. "$(dirname "$0")/lib.sh"
+need_servers
+: "${IMGFS:?set IMGFS to the imgfs binary}"
+: "${BUILD_DIR:?set BUILD_DIR to the build directory}"
+PROXY=$BUILD_DIR/scripts/delay-proxy
+SHIM=$BUILD_DIR/scripts/connect-shim.so
+[[ -x $PROXY && -f $SHIM ]] || fail "$PROXY or $SHIM not built"
+
+# rpc_port PROGRAM: the TCP port rpcbind has for PROGRAM version 3.
+rpc_port() {
+    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
+}
+nfs_port=$(rpc_port 100003)
+mnt_port=$(rpc_port 100005)
+iscsi_port=${ISCSI_PORTAL##*:}
+[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
+
+# Bad invocations are refused.
+if "$PROXY" 2>/dev/null; then fail "delay-proxy without mappings succeeded"; fi
+if "$PROXY" -d x 1:127.0.0.1:2 2>/dev/null; then fail "delay-proxy -d x succeeded"; fi
+if "$PROXY" 99999:127.0.0.1:2 2>/dev/null; then fail "delay-proxy with port 99999 succeeded"; fi
+
+out=$SCRATCH/proxy.out
+"$PROXY" -d 5 -P "$SCRATCH/proxy.pid" 0:127.0.0.1:111 "0:127.0.0.1:$mnt_port" \
+    "0:127.0.0.1:$nfs_port" "0:127.0.0.1:$iscsi_port" > "$out" &
+proxy_pid=$!
+stop_proxy() { kill "$proxy_pid" 2>/dev/null || true; }
+on_exit stop_proxy
+for _ in $(seq 100); do
+    grep -qx ready "$out" && break
+    kill -0 "$proxy_pid" 2>/dev/null || fail "delay-proxy exited: $(cat "$out")"
+    sleep 0.05
+done
+grep -qx ready "$out" || fail "delay-proxy not ready"
+[[ $(cat "$SCRATCH/proxy.pid") == "$proxy_pid" ]] || fail "pid file does not hold the proxy's pid"
+port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$out"; }
+p_rpc=$(port_for 111) p_mnt=$(port_for "$mnt_port") p_nfs=$(port_for "$nfs_port")
+p_iscsi=$(port_for "$iscsi_port")
+[[ -n $p_rpc && -n $p_mnt && -n $p_nfs && -n $p_iscsi ]] || fail "proxy ports missing: $(cat "$out")"
+
+head -c $((24 * 1048576 + 4096)) /dev/urandom > "$SCRATCH/src.raw"
+dd if=/dev/zero of="$SCRATCH/src.raw" bs=1M seek=3 count=5 conv=notrunc status=none
+src=$(nfs_name src.raw)
+nfs_put "$SCRATCH/src.raw" "$src"
+new_lun 24580K 512 thin
+lun_via_proxy="iscsi://127.0.0.1:$p_iscsi/${LUN_URL#iscsi://*/}"
+
+# imgfs through the proxy on both sides: NFS by ?nfsport=&mountport=, iSCSI
+# by the portal port.
+"$IMGFS" copy -q "$NFS_URL/$src?nfsport=$p_nfs&mountport=$p_mnt" "$lun_via_proxy" ||
+    fail "imgfs copy through the proxy failed"
+qemu-img compare -q -f raw -F raw "$SCRATCH/src.raw" "$LUN_URL" ||
+    fail "LUN written through the proxy differs from the source"
+"$IMGFS" copy -q --create "$lun_via_proxy" "$SCRATCH/back.raw" ||
+    fail "imgfs copy from the LUN through the proxy failed"
+check_cmp "$SCRATCH/src.raw" "$SCRATCH/back.raw"
+
+# qemu-img's nfs:// driver (no port options) through the shim.
+err=$SCRATCH/shim.err
+IMGFS_CONNECT_DEBUG=1 LD_PRELOAD=$SHIM \
+    IMGFS_CONNECT_MAP="111:$p_rpc,$mnt_port:$p_mnt,$nfs_port:$p_nfs" \
+    qemu-img convert -f raw -O raw "$(nfs_qemu_url "$src")" "$SCRATCH/qemu.raw" 2> "$err" ||
+    fail "qemu-img through the shim failed: $(cat "$err")"
+check_cmp "$SCRATCH/src.raw" "$SCRATCH/qemu.raw"
+grep -q "^connect-shim: port $nfs_port -> $p_nfs\$" "$err" ||
+    fail "qemu-img's NFS connection did not go through the proxy: $(cat "$err")"
+grep -q "^connect-shim: port $mnt_port -> $p_mnt\$" "$err" ||
+    fail "qemu-img's MOUNT connection did not go through the proxy: $(cat "$err")"
+
+# A bad map is reported and ignored (the connection goes direct).
+IMGFS_CONNECT_MAP="nonsense" LD_PRELOAD=$SHIM \
+    qemu-img info "$(nfs_qemu_url "$src")" > /dev/null 2> "$err" ||
+    fail "qemu-img with a bad map failed: $(cat "$err")"
+grep -q "bad IMGFS_CONNECT_MAP" "$err" || fail "bad map not reported: $(cat "$err")"
+
+# SIGTERM ends the proxy with status 0.
+kill -TERM "$proxy_pid"
+rc=0
+wait "$proxy_pid" || rc=$?
+(( rc == 0 )) || fail "delay-proxy exited with $rc on SIGTERM"
+log "proxy and shim carried every byte"
