@@ -55,8 +55,6 @@ struct iscsi_lun {
     int lun;
     struct loop_poller poller;
     int64_t tick_timer;         /* periodic iscsi_service(ctx, 0) */
-    int sock_fd;                /* fd last handed to the loop, -1: none */
-    ino_t sock_ino;             /* its socket inode (fd numbers get reused) */
     bool closing;
     bool opened;                /* open finished: outage watch is on */
     bool dead;                  /* session given up; everything fails */

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "iscsi-priv.h"
 #include "protocols.h"
@@ -123,33 +122,12 @@ static void lose_session(struct iscsi_lun *l)
 
 /* ---- loop glue --------------------------------------------------------- */
 
-static void nothing(void *opaque)
-{
-    (void)opaque;
-}
-
+/* libiscsi reconnects by putting the new socket on the old fd number; the
+ * loop re-arms every round, so returning the fd is enough. */
 static int poller_fd(void *opaque)
 {
     struct iscsi_lun *l = opaque;
-    int fd = l->ctx ? iscsi_get_fd(l->ctx) : -1;
-    if (fd < 0) {
-        l->sock_fd = -1;
-        return -1;
-    }
-    /* A reconnect closes the old socket and may get the same fd number
-     * for the new one; epoll forgot the old registration, so hand the
-     * loop "no fd" for one round to make it register the new socket; the
-     * deferred no-op makes that round come at once. */
-    struct stat st;
-    ino_t ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
-    if (fd == l->sock_fd && ino != l->sock_ino) {
-        l->sock_fd = -1;
-        loop_defer(l->img->loop, nothing, NULL);
-        return -1;
-    }
-    l->sock_fd = fd;
-    l->sock_ino = ino;
-    return fd;
+    return l->ctx ? iscsi_get_fd(l->ctx) : -1;
 }
 
 static int poller_events(void *opaque)
@@ -599,7 +577,6 @@ int iscsi_image_open(struct loop *loop, const char *url,
     }
     img->priv = l;
     l->img = img;
-    l->sock_fd = -1;
     l->poller = (struct loop_poller){ .get_fd = poller_fd,
                                       .events = poller_events,
                                       .service = poller_service,
