@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,40 @@
 #include "progress.h"
 
 #define PREFIX "imgfs copy"
+
+/* Print "imgfs copy: MESSAGE" as exactly one line on stderr.  Messages
+ * from libraries may carry newlines or tabs; they become "; " and spaces,
+ * so scripts can rely on one line per failure. */
+static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void report(const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char line[sizeof msg + 512];
+    size_t n = 0;
+    for (const char *c = msg; *c && n + 3 < sizeof line; c++) {
+        if (*c == '\n' || *c == '\r') {
+            while (n > 0 && line[n - 1] == ' ')
+                n--;
+            if (c[1] && c[1] != '\n' && c[1] != '\r' && n > 0 &&
+                line[n - 1] != ';') {
+                line[n++] = ';';
+                line[n++] = ' ';
+            }
+        } else if ((unsigned char)*c < ' ') {
+            line[n++] = ' ';
+        } else {
+            line[n++] = *c;
+        }
+    }
+    while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == ';'))
+        n--;
+    line[n] = '\0';
+    fprintf(stderr, PREFIX ": %s\n", line);
+}
 
 /* ---- signals: a self-pipe read by a loop poller ---------------------- */
 
@@ -89,9 +124,9 @@ static int sig_service(void *opaque, int revents)
             copy_job_progress(rs->job, &p);
             if (rs->show_progress)
                 progress_finish(&rs->bar);
-            fprintf(stderr, PREFIX ": interrupted again; stopped at byte %"
-                    PRIu64 " without draining; resume with --resume-from %"
-                    PRIu64 "\n", p.watermark, p.watermark);
+            report("interrupted again; stopped at byte %"
+                   PRIu64 " without draining; resume with --resume-from %"
+                   PRIu64, p.watermark, p.watermark);
             _exit(128 + b[i]);
         }
     }
@@ -258,7 +293,7 @@ static bool same_image(const char *source, const char *target)
 
 static int fail(const char *msg)
 {
-    fprintf(stderr, PREFIX ": %s\n", msg);
+    report("%s", msg);
     return 1;
 }
 
@@ -289,7 +324,7 @@ int cmd_copy(int argc, char **argv)
     struct copy_args a;
     struct errmsg err = { "" };
     if (copy_args_parse(argc, argv, &a, &err) < 0) {
-        fprintf(stderr, PREFIX ": %s\n", err.text);
+        report("%s", err.text);
         return 2;
     }
     if (a.help) {
@@ -397,24 +432,22 @@ int cmd_copy(int argc, char **argv)
     const struct copy_progress *p = &rs.final;
     const char *hint = target_is_file(a.target) ? " --overwrite" : "";
     if (p->state == COPY_CANCELLED) {
-        fprintf(stderr, PREFIX ": cancelled at byte %" PRIu64 "; resume with "
-                "--resume-from %" PRIu64 "%s\n", p->watermark, p->watermark,
-                hint);
+        report("cancelled at byte %" PRIu64 "; resume with --resume-from %"
+               PRIu64 "%s", p->watermark, p->watermark, hint);
         status = 128 + (rs.signo ? rs.signo : SIGINT);
         goto out;
     }
     if (p->state != COPY_DONE) {
         if (p->watermark == 0)
-            fprintf(stderr, PREFIX ": %s (watermark 0: nothing to resume)\n",
-                    p->error[0] ? p->error : strerror(-p->err));
+            report("%s (watermark 0: nothing to resume)",
+                   p->error[0] ? p->error : strerror(-p->err));
         else if (p->watermark < p->total)
-            fprintf(stderr, PREFIX ": %s (bytes before %" PRIu64 " are "
-                    "copied; resume with --resume-from %" PRIu64 "%s)\n",
-                    p->error[0] ? p->error : strerror(-p->err),
-                    p->watermark, p->watermark, hint);
+            report("%s (bytes before %" PRIu64 " are copied; resume with "
+                   "--resume-from %" PRIu64 "%s)",
+                   p->error[0] ? p->error : strerror(-p->err),
+                   p->watermark, p->watermark, hint);
         else
-            fprintf(stderr, PREFIX ": %s\n",
-                    p->error[0] ? p->error : strerror(-p->err));
+            report("%s", p->error[0] ? p->error : strerror(-p->err));
         goto out;
     }
 
@@ -426,8 +459,7 @@ int cmd_copy(int argc, char **argv)
     dst = NULL;
     int cr = image_close(d);
     if (cr < 0) {
-        fprintf(stderr, PREFIX ": closing %s: %s\n", a.target,
-                strerror(-cr));
+        report("closing %s: %s", a.target, strerror(-cr));
         goto out;
     }
     status = 0;

@@ -122,6 +122,8 @@ copy_fails 1 "no-such-source.raw: no such file" --create "$S/no-such-source.raw"
 # Malformed URLs.
 copy_fails 1 "unsupported URL scheme 'ftp'" --create "ftp://host/x" "$S/never.raw"
 copy_fails 1 "expected zero:SIZE" --create "zero:lots" "$S/never.raw"
+# libiscsi explains a bad URL over several lines; still one line here.
+copy_fails 1 "iscsi://" --create "iscsi://" "$S/never.raw"
 [[ ! -e $S/never.raw ]] || fail "target created although the source is bad"
 
 # Bad arguments: status 2, nothing touched.
