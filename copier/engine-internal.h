@@ -57,6 +57,7 @@ struct copy_request {
     unsigned ops_pending;           /* image operations in flight */
     unsigned ops_used;              /* entries of `ops` handed out */
     bool failed;                    /* one of its operations failed */
+    bool buf_zero;                  /* buf is known to be all zero */
     size_t cursor;                  /* strict order: next piece to write */
     struct request_op *ops;         /* max_ops entries */
     struct copy_request *next_free;

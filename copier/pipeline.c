@@ -8,6 +8,10 @@
  *   PIPELINED  the next sequence number's writes are issued as soon as
  *              its data is ready, however many are in flight;
  *   ANY        a request's writes are issued as soon as its data is ready.
+ * Zero ranges of the source become one write_zeroes (MAY_UNMAP) per
+ * request, or nothing when the target reads as zeroes; with sparse = 0
+ * they are written as data from a zeroed buffer instead (every byte is
+ * written, nothing is read).
  * A request's slot (buffer) is released as soon as its writes complete;
  * its ticket is retired in sequence order, which moves the watermark.
  */
@@ -117,10 +121,9 @@ static void issue_zeroes(struct copy_request *r, uint64_t offset,
                          uint64_t len)
 {
     struct copy_job *job = r->job;
-    unsigned flags = job->opts.sparse ? IMAGE_ZERO_MAY_UNMAP : 0;
     struct request_op *op = request_op_take(r, offset);
-    image_write_zeroes(job->dst, offset, target_len(job, offset, len), flags,
-                       zero_done, op);
+    image_write_zeroes(job->dst, offset, target_len(job, offset, len),
+                       IMAGE_ZERO_MAY_UNMAP, zero_done, op);
 }
 
 /* Issue the next target operation of `r`, skipping zero pieces the target
@@ -128,7 +131,7 @@ static void issue_zeroes(struct copy_request *r, uint64_t offset,
 static bool issue_next_piece(struct copy_request *r)
 {
     struct copy_job *job = r->job;
-    bool skip = job->skip_zeroes && job->opts.sparse != 0;
+    bool skip = job->skip_zeroes;
 
     while (r->cursor < r->length) {
         if (r->kind == REQ_ZERO) {
@@ -249,6 +252,7 @@ static void start_read(struct copy_request *r)
     struct copy_job *job = r->job;
     size_t maxr = max_len(job->src);
     r->state = REQ_READING;
+    r->buf_zero = false;
     /* Zero the padding a short last write may carry (target_len). */
     uint64_t db = job->dst->block_size ? job->dst->block_size : 1;
     uint64_t padded = round_up(r->length, db);
@@ -280,10 +284,18 @@ void pipeline_fill(struct copy_job *job)
         r->kind = kind;
         job->tickets[r->seq % job->nticket] =
             (struct copy_ticket){ offset + length, r, false };
-        if (kind == REQ_DATA)
+        if (kind == REQ_DATA) {
             start_read(r);
-        else
+        } else if (job->opts.sparse == 0) {
+            /* Write every byte: zeroes go out as data, nothing to read. */
+            if (!r->buf_zero)
+                memset(r->buf, 0, job->stride);
+            r->buf_zero = true;
+            r->kind = REQ_DATA;
             request_ready(r);
+        } else {
+            request_ready(r);
+        }
     }
 }
 

@@ -47,7 +47,8 @@ void planner_init(struct copy_job *job)
     p->align = sb / gcd64(sb, db) * db;
     p->zero_cap = min64((uint64_t)ZERO_REQUEST_FACTOR * rs, ZERO_REQUEST_MAX);
     p->zero_cap -= p->zero_cap % p->align;
-    if (p->zero_cap < rs)
+    /* sparse = 0 writes zero ranges as data from a zeroed buffer. */
+    if (p->zero_cap < rs || job->opts.sparse == 0)
         p->zero_cap = rs;
     p->window = (uint64_t)WINDOW_POOL_FACTOR * job->opts.requests * rs;
     if (p->window < p->zero_cap)

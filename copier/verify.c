@@ -66,6 +66,7 @@ static void read_side(struct copy_request *r,
     r->ops_pending = 0;
     r->failed = false;
     r->state = REQ_VERIFYING;
+    r->buf_zero = false;
     for (uint64_t pos = 0; pos < len;) {
         uint64_t n = len - pos;
         if (max && n > max)
