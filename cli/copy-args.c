@@ -22,7 +22,8 @@ void copy_args_usage(FILE *f)
         "  --order MODE           target write order: strict, pipelined (default)\n"
         "                         or any\n"
         "  --sparse SIZE          zero runs of at least SIZE bytes become zero\n"
-        "                         writes or holes (default 4K; 0 writes every byte)\n"
+        "                         writes or holes (default 4K; 0 writes every byte;\n"
+        "                         a multiple of 512)\n"
         "  --target-is-zero       the target already reads as zeroes: skip zeroes\n"
         "  --verify               read both images again and compare after copying\n"
         "  --create               create TARGET (local or NFS file) with the size\n"
@@ -168,6 +169,9 @@ static int apply(struct copy_args *a, const struct opt_def *d,
     case O_SPARSE:
         if (parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a size", d->name, val);
+        if (v % 512)
+            return bad(err, "%s: '%s' must be 0 or a multiple of 512",
+                       d->name, val);
         a->copy.sparse = v;
         return 0;
     case O_SOURCE_FORMAT:
@@ -211,7 +215,7 @@ static int validate(struct copy_args *a, bool sparse_given,
     /* The default zero-run size shrinks with a small --request-size; an
      * explicit --sparse larger than a request could never match. */
     if (!sparse_given && a->copy.sparse > a->copy.request_size)
-        a->copy.sparse = a->copy.request_size;
+        a->copy.sparse = a->copy.request_size / 512 * 512;
     if (a->copy.sparse > a->copy.request_size) {
         errmsg_set(err, "--sparse (%" PRIu64 ") must not exceed "
                    "--request-size (%zu)", a->copy.sparse,

@@ -64,6 +64,10 @@ done
 "$IMGFS" copy -q --create --requests 3 --request-size 12345 --sparse 0 \
     "$SRC" "$S/dst-odd.raw"
 same_image "$SRC" "$S/dst-odd.raw"
+# A request size below the default zero-run size (which then follows it).
+"$IMGFS" copy -q --create --requests 8 --request-size 1000 --order any \
+    "$SRC" "$S/dst-1000.raw"
+same_image "$SRC" "$S/dst-1000.raw"
 "$IMGFS" copy -q --create --requests 1 --request-size 4K --order strict \
     --sparse 512 "$SRC" "$S/dst-small.raw"
 same_image "$SRC" "$S/dst-small.raw"

@@ -104,7 +104,10 @@ static void test_every_option(void **state)
     assert_int_equal(parse(&a, &err, "--request-size", "1000", "a", "b",
                            NULL), 0);
     assert_int_equal(a.copy.request_size, 1000);
-    assert_int_equal(a.copy.sparse, 1000);
+    assert_int_equal(a.copy.sparse, 512);
+    assert_int_equal(parse(&a, &err, "--request-size", "300", "a", "b",
+                           NULL), 0);
+    assert_int_equal(a.copy.sparse, 0);
     assert_int_equal(parse(&a, &err, "--order", "pipelined", "--source-format",
                            "raw", "a", "b", NULL), 0);
     assert_int_equal(a.copy.order, COPY_ORDER_PIPELINED);
@@ -174,6 +177,8 @@ static void test_bad_values(void **state)
     PARSE_FAILS("--order: 'fast' is not strict, pipelined or any",
                 "--order", "fast", "a", "b");
     PARSE_FAILS("--sparse: 'lots' is not a size", "--sparse", "lots", "a", "b");
+    PARSE_FAILS("--sparse: '1000' must be 0 or a multiple of 512",
+                "--sparse", "1000", "a", "b");
     PARSE_FAILS("--source-format: 'vmdk' is not auto, raw or qcow2",
                 "--source-format", "vmdk", "a", "b");
     PARSE_FAILS("--target-format: 'auto' is not raw or qcow2",
