@@ -30,6 +30,10 @@
 #include "progress.h"
 
 #define PREFIX "imgfs copy"
+/* How long a cancelled job may take to drain before the command leaves
+ * anyway. */
+#define CANCEL_GRACE_MS 30000
+#define CANCEL_GRACE_TEXT "30 s"
 
 /* Print "imgfs copy: MESSAGE" as exactly one line on stderr.  Messages
  * from libraries may carry newlines or tabs; they become "; " and spaces,
@@ -86,10 +90,36 @@ struct run_state {
     int signo;                  /* first signal received, 0 if none */
     struct progress bar;
     bool show_progress;
-    int64_t timer;
+    int64_t timer;              /* progress tick, 0 if none */
+    int64_t grace_timer;        /* cancel deadline, 0 if none */
     unsigned tick_ms;
     struct loop_poller signal_poller;
 };
+
+/* Leave at once, without waiting for in-flight requests: the watermark
+ * still names a safe resume point (every write below it completed). */
+static void exit_undrained(struct run_state *rs, const char *why, int signo)
+{
+    struct copy_progress p;
+    copy_job_progress(rs->job, &p);
+    if (rs->show_progress)
+        progress_finish(&rs->bar);
+    report("%s; stopped at byte %" PRIu64 " without draining; resume with "
+           "--resume-from %" PRIu64, why, p.watermark, p.watermark);
+    _exit(128 + signo);
+}
+
+/* The cancelled job did not drain in time (a dead server holding requests,
+ * or a stuck layer): a single SIGTERM, e.g. from timeout(1), must still end
+ * the process. */
+static void cancel_overdue(void *opaque)
+{
+    struct run_state *rs = opaque;
+    rs->grace_timer = 0;
+    if (!rs->finished)
+        exit_undrained(rs, "cancelled, but in-flight requests did not finish "
+                       "within " CANCEL_GRACE_TEXT, rs->signo);
+}
 
 static int sig_get_fd(void *opaque)
 {
@@ -116,18 +146,14 @@ static int sig_service(void *opaque, int revents)
             if (rs->signo == 0) {
                 rs->signo = b[i];
                 copy_job_cancel(rs->job);
+                int64_t t = loop_add_timer(rs->loop, CANCEL_GRACE_MS,
+                                           cancel_overdue, rs);
+                rs->grace_timer = t > 0 ? t : 0;
                 continue;
             }
             /* A second signal: the user does not want to wait for the
              * in-flight requests to drain. */
-            struct copy_progress p;
-            copy_job_progress(rs->job, &p);
-            if (rs->show_progress)
-                progress_finish(&rs->bar);
-            report("interrupted again; stopped at byte %"
-                   PRIu64 " without draining; resume with --resume-from %"
-                   PRIu64, p.watermark, p.watermark);
-            _exit(128 + b[i]);
+            exit_undrained(rs, "interrupted again", b[i]);
         }
     }
     return 0;
@@ -415,6 +441,8 @@ int cmd_copy(int argc, char **argv)
     int lr = loop_run_until(loop, &rs.finished);
     if (rs.timer)
         loop_cancel_timer(loop, rs.timer);
+    if (rs.grace_timer)
+        loop_cancel_timer(loop, rs.grace_timer);
     remove_signals(&rs);
     if (lr < 0) {
         snprintf(err.text, sizeof err.text, "event loop failed: %s",
