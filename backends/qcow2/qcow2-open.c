@@ -220,6 +220,29 @@ int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
     return 0;
 }
 
+/* Synchronous read of [off, off+len) for open-time metadata, aligned to
+ * the protocol block size through a bounce buffer when needed. */
+static int read_sync_aligned(struct image *p, uint8_t *buf, uint64_t off,
+                             size_t len)
+{
+    uint64_t bs = p->block_size ? p->block_size : 1;
+    uint64_t a = off / bs * bs;
+    uint64_t e = (off + len + bs - 1) / bs * bs;
+    if (e > p->size)
+        e = p->size;
+    if (a == off && e == off + len)
+        return image_read_sync(p, buf, off, len);
+    size_t blen = (size_t)(e - a);
+    uint8_t *b = aligned_alloc(4096, (blen + 4095) / 4096 * 4096);
+    if (!b)
+        return -ENOMEM;
+    int r = image_read_sync(p, b, a, blen);
+    if (r == 0)
+        memcpy(buf, b + (off - a), len);
+    free(b);
+    return r;
+}
+
 static int load_l1(struct qcow2_state *s, struct errmsg *err)
 {
     uint64_t n = qcow2_l1_entries_needed(s->h.size, s->cluster_bits,
@@ -238,7 +261,7 @@ static int load_l1(struct qcow2_state *s, struct errmsg *err)
         errmsg_set(err, "out of memory for the L1 table");
         return -ENOMEM;
     }
-    int r = image_read_sync(s->proto, raw, s->h.l1_offset, n * 8);
+    int r = read_sync_aligned(s->proto, raw, s->h.l1_offset, n * 8);
     if (r < 0) {
         errmsg_set(err, "reading the L1 table at 0x%" PRIx64 ": %s",
                    s->h.l1_offset, s->proto->last_error.text);
@@ -254,21 +277,9 @@ static int load_l1(struct qcow2_state *s, struct errmsg *err)
 static int read_head(struct image *proto, uint8_t *buf, size_t len,
                      struct errmsg *err)
 {
-    uint64_t bs = proto->block_size ? proto->block_size : 1;
-    size_t alen = (size_t)((len + bs - 1) / bs * bs);
-    if (alen > proto->size)
-        alen = (size_t)proto->size;
-    uint8_t *a = aligned_alloc(4096, (alen + 4095) / 4096 * 4096 + 4096);
-    if (!a) {
-        errmsg_set(err, "out of memory");
-        return -ENOMEM;
-    }
-    int r = image_read_sync(proto, a, 0, alen);
+    int r = read_sync_aligned(proto, buf, 0, len);
     if (r < 0)
         errmsg_set(err, "reading the header: %s", proto->last_error.text);
-    else
-        memcpy(buf, a, len);
-    free(a);
     return r;
 }
 

@@ -18,11 +18,19 @@ static void done_later(struct image *img, image_io_cb cb, void *opaque,
         cb(opaque, -ENOMEM);
 }
 
+/* Enforce the image.h alignment rule (the last request may end at the
+ * image end). */
+static bool misaligned(struct image *img, uint64_t off, size_t len)
+{
+    uint64_t bs = img->block_size;
+    return bs > 1 && (off % bs || (len % bs && off + len != img->size));
+}
+
 static void mem_read(struct image *img, void *buf, uint64_t off, size_t len,
                      image_io_cb cb, void *opaque)
 {
     struct memproto *m = img->priv;
-    if (off > m->len || len > m->len - off) {
+    if (off > m->len || len > m->len - off || misaligned(img, off, len)) {
         done_later(img, cb, opaque, -EINVAL);
         return;
     }
@@ -51,7 +59,7 @@ static void mem_write(struct image *img, const void *buf, uint64_t off,
                       size_t len, image_io_cb cb, void *opaque)
 {
     struct memproto *m = img->priv;
-    int r = grow(img, off + len);
+    int r = misaligned(img, off, len) ? -EINVAL : grow(img, off + len);
     if (!r)
         memcpy(m->data + off, buf, len);
     done_later(img, cb, opaque, r);

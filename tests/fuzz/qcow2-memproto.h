@@ -6,7 +6,8 @@
 
 #include "backends/image.h"
 
-/* Open a memory image holding a copy of `data` (`len` bytes).  Returns
+/* Open a memory image (block_size 1; a test may set img->block_size to
+ * make it refuse requests not aligned to it, like a LUN) holding a copy of `data` (`len` bytes).  Returns
  * NULL on ENOMEM. */
 struct image *memproto_open(struct loop *loop, const char *name,
                             const void *data, size_t len, bool growable);

@@ -21,11 +21,14 @@
 
 static uint8_t img[TB_LEN];
 
+static uint32_t mem_block_size = 1;
+
 static struct image *open_mem(struct loop *loop, size_t len,
                               struct errmsg *err)
 {
     struct image *p = memproto_open(loop, "mem.qcow2", img, len, false);
     assert_non_null(p);
+    p->block_size = mem_block_size;
     struct image_open_opts o = { 0 };
     struct image *q = NULL;
     if (qcow2_open(p, &o, &q, err) < 0)
@@ -58,9 +61,8 @@ static void block_status_sync(struct image *q, uint64_t off, uint64_t len,
     assert_int_equal(loop_run_until(q->loop, &r->done), 0);
 }
 
-static void test_read_kinds(void **state)
+static void read_kinds(void)
 {
-    (void)state;
     tb_make(img, sizeof img);
     /* cluster 0: data 0xab; 1: zero flag; 2: compressed 0x5a pattern;
      * 3: unallocated */
@@ -119,6 +121,20 @@ static void test_read_kinds(void **state)
     assert_int_equal(r.ext[0].type, EXTENT_ZERO);
     assert_int_equal(image_close(q), 0);
     loop_free(loop);
+}
+
+static void test_read_kinds(void **state)
+{
+    (void)state;
+    mem_block_size = 1;
+    read_kinds();
+    /* The same image on a protocol with 4 KiB blocks (a qcow2 on a LUN):
+     * header, L1, L2 and unaligned compressed data are read aligned. */
+    mem_block_size = 4096;
+    read_kinds();
+    mem_block_size = 512;
+    read_kinds();
+    mem_block_size = 1;
 }
 
 /* Open the crafted image and expect reading cluster `c` to fail with a
