@@ -134,6 +134,19 @@ char *image_resolve_relative(const char *base, const char *name)
     return s;
 }
 
+int image_format_parse(const char *s, bool allow_auto, enum image_format *out)
+{
+    if (allow_auto && strcmp(s, "auto") == 0)
+        *out = IMAGE_FORMAT_AUTO;
+    else if (strcmp(s, "raw") == 0)
+        *out = IMAGE_FORMAT_RAW;
+    else if (strcmp(s, "qcow2") == 0)
+        *out = IMAGE_FORMAT_QCOW2;
+    else
+        return -EINVAL;
+    return 0;
+}
+
 int parse_size(const char *s, uint64_t *out)
 {
     if (!s)

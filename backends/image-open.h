@@ -63,6 +63,10 @@ int image_open_protocol(struct loop *loop, const char *url,
  * malloc'd string or NULL on ENOMEM. */
 char *image_resolve_relative(const char *base, const char *name);
 
+/* Parse a format name: "raw", "qcow2", and "auto" when `allow_auto`.
+ * Returns 0 or -EINVAL. */
+int image_format_parse(const char *s, bool allow_auto, enum image_format *out);
+
 /* Parse a size: decimal with optional K, M, G, T (binary) suffix, optional
  * trailing "B"/"iB".  Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *out);

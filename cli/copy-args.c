@@ -96,35 +96,6 @@ static const struct opt_def *find_opt(const char *arg, size_t namelen)
     return NULL;
 }
 
-static int parse_order(const char *s, enum copy_order *out)
-{
-    static const struct { const char *name; enum copy_order order; } t[] = {
-        { "strict", COPY_ORDER_STRICT },
-        { "pipelined", COPY_ORDER_PIPELINED },
-        { "any", COPY_ORDER_ANY },
-    };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        if (strcmp(s, t[i].name) == 0) {
-            *out = t[i].order;
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
-static int parse_format(const char *s, bool allow_auto, enum image_format *out)
-{
-    if (allow_auto && strcmp(s, "auto") == 0)
-        *out = IMAGE_FORMAT_AUTO;
-    else if (strcmp(s, "raw") == 0)
-        *out = IMAGE_FORMAT_RAW;
-    else if (strcmp(s, "qcow2") == 0)
-        *out = IMAGE_FORMAT_QCOW2;
-    else
-        return -EINVAL;
-    return 0;
-}
-
 static int bad(struct errmsg *err, const char *fmt, const char *opt,
                const char *val)
 {
@@ -162,7 +133,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         a->copy.request_size = (size_t)v;
         return 0;
     case O_ORDER:
-        if (parse_order(val, &a->copy.order) < 0)
+        if (copy_order_parse(val, &a->copy.order) < 0)
             return bad(err, "%s: '%s' is not strict, pipelined or any",
                        d->name, val);
         return 0;
@@ -175,11 +146,11 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         a->copy.sparse = v;
         return 0;
     case O_SOURCE_FORMAT:
-        if (parse_format(val, true, &a->source_format) < 0)
+        if (image_format_parse(val, true, &a->source_format) < 0)
             return bad(err, "%s: '%s' is not auto, raw or qcow2", d->name, val);
         return 0;
     case O_TARGET_FORMAT:
-        if (parse_format(val, false, &a->target_format) < 0)
+        if (image_format_parse(val, false, &a->target_format) < 0)
             return bad(err, "%s: '%s' is not raw or qcow2", d->name, val);
         return 0;
     case O_CLUSTER_SIZE:

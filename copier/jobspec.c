@@ -68,24 +68,14 @@ static const char *p_target(const char *v, struct job_spec *s)
 
 static const char *p_source_format(const char *v, struct job_spec *s)
 {
-    if (strcmp(v, "auto") == 0)
-        s->source_format = IMAGE_FORMAT_AUTO;
-    else if (strcmp(v, "raw") == 0)
-        s->source_format = IMAGE_FORMAT_RAW;
-    else if (strcmp(v, "qcow2") == 0)
-        s->source_format = IMAGE_FORMAT_QCOW2;
-    else
+    if (image_format_parse(v, true, &s->source_format) < 0)
         return "auto, raw or qcow2";
     return NULL;
 }
 
 static const char *p_target_format(const char *v, struct job_spec *s)
 {
-    if (strcmp(v, "raw") == 0)
-        s->target_format = IMAGE_FORMAT_RAW;
-    else if (strcmp(v, "qcow2") == 0)
-        s->target_format = IMAGE_FORMAT_QCOW2;
-    else
+    if (image_format_parse(v, false, &s->target_format) < 0)
         return "raw or qcow2";
     return NULL;
 }

@@ -32,6 +32,20 @@ static void test_parse_size(void **state)
     assert_int_equal(parse_size("99999999999T", &v), -EINVAL);
 }
 
+static void test_format_parse(void **state)
+{
+    (void)state;
+    enum image_format f;
+    assert_int_equal(image_format_parse("raw", false, &f), 0);
+    assert_int_equal(f, IMAGE_FORMAT_RAW);
+    assert_int_equal(image_format_parse("qcow2", true, &f), 0);
+    assert_int_equal(f, IMAGE_FORMAT_QCOW2);
+    assert_int_equal(image_format_parse("auto", true, &f), 0);
+    assert_int_equal(f, IMAGE_FORMAT_AUTO);
+    assert_int_equal(image_format_parse("auto", false, &f), -EINVAL);
+    assert_int_equal(image_format_parse("vmdk", true, &f), -EINVAL);
+}
+
 static void check_resolve(const char *base, const char *name, const char *want)
 {
     char *s = image_resolve_relative(base, name);
@@ -94,6 +108,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_format_parse),
         cmocka_unit_test(test_resolve_relative),
         cmocka_unit_test(test_zero_and_null),
     };
