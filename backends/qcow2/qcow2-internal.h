@@ -209,7 +209,8 @@ struct qcow2_mapping {
     uint64_t comp_offset;   /* compressed data start (QK_COMPRESSED) */
     uint64_t comp_len;      /* bytes to read (to end of last sector) */
     uint64_t length;        /* bytes from the asked offset with this kind,
-                               within the same cluster */
+                               within the same cluster (within the same
+                               L2 span when there is no L2 table) */
 };
 
 /* Classify guest offset `off` using an L2 table (NULL: L1 entry is 0).

@@ -54,8 +54,10 @@ int qcow2_map(struct qcow2_state *s, const struct qcow2_l2_slot *slot,
     uint64_t in_cluster = off & (cs - 1);
     m->length = cs - in_cluster;
     m->host_offset = m->comp_offset = m->comp_len = 0;
-    if (!slot) {
+    if (!slot) {    /* no L2 table: the whole table span is unallocated */
+        uint64_t span = cs * s->l2_entries;
         m->kind = QK_UNALLOC;
+        m->length = span - (off & (span - 1));
         return 0;
     }
     uint64_t i = (off >> s->cluster_bits) & (s->l2_entries - 1);
