@@ -1,0 +1,449 @@
+/* control.c — the control/ directory: x.job files that start jobs when
+ * closed, x.status files generated at open, rm to cancel or forget.
+ *
+ *  - create/open for writing of x.job: refused with EBUSY while job x
+ *    runs; otherwise the text is (re)written in memory;
+ *  - flush (close) of a handle that wrote: the job starts on the loop
+ *    thread; the flush answers 0, or the errno of the refusal (the reason
+ *    goes to x.status);
+ *  - x.status: `key: value` text built at open (direct_io: no size is
+ *    cached, `cat` and `watch` see fresh content on every open);
+ *  - rm x.job: cancels a running job (answered once it stopped; x.status
+ *    stays) or forgets a finished one; rm x.status forgets a stopped job.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JOB_TEXT_MAX (1024 * 1024)
+
+/* "x.job" -> "x" with kind; returns false when `name` is neither. */
+static bool split_name(const char *name, char *base, size_t cap,
+                       enum node_kind *kind)
+{
+    size_t l = strlen(name);
+    const char *suffix = NULL;
+    if (l > 4 && !strcmp(name + l - 4, ".job")) {
+        suffix = name + l - 4;
+        *kind = NODE_JOBFILE;
+    } else if (l > 7 && !strcmp(name + l - 7, ".status")) {
+        suffix = name + l - 7;
+        *kind = NODE_STATUSFILE;
+    }
+    if (!suffix || (size_t)(suffix - name) >= cap)
+        return false;
+    memcpy(base, name, (size_t)(suffix - name));
+    base[suffix - name] = '\0';
+    return true;
+}
+
+static void job_attr_locked(struct node *n, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = n->ino;
+    st->st_uid = the_fs->uid;
+    st->st_gid = the_fs->gid;
+    st->st_nlink = 1;
+    st->st_blksize = 4096;
+    struct job *j = n->job;
+    if (n->kind == NODE_JOBFILE) {
+        st->st_mode = S_IFREG | 0644;
+        st->st_size = j ? (off_t)j->len : 0;
+    } else {
+        st->st_mode = S_IFREG | 0444;
+        st->st_size = 0;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    st->st_atim = st->st_mtim = st->st_ctim = ts;
+}
+
+/* Fill the entry for a control node (jobs_lock held). */
+static void entry_locked(struct node *n, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    e->ino = n->ino;
+    job_attr_locked(n, &e->attr);
+    if (n->kind == NODE_STATUSFILE) {
+        char *s = job_status_text_locked(n->job);
+        e->attr.st_size = s ? (off_t)strlen(s) : 0;
+        free(s);
+    }
+    e->attr_timeout = 0;
+    e->entry_timeout = 0;
+}
+
+void control_op_lookup(fuse_req_t req, const char *name)
+{
+    char base[256];
+    enum node_kind kind;
+    if (!split_name(name, base, sizeof base, &kind)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct fuse_entry_param e;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = job_find_locked(base);
+    if (!j || (kind == NODE_JOBFILE && !j->job_visible)) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    entry_locked(kind == NODE_JOBFILE ? j->jobnode : j->statusnode, &e);
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    fuse_reply_entry(req, &e);
+}
+
+int control_list(struct dirlist *l)
+{
+    int r = 0;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    for (size_t i = 0; i < the_fs->njobs && r == 0; i++) {
+        struct job *j = the_fs->jobs[i];
+        if (j->job_visible)
+            r = dirlist_add(l, j->jobnode->name, S_IFREG | 0644,
+                            j->jobnode->ino);
+        if (r == 0)
+            r = dirlist_add(l, j->statusnode->name, S_IFREG | 0444,
+                            j->statusnode->ino);
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    return r;
+}
+
+static bool job_active(const struct job *j)
+{
+    return j->state == JOB_STARTING || j->state == JOB_RUNNING;
+}
+
+/* Reset job text for a new writer (jobs_lock held). */
+static void reset_text_locked(struct job *j)
+{
+    j->len = 0;
+    j->dirty = true;
+}
+
+void control_op_create(fuse_req_t req, const char *name,
+                       struct fuse_file_info *fi)
+{
+    char base[256];
+    enum node_kind kind;
+    if (!split_name(name, base, sizeof base, &kind) || !base[0] ||
+        kind != NODE_JOBFILE) {
+        fuse_reply_err(req, EINVAL);    /* only x.job can be created */
+        return;
+    }
+    struct handle *h = calloc(1, sizeof *h);
+    if (!h) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = job_find_locked(base);
+    if (j && job_active(j)) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        free(h);
+        fuse_reply_err(req, EBUSY);
+        return;
+    }
+    if (!j)
+        j = job_create_locked(base);
+    if (!j) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        free(h);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if (!j->job_visible || (fi->flags & O_TRUNC) || j->state != JOB_NEW)
+        reset_text_locked(j);
+    if (j->state != JOB_NEW) {
+        /* Keep the old outcome for resume until the new text starts. */
+        j->state = j->state == JOB_DONE ? JOB_NEW : j->state;
+    }
+    j->job_visible = true;
+    h->node = j->jobnode;
+    h->write = true;
+    struct fuse_entry_param e;
+    entry_locked(j->jobnode, &e);
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1;
+    if (fuse_reply_create(req, &e, fi) != 0)
+        free(h);
+}
+
+void control_op_getattr(fuse_req_t req, struct node *n)
+{
+    struct fuse_entry_param e;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    if (!n->job) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    entry_locked(n, &e);
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    fuse_reply_attr(req, &e.attr, 0);
+}
+
+void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
+                        int to_set)
+{
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = n->job;
+    int err = 0;
+    if (!j) {
+        err = ENOENT;
+    } else if (to_set & FUSE_SET_ATTR_SIZE) {
+        if (n->kind != NODE_JOBFILE)
+            err = EACCES;
+        else if (job_active(j))
+            err = EBUSY;
+        else if ((uint64_t)attr->st_size > j->len)
+            err = EINVAL;
+        else {
+            j->len = (size_t)attr->st_size;
+            j->dirty = true;
+        }
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        control_op_getattr(req, n);
+}
+
+void control_op_open(fuse_req_t req, struct node *n,
+                     struct fuse_file_info *fi)
+{
+    bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
+    struct handle *h = calloc(1, sizeof *h);
+    if (!h) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    h->node = n;
+    h->write = write;
+    int err = 0;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = n->job;
+    if (!j) {
+        err = ENOENT;
+    } else if (n->kind == NODE_STATUSFILE) {
+        if (write)
+            err = EACCES;
+        else {
+            h->text = job_status_text_locked(j);
+            h->len = h->text ? strlen(h->text) : 0;
+            if (!h->text)
+                err = ENOMEM;
+        }
+    } else if (write) {
+        if (job_active(j))
+            err = EBUSY;
+        else if (fi->flags & O_TRUNC)
+            reset_text_locked(j);
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (err) {
+        free(h->text);
+        free(h);
+        fuse_reply_err(req, err);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1;
+    if (fuse_reply_open(req, fi) != 0) {
+        free(h->text);
+        free(h);
+    }
+}
+
+void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    if (n->kind == NODE_STATUSFILE) {
+        size_t o = (size_t)off < h->len ? (size_t)off : h->len;
+        size_t l = h->len - o < size ? h->len - o : size;
+        fuse_reply_buf(req, h->text + o, l);
+        return;
+    }
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = n->job;
+    if (!j) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    size_t o = (size_t)off < j->len ? (size_t)off : j->len;
+    size_t l = j->len - o < size ? j->len - o : size;
+    char *copy = malloc(l ? l : 1);
+    if (copy)
+        memcpy(copy, j->text + o, l);
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (!copy)
+        fuse_reply_err(req, ENOMEM);
+    else
+        fuse_reply_buf(req, copy, l);
+    free(copy);
+}
+
+void control_op_write(fuse_req_t req, struct node *n, const char *buf,
+                      size_t size, off_t off, struct fuse_file_info *fi)
+{
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    int err = 0;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = n->job;
+    if (!j || n->kind != NODE_JOBFILE)
+        err = j ? EACCES : ENOENT;
+    else if (job_active(j))
+        err = EBUSY;
+    else if ((uint64_t)off + size > JOB_TEXT_MAX)
+        err = EFBIG;
+    else {
+        size_t end = (size_t)off + size;
+        if (end > j->cap) {
+            size_t cap = end < 4096 ? 4096 : end * 2;
+            char *t = realloc(j->text, cap);
+            if (!t)
+                err = ENOMEM;
+            else {
+                j->text = t;
+                j->cap = cap;
+            }
+        }
+        if (!err) {
+            if ((size_t)off > j->len)
+                memset(j->text + j->len, 0, (size_t)off - j->len);
+            memcpy(j->text + off, buf, size);
+            if (end > j->len)
+                j->len = end;
+            j->dirty = true;
+            h->wrote = true;
+        }
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_write(req, size);
+}
+
+struct start_ctx {
+    fuse_req_t req;
+    struct job *job;
+};
+
+static void start_on_loop(void *opaque)
+{
+    struct start_ctx *c = opaque;
+    job_start(c->job, c->req);
+    free(c);
+}
+
+void control_op_flush(fuse_req_t req, struct node *n,
+                      struct fuse_file_info *fi)
+{
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    if (n->kind != NODE_JOBFILE || !h->write || !h->wrote) {
+        fuse_reply_err(req, 0);
+        return;
+    }
+    h->wrote = false;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = n->job;
+    bool start = j && j->dirty && !job_active(j);
+    if (start)
+        j->state = JOB_STARTING;    /* no second start, no more writes */
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (!start) {
+        fuse_reply_err(req, j ? 0 : ENOENT);
+        return;
+    }
+    struct start_ctx *c = malloc(sizeof *c);
+    if (!c || fs_post(start_on_loop, c) < 0) {
+        free(c);
+        pthread_mutex_lock(&the_fs->jobs_lock);
+        j->state = JOB_FAILED;
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    c->req = req;
+    c->job = j;
+}
+
+void control_op_release(fuse_req_t req, struct node *n,
+                        struct fuse_file_info *fi)
+{
+    (void)n;
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    if (h) {
+        free(h->text);
+        free(h);
+    }
+    fuse_reply_err(req, 0);
+}
+
+struct cancel_ctx {
+    fuse_req_t req;
+    struct job *job;
+};
+
+static void cancel_on_loop(void *opaque)
+{
+    struct cancel_ctx *c = opaque;
+    job_cancel(c->job, c->req);
+    free(c);
+}
+
+void control_op_unlink(fuse_req_t req, const char *name)
+{
+    char base[256];
+    enum node_kind kind;
+    if (!split_name(name, base, sizeof base, &kind)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct job *j = job_find_locked(base);
+    if (!j || (kind == NODE_JOBFILE && !j->job_visible)) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (j->state == JOB_STARTING) {
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, EBUSY);
+        return;
+    }
+    if (j->state == JOB_RUNNING) {
+        if (kind == NODE_STATUSFILE) {
+            pthread_mutex_unlock(&the_fs->jobs_lock);
+            fuse_reply_err(req, EBUSY);
+            return;
+        }
+        j->job_visible = false;
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        struct cancel_ctx *c = malloc(sizeof *c);
+        if (!c) {
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        c->req = req;
+        c->job = j;
+        if (fs_post(cancel_on_loop, c) < 0) {
+            free(c);
+            fuse_reply_err(req, ENOMEM);
+        }
+        return;
+    }
+    job_forget_locked(j);
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    fuse_reply_err(req, 0);
+}

@@ -1,0 +1,329 @@
+/* fs.h — internal interfaces of the FUSE mount (fs/ only).
+ *
+ * Threads:
+ *  - FUSE worker threads (fuse_session_loop_mt) receive requests.  They
+ *    answer pure metadata requests themselves (tree, control/ text, NFS
+ *    directory operations through the per-export "meta" libnfs context,
+ *    which is used synchronously under its own mutex) and hand everything
+ *    that touches an image to the loop thread with loop_post().
+ *  - The loop thread (backends/loop.h) owns every struct image, the I/O
+ *    state of nodes (image-io.c) and the copy jobs (jobs.c).  It replies to
+ *    FUSE from completion callbacks.
+ *
+ * Locks: tree_lock guards the node table and node names/paths; jobs_lock
+ * guards the job table and job fields read by FUSE threads; each export's
+ * lock guards its libnfs meta context.  Never take tree_lock while holding
+ * jobs_lock's callers' export lock in the other order: the order is
+ * jobs_lock -> tree_lock -> export lock.
+ */
+#ifndef IMGFS_FS_H
+#define IMGFS_FS_H
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "../backends/image-open.h"
+#include "../backends/loop.h"
+#include "../copier/engine.h"
+
+struct nfs_context;
+struct io_op;
+struct job;
+
+enum node_kind {
+    NODE_ROOT,
+    NODE_CONTROL,       /* the control/ directory */
+    NODE_IMAGE,         /* a top-level NAME=URL image (not nfs) */
+    NODE_NFSDIR,        /* a directory inside (or the root of) an NFS dir spec */
+    NODE_NFSFILE,       /* a file inside an NFS dir, or a top-level NFS file */
+    NODE_JOBFILE,       /* control/x.job */
+    NODE_STATUSFILE,    /* control/x.status */
+};
+
+/* One mounted NFS location with its own synchronous "meta" context. */
+struct nfs_export {
+    struct nfs_context *nfs;
+    pthread_mutex_t lock;
+    char *url_prefix;   /* "nfs://server/path" (no trailing '/', no query) */
+    char *query;        /* "" or "?nfsport=...&..." */
+};
+
+struct node {
+    fuse_ino_t ino;
+    enum node_kind kind;
+    struct node *parent;
+    char *name;                 /* entry name in the parent */
+    /* images and NFS entries */
+    struct nfs_export *exp;     /* NFS nodes only */
+    char *relpath;              /* NFS nodes: "/a/b" inside the export, ""
+                                 * for the root of a dir spec */
+    char *url;                  /* NODE_IMAGE: URL or absolute path */
+    uint64_t fixed_size;        /* NODE_IMAGE: size (fixed) */
+    bool read_only;             /* never opened for writing */
+    bool lun;                   /* block-device semantics (no truncate) */
+    bool unlinked;
+    atomic_ullong pending_end;  /* end of the highest write accepted */
+
+    /* Loop-thread state (image-io.c, jobs.c). */
+    struct image *img;
+    unsigned opens;             /* open FUSE handles (+ internal users) */
+    unsigned writers;           /* of which opened for writing */
+    bool opening;
+    struct io_op *open_waiters;
+    struct io_op *inflight;     /* issued writes (list) */
+    struct io_op *parked_head, *parked_tail;
+    uint64_t inflight_bytes;
+    unsigned reads_inflight;
+    int werr;                   /* sticky write error (negative errno) */
+    atomic_uint job_writers;    /* running jobs/copies writing this node */
+    atomic_uint job_readers;    /* running jobs/copies reading this node */
+
+    /* control/ nodes */
+    struct job *job;
+};
+
+struct imgfs {
+    struct loop *loop;
+    pthread_t loop_thread;
+    struct fuse_session *se;
+    bool read_only;             /* -o ro */
+    uid_t uid;
+    gid_t gid;
+    atomic_bool bdi_tuned;
+    char *mountpoint;
+    struct timespec mount_time;
+
+    pthread_mutex_t tree_lock;
+    struct node **nodes;        /* index = ino - 1 */
+    size_t nnodes, cap;
+    struct node *root, *control;
+
+    struct nfs_export **exports;
+    size_t nexports;
+
+    pthread_mutex_t jobs_lock;
+    struct job **jobs;
+    size_t njobs;
+    unsigned active_jobs;       /* loop thread: jobs and copies running */
+};
+
+extern struct imgfs *the_fs;
+
+/* ---- tree.c: the node table ------------------------------------------ */
+
+/* Create a node (tree_lock taken inside).  Returns NULL on ENOMEM. */
+struct node *node_new(enum node_kind kind, struct node *parent,
+                      const char *name);
+/* Node for `ino` or NULL. */
+struct node *node_get(fuse_ino_t ino);
+/* Child of `parent` named `name` that is not unlinked, or NULL. */
+struct node *node_child(struct node *parent, const char *name);
+/* Find or create the NFS child node `name` of NFS dir `dir` with `kind`. */
+struct node *node_nfs_child(struct node *dir, const char *name,
+                            enum node_kind kind);
+/* Resolve "NAME" or "NAME/sub/file" from the mount root.  Returns the node
+ * or NULL (ENOENT).  With `create_ok`, a missing last component inside an
+ * NFS dir yields a new (not yet existing on the server) NFS file node. */
+struct node *node_resolve(const char *path, bool create_ok);
+/* Fill `st` for root/control/image nodes (not NFS ones). */
+void node_static_attr(const struct node *n, struct stat *st);
+/* The image URL of an image or NFS file node (malloc'd) or NULL. */
+char *node_url(const struct node *n);
+/* "NAME/sub/file" path of a node from the root (malloc'd). */
+char *node_path(const struct node *n);
+
+/* ---- nfs-meta.c: synchronous metadata through the meta context -------- */
+
+/* Create and mount an export for `url` (file or directory URL: with
+ * `is_dir` the whole path is the directory; otherwise the last component
+ * is returned in *file as "/name"). */
+int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
+                    char **file, struct errmsg *err);
+void nfs_export_close(struct nfs_export *e);
+int nfs_meta_stat(struct nfs_export *e, const char *rel, struct stat *st);
+int nfs_meta_create(struct nfs_export *e, const char *rel, mode_t mode);
+int nfs_meta_unlink(struct nfs_export *e, const char *rel);
+int nfs_meta_rmdir(struct nfs_export *e, const char *rel);
+int nfs_meta_mkdir(struct nfs_export *e, const char *rel);
+int nfs_meta_rename(struct nfs_export *e, const char *from, const char *to);
+int nfs_meta_truncate(struct nfs_export *e, const char *rel, uint64_t size);
+int nfs_meta_utimes(struct nfs_export *e, const char *rel,
+                    const struct timespec times[2]);
+int nfs_meta_statvfs(struct nfs_export *e, struct statvfs *sv);
+/* Directory listing: a malloc'd array of `*n` entries (names malloc'd). */
+struct nfs_meta_dirent {
+    char *name;
+    uint64_t ino;
+    mode_t mode;
+};
+int nfs_meta_list(struct nfs_export *e, const char *rel,
+                  struct nfs_meta_dirent **out, size_t *n);
+void nfs_meta_list_free(struct nfs_meta_dirent *v, size_t n);
+
+/* ---- image-io.c: per-node I/O on the loop thread ---------------------- */
+
+/* Everything here is called on the loop thread. */
+
+typedef void (*node_open_cb)(void *opaque, int err);
+/* Take an open reference on `n`'s image, opening it if needed (trunc:
+ * truncate NFS files to 0 first).  cb(opaque, 0 or -errno) runs on the
+ * loop thread, possibly before node_open returns. */
+void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
+               void *opaque);
+/* Drop a reference taken by node_open; the image is closed when the last
+ * one goes and no I/O is pending. */
+void node_close(struct node *n, bool write);
+/* Run cb(opaque, 0) once every write accepted so far has completed. */
+void node_drain(struct node *n, node_open_cb cb, void *opaque);
+/* Take and clear the sticky write error. */
+int node_take_error(struct node *n);
+
+/* FUSE request entry points (loop thread). */
+void io_read(fuse_req_t req, struct node *n, size_t size, off_t off);
+void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
+              off_t off);               /* takes ownership of data */
+void io_flush(fuse_req_t req, struct node *n, bool fsync);
+
+/* ---- image-ops.c / nfsdir-ops.c / control.c: FUSE handlers ------------ */
+
+/* fi->fh of open files. */
+struct handle {
+    struct node *node;
+    bool write;
+    bool wrote;                 /* control/x.job: written through this fd */
+    char *text;                 /* control/x.status: snapshot */
+    size_t len;
+};
+
+#define ATTR_TIMEOUT 1.0
+
+void image_op_getattr(fuse_req_t req, struct node *n);
+int node_attr(struct node *n, struct stat *st);
+void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
+                      int to_set);
+void image_op_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi);
+void image_op_read(fuse_req_t req, struct node *n, size_t size, off_t off);
+void image_op_write(fuse_req_t req, struct node *n, const char *buf,
+                    size_t size, off_t off);
+void image_op_flush(fuse_req_t req, struct node *n, bool fsync);
+void image_op_release(fuse_req_t req, struct node *n,
+                      struct fuse_file_info *fi);
+
+void nfsdir_op_lookup(fuse_req_t req, struct node *dir, const char *name);
+/* A directory listing snapshot, taken at opendir. */
+struct dirlist {
+    struct dirlist_entry {
+        char *name;
+        mode_t mode;
+        uint64_t ino;
+    } *v;
+    size_t n, cap;
+};
+int dirlist_add(struct dirlist *l, const char *name, mode_t mode,
+                uint64_t ino);
+void dirlist_free(struct dirlist *l);
+int nfsdir_list(struct node *dir, struct dirlist *l);
+void nfsdir_op_create(fuse_req_t req, struct node *dir, const char *name,
+                      mode_t mode, struct fuse_file_info *fi);
+void nfsdir_op_mkdir(fuse_req_t req, struct node *dir, const char *name,
+                     mode_t mode);
+void nfsdir_op_unlink(fuse_req_t req, struct node *dir, const char *name,
+                      bool is_dir);
+void nfsdir_op_rename(fuse_req_t req, struct node *dir, const char *name,
+                      struct node *newdir, const char *newname);
+
+void control_op_lookup(fuse_req_t req, const char *name);
+int control_list(struct dirlist *l);
+void control_op_create(fuse_req_t req, const char *name,
+                       struct fuse_file_info *fi);
+void control_op_getattr(fuse_req_t req, struct node *n);
+void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
+                        int to_set);
+void control_op_open(fuse_req_t req, struct node *n,
+                     struct fuse_file_info *fi);
+void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
+                     struct fuse_file_info *fi);
+void control_op_write(fuse_req_t req, struct node *n, const char *buf,
+                      size_t size, off_t off, struct fuse_file_info *fi);
+void control_op_flush(fuse_req_t req, struct node *n,
+                      struct fuse_file_info *fi);
+void control_op_release(fuse_req_t req, struct node *n,
+                        struct fuse_file_info *fi);
+void control_op_unlink(fuse_req_t req, const char *name);
+
+/* ---- jobs.c: the job table -------------------------------------------- */
+
+enum job_state {
+    JOB_NEW,            /* job file being written */
+    JOB_STARTING,       /* validating / opening images */
+    JOB_RUNNING,
+    JOB_DONE,
+    JOB_FAILED,
+    JOB_CANCELLED,
+};
+
+struct job {
+    char *name;                 /* "x" for control/x.job */
+    struct node *jobnode, *statusnode;
+    /* guarded by jobs_lock */
+    char *text;
+    size_t len, cap;
+    bool dirty;                 /* written since the last start */
+    bool job_visible;           /* control/x.job listed */
+    enum job_state state;
+    enum job_state final_state; /* set at the end, applied at cleanup */
+    int err;                    /* negative errno when FAILED */
+    char error[512];
+    char source[1024], target[1024];
+    uint64_t total, done, watermark;
+    uint64_t start_ns, end_ns;
+    struct copy_job *cj;        /* while RUNNING */
+    /* loop thread */
+    struct image *src, *dst;
+    struct node *src_node, *dst_node;
+    fuse_req_t flush_req;       /* answered when the start is decided */
+    fuse_req_t *unlink_reqs;    /* answered when the job stopped */
+    size_t n_unlink_reqs;
+};
+
+/* Find or create the job `name` (jobs_lock held by the caller). */
+struct job *job_find_locked(const char *name);
+struct job *job_create_locked(const char *name);
+/* Remove a finished/new job from the table and free it (jobs_lock held). */
+void job_forget_locked(struct job *j);
+/* Start the job from its text (loop thread); answers `req` (the flush). */
+void job_start(struct job *j, fuse_req_t req);
+/* Cancel a running job (loop thread); answers `req` when it stopped, or
+ * at once when it is not running. */
+void job_cancel(struct job *j, fuse_req_t req);
+/* Status text of a job (malloc'd), generated now (jobs_lock held). */
+char *job_status_text_locked(struct job *j);
+/* Cancel every running job and run the loop until all stopped (loop
+ * thread, at shutdown). */
+void jobs_shutdown(void);
+/* True if writers must be refused on `n` (a running job's target). */
+bool node_busy_for_write(struct node *n);
+
+/* ---- slice.c / copy-range.c ------------------------------------------- */
+
+/* An image presenting [offset, offset+length) of `base`.  Closing it does
+ * not close `base`. */
+struct image *slice_image_new(struct image *base, uint64_t offset,
+                              uint64_t length, struct errmsg *err);
+
+void copy_range_op(fuse_req_t req, struct node *in, off_t off_in,
+                   struct node *out, off_t off_out, size_t len);
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* loop_post a call; on failure reply ENOMEM to req. */
+int fs_post(loop_fn fn, void *opaque);
+
+#endif

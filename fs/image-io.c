@@ -1,0 +1,589 @@
+/* image-io.c — per-node image I/O on the loop thread.
+ *
+ * Reads and writes from FUSE arrive here through loop_post and are issued
+ * asynchronously on the node's image; the completion replies to FUSE.
+ *
+ * Writes are write-behind: a write is answered as soon as it is accepted
+ * while the node has less than WRITE_BEHIND_BYTES accepted but unfinished,
+ * so one sequential writer keeps several writes in flight.  A failure of
+ * such a write becomes the node's sticky error, returned by the next
+ * write, flush (close) or fsync.  Beyond the limit a write is answered
+ * from its completion.
+ *
+ * Ordering: an operation that overlaps an unfinished write (issued or
+ * parked) is parked until that write completed, so reads see earlier
+ * writes and overlapping writes land in order.  Requests not aligned to
+ * the image's block size are widened (reads) or read-modify-written.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#define WRITE_BEHIND_BYTES (16u * 1024 * 1024)
+
+enum op_kind { OP_READ, OP_WRITE, OP_DRAIN, OP_OPEN };
+
+struct io_op {
+    struct io_op *next;
+    enum op_kind kind;
+    struct node *node;
+    fuse_req_t req;         /* NULL once answered */
+    uint64_t aoff, alen;    /* block-aligned range */
+    uint64_t uoff;          /* user offset */
+    size_t usize;           /* user size */
+    uint8_t *buf;           /* aligned buffer of alen bytes (reads, RMW) */
+    uint8_t *data;          /* write data (owned) */
+    unsigned pending;
+    int err;
+    bool rmw;
+    node_open_cb cb;        /* drain / open waiters */
+    void *opaque;
+    bool write;             /* open waiter: for writing */
+};
+
+static void run_parked(struct node *n);
+
+static uint64_t round_down(uint64_t v, uint64_t a)
+{
+    return v / a * a;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+static bool overlaps(const struct io_op *a, const struct io_op *b)
+{
+    return a->aoff < b->aoff + b->alen && b->aoff < a->aoff + a->alen;
+}
+
+static void *alloc_buf(uint64_t len)
+{
+    return aligned_alloc(4096, round_up(len ? len : 1, 4096));
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static void close_if_idle(struct node *n)
+{
+    if (n->opens || n->inflight || n->parked_head || n->reads_inflight ||
+        !n->img || n->opening)
+        return;
+    struct image *img = n->img;
+    n->img = NULL;
+    int r = image_close(img);
+    if (r < 0)
+        syslog(LOG_WARNING, "imgfs: closing %s: %s", n->name,
+               strerror(-r));
+}
+
+static void truncate_nfs(struct node *n)
+{
+    char *rel = NULL;
+    pthread_mutex_lock(&the_fs->tree_lock);
+    rel = strdup(n->relpath);
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    if (rel && nfs_meta_truncate(n->exp, rel, 0) == 0 && n->img)
+        n->img->size = 0;
+    free(rel);
+    atomic_store(&n->pending_end, 0);
+}
+
+void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
+               void *opaque)
+{
+    if (write && n->read_only) {
+        cb(opaque, -EROFS);
+        return;
+    }
+    if (n->img) {
+        if (write && n->img->read_only) {
+            cb(opaque, -EROFS);
+            return;
+        }
+        if (trunc && n->kind == NODE_NFSFILE && !n->writers &&
+            !n->inflight && !n->parked_head)
+            truncate_nfs(n);
+        n->opens++;
+        if (write)
+            n->writers++;
+        cb(opaque, 0);
+        return;
+    }
+    struct io_op *w = calloc(1, sizeof *w);
+    if (!w) {
+        cb(opaque, -ENOMEM);
+        return;
+    }
+    w->kind = OP_OPEN;
+    w->cb = cb;
+    w->opaque = opaque;
+    w->write = write;
+    w->next = n->open_waiters;
+    n->open_waiters = w;
+    if (n->opening)
+        return;
+
+    n->opening = true;
+    if (trunc && n->kind == NODE_NFSFILE)
+        truncate_nfs(n);
+    char *url = node_url(n);
+    struct image_open_opts o = {
+        .write = !n->read_only,
+        .overwrite = true,      /* open existing, never truncate */
+        .growable = n->kind == NODE_NFSFILE,
+        .format = IMAGE_FORMAT_RAW,
+    };
+    struct image *img = NULL;
+    struct errmsg em = { "" };
+    int r = url ? image_open_protocol(the_fs->loop, url, &o, &img, &em)
+                : -ENOMEM;
+    if (r < 0 && o.write && (r == -EROFS || r == -EACCES || r == -EPERM)) {
+        o.write = false;
+        r = image_open_protocol(the_fs->loop, url, &o, &img, &em);
+    }
+    if (r < 0)
+        syslog(LOG_WARNING, "imgfs: opening %s: %s", url ? url : n->name,
+               em.text);
+    free(url);
+    n->opening = false;
+    n->img = r < 0 ? NULL : img;
+    struct io_op *list = n->open_waiters;
+    n->open_waiters = NULL;
+    /* Every waiter takes its reference before any callback runs, so a
+     * callback that closes cannot close the image under the others. */
+    for (struct io_op *x = list; x; x = x->next) {
+        x->err = r < 0 ? r : 0;
+        if (!x->err && x->write && img->read_only)
+            x->err = -EROFS;
+        if (!x->err) {
+            n->opens++;
+            if (x->write)
+                n->writers++;
+        }
+    }
+    while (list) {
+        struct io_op *x = list;
+        list = x->next;
+        x->cb(x->opaque, x->err);
+        free(x);
+    }
+    close_if_idle(n);
+}
+
+void node_close(struct node *n, bool write)
+{
+    if (n->opens)
+        n->opens--;
+    if (write && n->writers)
+        n->writers--;
+    close_if_idle(n);
+}
+
+int node_take_error(struct node *n)
+{
+    int e = n->werr;
+    n->werr = 0;
+    return e;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+static void read_done(void *opaque, int err)
+{
+    struct io_op *op = opaque;
+    if (err && !op->err)
+        op->err = err;
+    if (--op->pending)
+        return;
+    if (op->err)
+        fuse_reply_err(op->req, -op->err);
+    else
+        fuse_reply_buf(op->req, (char *)op->buf + (op->uoff - op->aoff),
+                       op->usize);
+    struct node *n = op->node;
+    n->reads_inflight--;
+    free(op->buf);
+    free(op);
+    close_if_idle(n);
+}
+
+/* Issue reads of [aoff, aoff+alen) into buf in max_request pieces. */
+static void issue_reads(struct image *img, struct io_op *op,
+                        image_io_cb cb)
+{
+    uint64_t chunk = img->max_request ? img->max_request : op->alen;
+    if (chunk == 0)
+        chunk = 1;
+    op->pending = 1;            /* guard against early completion */
+    for (uint64_t pos = 0; pos < op->alen; pos += chunk) {
+        uint64_t l = op->alen - pos < chunk ? op->alen - pos : chunk;
+        op->pending++;
+        image_read(img, op->buf + pos, op->aoff + pos, (size_t)l, cb, op);
+    }
+    cb(op, 0);
+}
+
+static void start_read(struct io_op *op)
+{
+    struct image *img = op->node->img;
+    op->buf = alloc_buf(op->alen);
+    if (!op->buf) {
+        fuse_reply_err(op->req, ENOMEM);
+        free(op);
+        return;
+    }
+    op->node->reads_inflight++;
+    issue_reads(img, op, read_done);
+}
+
+static bool must_park(struct node *n, struct io_op *op)
+{
+    for (struct io_op *x = n->inflight; x; x = x->next)
+        if (overlaps(x, op))
+            return true;
+    for (struct io_op *x = n->parked_head; x; x = x->next)
+        if ((x->kind == OP_WRITE || op->kind == OP_WRITE) && overlaps(x, op))
+            return true;
+    return false;
+}
+
+static void park(struct node *n, struct io_op *op)
+{
+    op->next = NULL;
+    if (n->parked_tail)
+        n->parked_tail->next = op;
+    else
+        n->parked_head = op;
+    n->parked_tail = op;
+}
+
+void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
+{
+    struct image *img = n->img;
+    if (!img) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    uint64_t isize = img->size;
+    if ((uint64_t)off >= isize || size == 0) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    if ((uint64_t)off + size > isize)
+        size = (size_t)(isize - (uint64_t)off);
+    struct io_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    uint64_t bs = img->block_size ? img->block_size : 1;
+    op->kind = OP_READ;
+    op->node = n;
+    op->req = req;
+    op->uoff = (uint64_t)off;
+    op->usize = size;
+    op->aoff = round_down(op->uoff, bs);
+    uint64_t aend = round_up(op->uoff + size, bs);
+    if (aend > isize)
+        aend = isize;
+    op->alen = aend - op->aoff;
+    if (must_park(n, op))
+        park(n, op);
+    else
+        start_read(op);
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+static void write_finished(struct io_op *op)
+{
+    struct node *n = op->node;
+    struct image *img = n->img;
+    if (op->err) {
+        if (op->req)
+            fuse_reply_err(op->req, -op->err);
+        else if (!n->werr)
+            n->werr = op->err;
+        syslog(LOG_ERR, "imgfs: write to %s at offset %llu failed: %s%s%s",
+               img ? img->name : n->name, (unsigned long long)op->uoff,
+               strerror(-op->err), img && img->last_error.text[0] ? ": " : "",
+               img ? img->last_error.text : "");
+    } else {
+        if (op->req)
+            fuse_reply_write(op->req, op->usize);
+        if (img && op->uoff + op->usize > img->size)
+            img->size = op->uoff + op->usize;   /* growable file */
+    }
+    for (struct io_op **pp = &n->inflight; *pp; pp = &(*pp)->next) {
+        if (*pp == op) {
+            *pp = op->next;
+            break;
+        }
+    }
+    n->inflight_bytes -= op->alen;
+    if (op->buf != op->data)
+        free(op->buf);
+    free(op->data);
+    free(op);
+    run_parked(n);
+    close_if_idle(n);
+}
+
+static void write_done(void *opaque, int err)
+{
+    struct io_op *op = opaque;
+    if (err && !op->err)
+        op->err = err;
+    if (--op->pending)
+        return;
+    write_finished(op);
+}
+
+static void issue_writes(struct io_op *op)
+{
+    struct image *img = op->node->img;
+    uint64_t chunk = img->max_request ? img->max_request : op->alen;
+    if (chunk == 0)
+        chunk = 1;
+    op->pending = 1;
+    for (uint64_t pos = 0; pos < op->alen; pos += chunk) {
+        uint64_t l = op->alen - pos < chunk ? op->alen - pos : chunk;
+        op->pending++;
+        image_write(img, op->buf + pos, op->aoff + pos, (size_t)l,
+                    write_done, op);
+    }
+    write_done(op, 0);
+}
+
+static void rmw_read_done(void *opaque, int err)
+{
+    struct io_op *op = opaque;
+    if (err && !op->err)
+        op->err = err;
+    if (--op->pending)
+        return;
+    if (op->err) {
+        op->pending = 1;
+        write_done(op, op->err);
+        return;
+    }
+    memcpy(op->buf + (op->uoff - op->aoff), op->data, op->usize);
+    issue_writes(op);
+}
+
+static void start_write(struct io_op *op)
+{
+    struct node *n = op->node;
+    op->next = n->inflight;
+    n->inflight = op;
+    if (!op->rmw) {
+        op->buf = op->data;
+        issue_writes(op);
+        return;
+    }
+    op->buf = alloc_buf(op->alen);
+    if (!op->buf) {
+        op->pending = 1;
+        write_done(op, -ENOMEM);
+        return;
+    }
+    /* Read the whole aligned range: unaligned writes are rare (direct
+     * I/O with odd sizes) and at most a few blocks wider. */
+    issue_reads(n->img, op, rmw_read_done);
+}
+
+void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
+              off_t off)
+{
+    struct image *img = n->img;
+    if (!img || img->read_only) {
+        free(data);
+        fuse_reply_err(req, img ? EBADF : EBADF);
+        return;
+    }
+    if (n->werr) {
+        free(data);
+        fuse_reply_err(req, -n->werr);
+        return;
+    }
+    uint64_t uoff = (uint64_t)off;
+    bool growable = n->kind == NODE_NFSFILE;
+    if (!growable && uoff + size > img->size) {
+        if (uoff >= img->size) {
+            free(data);
+            fuse_reply_err(req, ENOSPC);
+            return;
+        }
+        size = (size_t)(img->size - uoff);  /* short write at the end */
+    }
+    if (size == 0) {
+        free(data);
+        fuse_reply_write(req, 0);
+        return;
+    }
+    struct io_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        free(data);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    uint64_t bs = img->block_size ? img->block_size : 1;
+    uint64_t end = uoff + size;
+    op->kind = OP_WRITE;
+    op->node = n;
+    op->req = req;
+    op->data = data;
+    op->uoff = uoff;
+    op->usize = size;
+    op->aoff = round_down(uoff, bs);
+    uint64_t aend = round_up(end, bs);
+    if (!growable && aend > img->size)
+        aend = img->size;
+    if (aend < end)
+        aend = end;
+    op->alen = aend - op->aoff;
+    op->rmw = op->aoff != uoff || aend != end;
+
+    unsigned long long pend = atomic_load(&n->pending_end);
+    while (end > pend &&
+           !atomic_compare_exchange_weak(&n->pending_end, &pend, end))
+        ;
+    /* Write-behind: answer now while the accepted-but-unfinished bytes
+     * stay under the limit; a later failure becomes the sticky error. */
+    if (n->inflight_bytes + op->alen <= WRITE_BEHIND_BYTES) {
+        fuse_reply_write(op->req, op->usize);
+        op->req = NULL;
+    }
+    n->inflight_bytes += op->alen;
+    if (must_park(n, op))
+        park(n, op);
+    else
+        start_write(op);
+}
+
+/* ---- drain / flush ----------------------------------------------------- */
+
+void node_drain(struct node *n, node_open_cb cb, void *opaque)
+{
+    bool writes_parked = false;
+    for (struct io_op *x = n->parked_head; x; x = x->next)
+        if (x->kind == OP_WRITE)
+            writes_parked = true;
+    if (!n->inflight && !writes_parked) {
+        cb(opaque, 0);
+        return;
+    }
+    struct io_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        cb(opaque, -ENOMEM);
+        return;
+    }
+    op->kind = OP_DRAIN;
+    op->node = n;
+    op->cb = cb;
+    op->opaque = opaque;
+    park(n, op);
+}
+
+static void run_parked(struct node *n)
+{
+    struct io_op *prev = NULL, *op = n->parked_head;
+    while (op) {
+        struct io_op *next = op->next;
+        bool blocked = false;
+        if (op->kind == OP_DRAIN) {
+            blocked = n->inflight != NULL;
+            for (struct io_op *x = n->parked_head; x != op && !blocked;
+                 x = x->next)
+                blocked = x->kind == OP_WRITE;
+        } else {
+            for (struct io_op *x = n->inflight; x && !blocked; x = x->next)
+                blocked = overlaps(x, op);
+            for (struct io_op *x = n->parked_head; x != op && !blocked;
+                 x = x->next)
+                blocked = x->kind == OP_DRAIN ||
+                          ((x->kind == OP_WRITE || op->kind == OP_WRITE) &&
+                           overlaps(x, op));
+        }
+        if (blocked) {
+            prev = op;
+            op = next;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            n->parked_head = next;
+        if (n->parked_tail == op)
+            n->parked_tail = prev;
+        op->next = NULL;
+        switch (op->kind) {
+        case OP_READ:
+            start_read(op);
+            break;
+        case OP_WRITE:
+            start_write(op);
+            break;
+        case OP_DRAIN:
+            op->cb(op->opaque, 0);
+            free(op);
+            break;
+        case OP_OPEN:
+            break;
+        }
+        op = next;
+    }
+}
+
+struct flush_ctx {
+    fuse_req_t req;
+    struct node *node;
+    bool fsync;
+};
+
+static void flush_image_done(void *opaque, int err)
+{
+    struct flush_ctx *c = opaque;
+    int werr = node_take_error(c->node);
+    fuse_reply_err(c->req, werr ? -werr : -err);
+    struct node *n = c->node;
+    free(c);
+    node_close(n, false);
+}
+
+static void flush_drained(void *opaque, int err)
+{
+    struct flush_ctx *c = opaque;
+    struct node *n = c->node;
+    if (!err && c->fsync && n->img) {
+        image_flush(n->img, flush_image_done, c);
+        return;
+    }
+    int werr = node_take_error(n);
+    fuse_reply_err(c->req, werr ? -werr : -err);
+    free(c);
+    node_close(n, false);
+}
+
+void io_flush(fuse_req_t req, struct node *n, bool fsync)
+{
+    if (!n->img) {
+        fuse_reply_err(req, 0);
+        return;
+    }
+    struct flush_ctx *c = malloc(sizeof *c);
+    if (!c) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    c->req = req;
+    c->node = n;
+    c->fsync = fsync;
+    n->opens++;                 /* keep the image while flushing */
+    node_drain(n, flush_drained, c);
+}

@@ -1,0 +1,345 @@
+/* image-ops.c — FUSE handlers for image files (top-level images and files
+ * inside NFS directories): getattr, setattr, open, read, write, flush,
+ * fsync, release.  They run on FUSE worker threads and hand everything
+ * that touches an image to the loop thread (image-io.c). */
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+int fs_post(loop_fn fn, void *opaque)
+{
+    return loop_post(the_fs->loop, fn, opaque);
+}
+
+int node_attr(struct node *n, struct stat *st)
+{
+    if (n->kind != NODE_NFSFILE && n->kind != NODE_NFSDIR) {
+        node_static_attr(n, st);
+        return 0;
+    }
+    char *rel;
+    pthread_mutex_lock(&the_fs->tree_lock);
+    rel = strdup(n->relpath);
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    if (!rel)
+        return -ENOMEM;
+    int r = nfs_meta_stat(n->exp, rel, st);
+    free(rel);
+    if (r < 0)
+        return r;
+    st->st_ino = n->ino;
+    if (n->kind == NODE_NFSFILE) {
+        /* Writes already answered (write-behind) may not have reached the
+         * server yet. */
+        uint64_t pend = atomic_load(&n->pending_end);
+        if ((uint64_t)st->st_size < pend)
+            st->st_size = (off_t)pend;
+        if (n->read_only)
+            st->st_mode &= ~(mode_t)0222;
+    }
+    return 0;
+}
+
+void image_op_getattr(fuse_req_t req, struct node *n)
+{
+    struct stat st;
+    int r = node_attr(n, &st);
+    if (r < 0)
+        fuse_reply_err(req, -r);
+    else
+        fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+/* ---- setattr ----------------------------------------------------------- */
+
+struct truncate_ctx {
+    fuse_req_t req;
+    struct node *node;
+    uint64_t size;
+};
+
+static void truncate_drained(void *opaque, int err)
+{
+    struct truncate_ctx *c = opaque;
+    struct node *n = c->node;
+    if (!err) {
+        char *rel;
+        pthread_mutex_lock(&the_fs->tree_lock);
+        rel = strdup(n->relpath);
+        pthread_mutex_unlock(&the_fs->tree_lock);
+        err = rel ? nfs_meta_truncate(n->exp, rel, c->size) : -ENOMEM;
+        free(rel);
+    }
+    if (!err) {
+        if (n->img)
+            n->img->size = c->size;
+        atomic_store(&n->pending_end, c->size);
+    }
+    struct stat st;
+    if (!err)
+        err = node_attr(n, &st);
+    if (err)
+        fuse_reply_err(c->req, -err);
+    else
+        fuse_reply_attr(c->req, &st, ATTR_TIMEOUT);
+    node_close(n, false);
+    free(c);
+}
+
+static void truncate_on_loop(void *opaque)
+{
+    struct truncate_ctx *c = opaque;
+    c->node->opens++;           /* hold the image (if any) while draining */
+    node_drain(c->node, truncate_drained, c);
+}
+
+void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
+                      int to_set)
+{
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        if (n->read_only) {
+            fuse_reply_err(req, EROFS);
+            return;
+        }
+        if (n->kind != NODE_NFSFILE) {
+            /* Block-device semantics: the size is fixed. */
+            if ((uint64_t)attr->st_size != n->fixed_size) {
+                fuse_reply_err(req, EINVAL);
+                return;
+            }
+        } else {
+            if (node_busy_for_write(n)) {
+                fuse_reply_err(req, EBUSY);
+                return;
+            }
+            struct truncate_ctx *c = malloc(sizeof *c);
+            if (!c) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+            }
+            c->req = req;
+            c->node = n;
+            c->size = (uint64_t)attr->st_size;
+            if (fs_post(truncate_on_loop, c) < 0) {
+                free(c);
+                fuse_reply_err(req, ENOMEM);
+            }
+            return;
+        }
+    }
+    if (n->kind == NODE_NFSFILE &&
+        (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+        struct timespec ts[2];
+        clock_gettime(CLOCK_REALTIME, &ts[0]);
+        ts[1] = ts[0];
+        struct stat cur;
+        int r = node_attr(n, &cur);
+        if (r == 0) {
+            ts[0] = cur.st_atim;
+            ts[1] = cur.st_mtim;
+            if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+                clock_gettime(CLOCK_REALTIME, &ts[0]);
+            else if (to_set & FUSE_SET_ATTR_ATIME)
+                ts[0] = attr->st_atim;
+            if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+                clock_gettime(CLOCK_REALTIME, &ts[1]);
+            else if (to_set & FUSE_SET_ATTR_MTIME)
+                ts[1] = attr->st_mtim;
+            char *rel;
+            pthread_mutex_lock(&the_fs->tree_lock);
+            rel = strdup(n->relpath);
+            pthread_mutex_unlock(&the_fs->tree_lock);
+            r = rel ? nfs_meta_utimes(n->exp, rel, ts) : -ENOMEM;
+            free(rel);
+        }
+        if (r < 0) {
+            fuse_reply_err(req, -r);
+            return;
+        }
+    }
+    /* Mode and ownership are not ours to change; report what is. */
+    image_op_getattr(req, n);
+}
+
+/* ---- open / release ---------------------------------------------------- */
+
+struct open_ctx {
+    fuse_req_t req;
+    struct node *node;
+    struct fuse_file_info fi;
+    bool write, trunc;
+};
+
+static void opened(void *opaque, int err)
+{
+    struct open_ctx *c = opaque;
+    if (!err && c->write && node_busy_for_write(c->node)) {
+        node_close(c->node, true);
+        err = -EBUSY;
+    }
+    struct handle *h = err ? NULL : calloc(1, sizeof *h);
+    if (!err && !h) {
+        node_close(c->node, c->write);
+        err = -ENOMEM;
+    }
+    if (err) {
+        fuse_reply_err(c->req, -err);
+    } else {
+        h->node = c->node;
+        h->write = c->write;
+        c->fi.fh = (uint64_t)(uintptr_t)h;
+        c->fi.keep_cache = 0;
+        if (fuse_reply_open(c->req, &c->fi) != 0) {
+            /* The opener went away (interrupted): drop the reference. */
+            node_close(c->node, c->write);
+            free(h);
+        }
+    }
+    free(c);
+}
+
+static void open_on_loop(void *opaque)
+{
+    struct open_ctx *c = opaque;
+    node_open(c->node, c->write, c->trunc, opened, c);
+}
+
+void image_op_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
+{
+    bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
+    if (write && (n->read_only || the_fs->read_only)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    if (write && node_busy_for_write(n)) {
+        fuse_reply_err(req, EBUSY);
+        return;
+    }
+    struct open_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    c->req = req;
+    c->node = n;
+    c->fi = *fi;
+    c->write = write;
+    /* O_TRUNC truncates NFS files; LUNs and other fixed images ignore it
+     * like block devices do. */
+    c->trunc = write && (fi->flags & O_TRUNC) && n->kind == NODE_NFSFILE;
+    if (fs_post(open_on_loop, c) < 0) {
+        free(c);
+        fuse_reply_err(req, ENOMEM);
+    }
+}
+
+struct io_ctx {
+    fuse_req_t req;
+    struct node *node;
+    size_t size;
+    off_t off;
+    void *data;
+    bool write;
+};
+
+static void release_on_loop(void *opaque)
+{
+    struct io_ctx *c = opaque;
+    node_close(c->node, c->write);
+    free(c);
+}
+
+void image_op_release(fuse_req_t req, struct node *n,
+                      struct fuse_file_info *fi)
+{
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    struct io_ctx *c = calloc(1, sizeof *c);
+    if (c) {
+        c->node = n;
+        c->write = h ? h->write : false;
+        if (fs_post(release_on_loop, c) < 0)
+            free(c);
+    }
+    free(h);
+    fuse_reply_err(req, 0);
+}
+
+/* ---- read / write / flush ---------------------------------------------- */
+
+static void read_on_loop(void *opaque)
+{
+    struct io_ctx *c = opaque;
+    io_read(c->req, c->node, c->size, c->off);
+    free(c);
+}
+
+void image_op_read(fuse_req_t req, struct node *n, size_t size, off_t off)
+{
+    struct io_ctx *c = malloc(sizeof *c);
+    if (!c) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    *c = (struct io_ctx){ .req = req, .node = n, .size = size, .off = off };
+    if (fs_post(read_on_loop, c) < 0) {
+        free(c);
+        fuse_reply_err(req, ENOMEM);
+    }
+}
+
+static void write_on_loop(void *opaque)
+{
+    struct io_ctx *c = opaque;
+    io_write(c->req, c->node, c->data, c->size, c->off);
+    free(c);
+}
+
+void image_op_write(fuse_req_t req, struct node *n, const char *buf,
+                    size_t size, off_t off)
+{
+    if (node_busy_for_write(n)) {
+        fuse_reply_err(req, EBUSY);
+        return;
+    }
+    struct io_ctx *c = malloc(sizeof *c);
+    void *data = aligned_alloc(4096, (size + 4095) / 4096 * 4096 + 4096);
+    if (!c || !data) {
+        free(c);
+        free(data);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    memcpy(data, buf, size);
+    *c = (struct io_ctx){ .req = req, .node = n, .size = size, .off = off,
+                          .data = data };
+    if (fs_post(write_on_loop, c) < 0) {
+        free(c);
+        free(data);
+        fuse_reply_err(req, ENOMEM);
+    }
+}
+
+static void flush_on_loop(void *opaque)
+{
+    struct io_ctx *c = opaque;
+    io_flush(c->req, c->node, c->write);
+    free(c);
+}
+
+void image_op_flush(fuse_req_t req, struct node *n, bool fsync)
+{
+    struct io_ctx *c = malloc(sizeof *c);
+    if (!c) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    /* `write` carries "fsync" here: flush the image too. */
+    *c = (struct io_ctx){ .req = req, .node = n, .write = fsync };
+    if (fs_post(flush_on_loop, c) < 0) {
+        free(c);
+        fuse_reply_err(req, ENOMEM);
+    }
+}

@@ -1,0 +1,476 @@
+/* jobs.c — the job table: start (from control/x.job text), cancel,
+ * forget, status text, shutdown.
+ *
+ * A job opens its own source and target images by URL (the source with
+ * format detection, the target created inside NFS directories as the job
+ * file asks) and runs on the loop thread through the copy engine.  While
+ * it runs, its target refuses other writers and its source refuses
+ * writers (node->job_writers / job_readers).  Nothing is opened for
+ * writing before the job text parsed and both ends were found free. */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "../copier/jobspec.h"
+
+struct job *job_find_locked(const char *name)
+{
+    for (size_t i = 0; i < the_fs->njobs; i++)
+        if (!strcmp(the_fs->jobs[i]->name, name))
+            return the_fs->jobs[i];
+    return NULL;
+}
+
+struct job *job_create_locked(const char *name)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->name = strdup(name);
+    char *jn = NULL, *sn = NULL;
+    if (!j->name || asprintf(&jn, "%s.job", name) < 0 ||
+        asprintf(&sn, "%s.status", name) < 0)
+        goto fail;
+    if (the_fs->njobs % 16 == 0) {
+        struct job **v = realloc(the_fs->jobs,
+                                 (the_fs->njobs + 16) * sizeof *v);
+        if (!v)
+            goto fail;
+        the_fs->jobs = v;
+    }
+    j->jobnode = node_new(NODE_JOBFILE, the_fs->control, jn);
+    j->statusnode = node_new(NODE_STATUSFILE, the_fs->control, sn);
+    if (!j->jobnode || !j->statusnode)
+        goto fail;
+    j->jobnode->job = j;
+    j->statusnode->job = j;
+    free(jn);
+    free(sn);
+    the_fs->jobs[the_fs->njobs++] = j;
+    return j;
+fail:
+    /* Nodes already made stay in the table, unlinked. */
+    if (j->jobnode)
+        j->jobnode->unlinked = true;
+    if (j->statusnode)
+        j->statusnode->unlinked = true;
+    free(jn);
+    free(sn);
+    free(j->name);
+    free(j);
+    return NULL;
+}
+
+void job_forget_locked(struct job *j)
+{
+    for (size_t i = 0; i < the_fs->njobs; i++) {
+        if (the_fs->jobs[i] == j) {
+            the_fs->jobs[i] = the_fs->jobs[--the_fs->njobs];
+            break;
+        }
+    }
+    pthread_mutex_lock(&the_fs->tree_lock);
+    j->jobnode->unlinked = true;
+    j->statusnode->unlinked = true;
+    j->jobnode->job = NULL;
+    j->statusnode->job = NULL;
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    free(j->text);
+    free(j->unlink_reqs);
+    free(j->name);
+    free(j);
+}
+
+bool node_busy_for_write(struct node *n)
+{
+    return atomic_load(&n->job_writers) || atomic_load(&n->job_readers);
+}
+
+/* ---- start ------------------------------------------------------------- */
+
+static void job_fail(struct job *j, int err, const char *msg)
+{
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    j->state = JOB_FAILED;
+    j->err = err;
+    snprintf(j->error, sizeof j->error, "%s", msg);
+    j->end_ns = loop_now_ns();
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+}
+
+static void release_nodes(struct job *j)
+{
+    if (j->src_node)
+        atomic_fetch_sub(&j->src_node->job_readers, 1);
+    if (j->dst_node)
+        atomic_fetch_sub(&j->dst_node->job_writers, 1);
+    j->src_node = j->dst_node = NULL;
+}
+
+static void close_images(struct job *j)
+{
+    if (j->src)
+        image_close(j->src);
+    if (j->dst) {
+        int r = image_close(j->dst);
+        if (r < 0)
+            syslog(LOG_ERR, "imgfs: job %s: closing target: %s", j->name,
+                   strerror(-r));
+    }
+    j->src = j->dst = NULL;
+}
+
+static void *inval_thread(void *opaque)
+{
+    fuse_ino_t ino = (fuse_ino_t)(uintptr_t)opaque;
+    if (the_fs->se)
+        fuse_lowlevel_notify_inval_inode(the_fs->se, ino, 0, 0);
+    return NULL;
+}
+
+/* Drop the kernel's cached pages of `n` (from another thread: the kernel
+ * may wait for reads that the loop thread answers). */
+static void invalidate_cache(struct node *n)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, inval_thread,
+                       (void *)(uintptr_t)n->ino) == 0)
+        pthread_detach(t);
+}
+
+static void job_cleanup(void *opaque)
+{
+    struct job *j = opaque;
+    struct node *dst_node = j->dst_node;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    struct copy_job *cj = j->cj;
+    j->cj = NULL;
+    fuse_req_t *reqs = j->unlink_reqs;
+    size_t nreqs = j->n_unlink_reqs;
+    j->unlink_reqs = NULL;
+    j->n_unlink_reqs = 0;
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    copy_job_free(cj);
+    close_images(j);
+    release_nodes(j);
+    if (dst_node)
+        invalidate_cache(dst_node);
+    the_fs->active_jobs--;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    j->state = j->final_state;      /* j may be freed from now on */
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    for (size_t i = 0; i < nreqs; i++)
+        fuse_reply_err(reqs[i], 0);
+    free(reqs);
+}
+
+static void job_done(void *opaque, const struct copy_progress *final)
+{
+    struct job *j = opaque;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    j->total = final->total;
+    j->done = final->done;
+    j->watermark = final->watermark;
+    j->end_ns = loop_now_ns();
+    j->err = final->err;
+    snprintf(j->error, sizeof j->error, "%s", final->error);
+    /* j->state changes in job_cleanup, once nothing refers to the job any
+     * more: from then on a FUSE thread may forget (free) it. */
+    j->final_state = final->state == COPY_DONE ? JOB_DONE
+                   : final->state == COPY_CANCELLED ? JOB_CANCELLED
+                                                    : JOB_FAILED;
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (final->state != COPY_DONE)
+        syslog(LOG_NOTICE, "imgfs: job %s %s at watermark %llu%s%s", j->name,
+               j->state == JOB_CANCELLED ? "cancelled" : "failed",
+               (unsigned long long)final->watermark,
+               final->error[0] ? ": " : "", final->error);
+    if (loop_defer(the_fs->loop, job_cleanup, j) < 0)
+        job_cleanup(j);
+}
+
+static bool is_file_node(const struct node *n)
+{
+    return n && (n->kind == NODE_IMAGE || n->kind == NODE_NFSFILE);
+}
+
+/* Validate, open and start; returns 0 or -errno with `em` set. */
+static int job_try_start(struct job *j, const char *text, size_t len,
+                         bool prev_stopped, uint64_t prev_watermark,
+                         const char *prev_target, struct errmsg *em)
+{
+    struct job_spec spec;
+    int r = job_spec_parse(text, len, &spec, em);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    snprintf(j->source, sizeof j->source, "%s", spec.source);
+    snprintf(j->target, sizeof j->target, "%s", spec.target);
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (spec.keep_backing) {
+        errmsg_set(em, "backing = keep is not supported for jobs in a "
+                   "mount (use imgfs copy)");
+        return -EINVAL;
+    }
+    struct node *src = node_resolve(spec.source, false);
+    if (!is_file_node(src)) {
+        errmsg_set(em, "source '%s': %s", spec.source,
+                   src ? "not an image file" : "no such image");
+        return src ? -EINVAL : -ENOENT;
+    }
+    struct node *dst = node_resolve(spec.target, true);
+    if (!is_file_node(dst)) {
+        errmsg_set(em, "target '%s': %s", spec.target,
+                   dst ? "not an image file" : "no such image or directory");
+        return dst ? -EINVAL : -ENOENT;
+    }
+    if (src == dst) {
+        errmsg_set(em, "source and target are the same image '%s'",
+                   spec.source);
+        return -EINVAL;
+    }
+    if (dst->read_only || the_fs->read_only) {
+        errmsg_set(em, "target '%s' is read-only", spec.target);
+        return -EROFS;
+    }
+    if (node_busy_for_write(dst) || dst->writers) {
+        errmsg_set(em, "target '%s' is busy (%s)", spec.target,
+                   dst->writers ? "open for writing"
+                                : "used by a running job");
+        return -EBUSY;
+    }
+    if (atomic_load(&src->job_writers)) {
+        errmsg_set(em, "source '%s' is busy (the target of a running job)",
+                   spec.source);
+        return -EBUSY;
+    }
+    /* Claim both ends before any image is opened: opening spins the loop,
+     * and another job start may run meanwhile. */
+    atomic_fetch_add(&src->job_readers, 1);
+    atomic_fetch_add(&dst->job_writers, 1);
+    j->src_node = src;
+    j->dst_node = dst;
+
+    char *src_url = node_url(src), *dst_url = node_url(dst);
+    if (!src_url || !dst_url) {
+        free(src_url);
+        free(dst_url);
+        errmsg_set(em, "out of memory");
+        return -ENOMEM;
+    }
+    struct image_open_opts so = { .write = false,
+                                  .format = spec.source_format };
+    r = image_open(the_fs->loop, src_url, &so, &j->src, em);
+    if (r < 0) {
+        errmsg_prefix(em, "source '%s'", spec.source);
+        goto out;
+    }
+
+    bool resume = spec.resume && prev_stopped &&
+                  !strcmp(prev_target, spec.target);
+    bool exists = true;
+    uint64_t old_size = 0;
+    if (dst->kind == NODE_NFSFILE) {
+        struct stat st;
+        int sr = node_attr(dst, &st);
+        exists = sr == 0;
+        old_size = exists ? (uint64_t)st.st_size : 0;
+    }
+    struct image_open_opts to = {
+        .write = true,
+        .format = spec.target_format,
+        .overwrite = spec.overwrite || resume,
+        .create = !resume && (!exists || old_size == 0 || spec.overwrite),
+        .create_size = j->src->size,
+        .compress = spec.compress,
+        .cluster_size = spec.cluster_size,
+    };
+    if (dst->kind == NODE_IMAGE) {
+        /* Top-level images are block-device-like: written in place. */
+        to.create = false;
+        to.overwrite = true;
+    }
+    if (dst->kind == NODE_NFSFILE && exists && old_size > 0 &&
+        !spec.overwrite && !resume) {
+        errmsg_set(em, "target '%s' exists and is not empty (set "
+                   "overwrite = yes to replace it)", spec.target);
+        r = -EEXIST;
+        goto out;
+    }
+    r = image_open(the_fs->loop, dst_url, &to, &j->dst, em);
+    if (r < 0) {
+        errmsg_prefix(em, "target '%s'", spec.target);
+        goto out;
+    }
+    if (j->dst->size < j->src->size) {
+        errmsg_set(em, "target '%s' too small: %llu bytes, source needs "
+                   "%llu", spec.target, (unsigned long long)j->dst->size,
+                   (unsigned long long)j->src->size);
+        r = -ENOSPC;
+        goto out;
+    }
+    struct copy_options co = spec.copy;
+    co.target_is_zero = co.target_is_zero || j->dst->reads_as_zero;
+    co.start_offset = resume ? prev_watermark : 0;
+    struct copy_job *cj = copy_job_new(j->src, j->dst, &co, em);
+    if (!cj) {
+        r = -EINVAL;
+        goto out;
+    }
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    j->cj = cj;
+    j->state = JOB_RUNNING;
+    j->total = j->src->size;
+    j->done = co.start_offset;
+    j->watermark = co.start_offset;
+    j->start_ns = loop_now_ns();
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    the_fs->active_jobs++;
+    copy_job_start(cj, job_done, j);
+    r = 0;
+out:
+    free(src_url);
+    free(dst_url);
+    return r;
+}
+
+void job_start(struct job *j, fuse_req_t req)
+{
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    bool prev_stopped = j->state == JOB_FAILED || j->state == JOB_CANCELLED;
+    uint64_t prev_watermark = j->watermark;
+    char prev_target[sizeof j->target];
+    memcpy(prev_target, j->target, sizeof prev_target);
+    size_t len = j->len;
+    char *text = malloc(len + 1);
+    if (text && len)
+        memcpy(text, j->text, len);
+    j->dirty = false;
+    j->state = JOB_STARTING;
+    j->err = 0;
+    j->error[0] = '\0';
+    j->source[0] = j->target[0] = '\0';
+    j->total = j->done = j->watermark = 0;
+    j->start_ns = j->end_ns = 0;
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+
+    struct errmsg em = { "" };
+    int r = text ? job_try_start(j, text, len, prev_stopped, prev_watermark,
+                                 prev_target, &em)
+                 : -ENOMEM;
+    free(text);
+    if (r < 0) {
+        close_images(j);
+        release_nodes(j);
+        job_fail(j, r, em.text[0] ? em.text : strerror(-r));
+        syslog(LOG_NOTICE, "imgfs: job %s refused: %s", j->name, em.text);
+    }
+    fuse_reply_err(req, -r);
+}
+
+/* ---- cancel / shutdown ------------------------------------------------- */
+
+void job_cancel(struct job *j, fuse_req_t req)
+{
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    bool running = j->cj != NULL;
+    if (running && req) {
+        fuse_req_t *v = realloc(j->unlink_reqs,
+                                (j->n_unlink_reqs + 1) * sizeof *v);
+        if (v) {
+            j->unlink_reqs = v;
+            v[j->n_unlink_reqs++] = req;
+            req = NULL;
+        }
+    }
+    struct copy_job *cj = j->cj;
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    if (cj)
+        copy_job_cancel(cj);
+    if (req)
+        fuse_reply_err(req, 0);
+}
+
+void jobs_shutdown(void)
+{
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    size_t n = the_fs->njobs;
+    struct copy_job **v = calloc(n ? n : 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = the_fs->jobs[i]->cj;
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    for (size_t i = 0; v && i < n; i++)
+        if (v[i])
+            copy_job_cancel(v[i]);
+    free(v);
+    while (the_fs->active_jobs > 0)
+        if (loop_run_once(the_fs->loop, 1000) < 0)
+            break;
+}
+
+/* ---- status ------------------------------------------------------------ */
+
+static const char *state_name(enum job_state s)
+{
+    switch (s) {
+    case JOB_NEW:
+    case JOB_STARTING: return "queued";
+    case JOB_RUNNING: return "running";
+    case JOB_DONE: return "done";
+    case JOB_FAILED: return "failed";
+    case JOB_CANCELLED: return "cancelled";
+    }
+    return "?";
+}
+
+char *job_status_text_locked(struct job *j)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        return NULL;
+    uint64_t total = j->total, done = j->done, wm = j->watermark;
+    uint64_t verified = 0;
+    const char *phase = NULL;
+    uint64_t now = loop_now_ns();
+    uint64_t end = j->end_ns ? j->end_ns : now;
+    if (j->cj && j->state == JOB_RUNNING && !j->end_ns) {
+        struct copy_progress p;
+        copy_job_progress(j->cj, &p);
+        total = p.total;
+        done = p.done;
+        wm = p.watermark;
+        verified = p.verified;
+        if (p.state == COPY_FLUSHING)
+            phase = "flushing";
+        else if (p.state == COPY_VERIFYING)
+            phase = "verifying";
+    }
+    double elapsed = j->start_ns && end > j->start_ns
+                   ? (double)(end - j->start_ns) / 1e9 : 0.0;
+    double rate = elapsed > 0 ? (double)done / elapsed : 0.0;
+    fprintf(f, "state: %s\n", state_name(j->state));
+    if (phase)
+        fprintf(f, "phase: %s\n", phase);
+    fprintf(f, "source: %s\n", j->source);
+    fprintf(f, "target: %s\n", j->target);
+    fprintf(f, "bytes-total: %llu\n", (unsigned long long)total);
+    fprintf(f, "bytes-done: %llu\n", (unsigned long long)done);
+    fprintf(f, "watermark: %llu\n", (unsigned long long)wm);
+    if (phase && !strcmp(phase, "verifying"))
+        fprintf(f, "bytes-verified: %llu\n", (unsigned long long)verified);
+    fprintf(f, "rate: %.1f MiB/s\n", rate / (1024.0 * 1024.0));
+    fprintf(f, "elapsed: %.1f s\n", elapsed);
+    if (j->state == JOB_RUNNING && rate > 0 && total >= done)
+        fprintf(f, "eta: %.0f s\n", (double)(total - done) / rate);
+    else
+        fprintf(f, "eta: -\n");
+    fprintf(f, "error: %s\n", j->error[0] ? j->error : "-");
+    fclose(f);
+    return s;
+}

@@ -1,0 +1,467 @@
+/* ops.c — the fuse_lowlevel_ops table: routes each request by the kind of
+ * node it concerns to image-ops.c, nfsdir-ops.c or control.c; directory
+ * listings; statfs; connection setup (init). */
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define MAX_WRITE (1024u * 1024u)
+#define READ_AHEAD_KB 16384
+
+int dirlist_add(struct dirlist *l, const char *name, mode_t mode,
+                uint64_t ino)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct dirlist_entry *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n].name = strdup(name);
+    if (!l->v[l->n].name)
+        return -ENOMEM;
+    l->v[l->n].mode = mode;
+    l->v[l->n].ino = ino;
+    l->n++;
+    return 0;
+}
+
+void dirlist_free(struct dirlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].name);
+    free(l->v);
+    free(l);
+}
+
+static bool is_image(const struct node *n)
+{
+    return n->kind == NODE_IMAGE || n->kind == NODE_NFSFILE;
+}
+
+static bool is_control_file(const struct node *n)
+{
+    return n->kind == NODE_JOBFILE || n->kind == NODE_STATUSFILE;
+}
+
+/* Raise the mount's readahead (bdi read_ahead_kb) so a sequential reader
+ * keeps many requests in flight.  Done once, after INIT was answered. */
+static void tune_bdi(void)
+{
+    if (atomic_exchange(&the_fs->bdi_tuned, true))
+        return;
+    struct stat st;
+    if (!the_fs->mountpoint || stat(the_fs->mountpoint, &st) < 0)
+        return;
+    char path[128];
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb",
+             major(st.st_dev), minor(st.st_dev));
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%d\n", READ_AHEAD_KB);
+        fclose(f);
+    }
+}
+
+static struct node *get(fuse_req_t req, fuse_ino_t ino)
+{
+    struct node *n = node_get(ino);
+    if (!n)
+        fuse_reply_err(req, ENOENT);
+    return n;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    conn->max_write = MAX_WRITE;
+    conn->max_readahead = conn->max_readahead > READ_AHEAD_KB * 1024u
+                        ? conn->max_readahead : READ_AHEAD_KB * 1024u;
+    conn->max_background = 128;
+    conn->congestion_threshold = 96;
+    unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC |
+                    FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_DIO;
+    conn->want |= want & conn->capable;
+    /* Sizes come from the servers: no writeback cache (it would make the
+     * kernel trust its own i_size over a LUN's fixed size). */
+    conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+    conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    tune_bdi();
+    struct node *dir = get(req, parent);
+    if (!dir)
+        return;
+    switch (dir->kind) {
+    case NODE_ROOT: {
+        struct node *n = node_child(dir, name);
+        if (!n) {
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        struct fuse_entry_param e = { .ino = n->ino,
+                                      .attr_timeout = ATTR_TIMEOUT,
+                                      .entry_timeout = ATTR_TIMEOUT };
+        int r = node_attr(n, &e.attr);
+        if (r < 0)
+            fuse_reply_err(req, -r);
+        else
+            fuse_reply_entry(req, &e);
+        return;
+    }
+    case NODE_CONTROL:
+        control_op_lookup(req, name);
+        return;
+    case NODE_NFSDIR:
+        nfsdir_op_lookup(req, dir, name);
+        return;
+    default:
+        fuse_reply_err(req, ENOTDIR);
+    }
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    (void)ino;
+    (void)nlookup;
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    tune_bdi();
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        control_op_getattr(req, n);
+    else
+        image_op_getattr(req, n);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+                       int to_set, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        control_op_setattr(req, n, attr, to_set);
+    else if (is_image(n))
+        image_op_setattr(req, n, attr, to_set);
+    else if (to_set & FUSE_SET_ATTR_SIZE)
+        fuse_reply_err(req, EISDIR);
+    else
+        image_op_getattr(req, n);
+}
+
+/* ---- directories ------------------------------------------------------- */
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi)
+{
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    struct dirlist *l = calloc(1, sizeof *l);
+    if (!l) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    fuse_ino_t parent = n->parent ? n->parent->ino : n->ino;
+    int r = dirlist_add(l, ".", S_IFDIR, n->ino);
+    if (r == 0)
+        r = dirlist_add(l, "..", S_IFDIR, parent);
+    switch (n->kind) {
+    case NODE_ROOT:
+        pthread_mutex_lock(&the_fs->tree_lock);
+        for (size_t i = 0; i < the_fs->nnodes && r == 0; i++) {
+            struct node *c = the_fs->nodes[i];
+            if (c->parent == n && !c->unlinked)
+                r = dirlist_add(l, c->name,
+                                c->kind == NODE_IMAGE || c->kind ==
+                                NODE_NFSFILE ? S_IFREG : S_IFDIR, c->ino);
+        }
+        pthread_mutex_unlock(&the_fs->tree_lock);
+        break;
+    case NODE_CONTROL:
+        if (r == 0)
+            r = control_list(l);
+        break;
+    case NODE_NFSDIR:
+        if (r == 0)
+            r = nfsdir_list(n, l);
+        break;
+    default:
+        r = -ENOTDIR;
+    }
+    if (r < 0) {
+        dirlist_free(l);
+        fuse_reply_err(req, -r);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)l;
+    if (fuse_reply_open(req, fi) != 0)
+        dirlist_free(l);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+                       off_t off, struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct dirlist *l = (struct dirlist *)(uintptr_t)fi->fh;
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t pos = 0;
+    for (size_t i = (size_t)off; i < l->n; i++) {
+        struct stat st = { .st_ino = l->v[i].ino, .st_mode = l->v[i].mode };
+        size_t need = fuse_add_direntry(req, buf + pos, size - pos,
+                                        l->v[i].name, &st, (off_t)(i + 1));
+        if (need > size - pos)
+            break;
+        pos += need;
+    }
+    fuse_reply_buf(req, buf, pos);
+    free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+                          struct fuse_file_info *fi)
+{
+    (void)ino;
+    dirlist_free((struct dirlist *)(uintptr_t)fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+                     mode_t mode)
+{
+    struct node *dir = get(req, parent);
+    if (!dir)
+        return;
+    if (dir->kind == NODE_NFSDIR)
+        nfsdir_op_mkdir(req, dir, name, mode);
+    else
+        fuse_reply_err(req, EPERM);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct node *dir = get(req, parent);
+    if (!dir)
+        return;
+    if (dir->kind == NODE_CONTROL)
+        control_op_unlink(req, name);
+    else if (dir->kind == NODE_NFSDIR)
+        nfsdir_op_unlink(req, dir, name, false);
+    else
+        fuse_reply_err(req, EPERM);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct node *dir = get(req, parent);
+    if (!dir)
+        return;
+    if (dir->kind == NODE_NFSDIR)
+        nfsdir_op_unlink(req, dir, name, true);
+    else
+        fuse_reply_err(req, EPERM);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      fuse_ino_t newparent, const char *newname,
+                      unsigned int flags)
+{
+    struct node *dir = get(req, parent);
+    if (!dir)
+        return;
+    struct node *nd = get(req, newparent);
+    if (!nd)
+        return;
+    if (flags) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    if (dir->kind == NODE_NFSDIR)
+        nfsdir_op_rename(req, dir, name, nd, newname);
+    else
+        fuse_reply_err(req, EPERM);
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      mode_t mode, struct fuse_file_info *fi)
+{
+    struct node *dir = get(req, parent);
+    if (!dir)
+        return;
+    if (dir->kind == NODE_CONTROL)
+        control_op_create(req, name, fi);
+    else if (dir->kind == NODE_NFSDIR)
+        nfsdir_op_create(req, dir, name, mode, fi);
+    else
+        fuse_reply_err(req, EPERM);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_image(n))
+        image_op_open(req, n, fi);
+    else if (is_control_file(n))
+        control_op_open(req, n, fi);
+    else
+        fuse_reply_err(req, EISDIR);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        control_op_read(req, n, size, off, fi);
+    else
+        image_op_read(req, n, size, off);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+                     size_t size, off_t off, struct fuse_file_info *fi)
+{
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        control_op_write(req, n, buf, size, off, fi);
+    else
+        image_op_write(req, n, buf, size, off);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino,
+                     struct fuse_file_info *fi)
+{
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        control_op_flush(req, n, fi);
+    else
+        image_op_flush(req, n, false);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+                     struct fuse_file_info *fi)
+{
+    (void)datasync;
+    (void)fi;
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        fuse_reply_err(req, 0);
+    else
+        image_op_flush(req, n, true);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi)
+{
+    struct node *n = get(req, ino);
+    if (!n)
+        return;
+    if (is_control_file(n))
+        control_op_release(req, n, fi);
+    else
+        image_op_release(req, n, fi);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
+                               off_t off_in, struct fuse_file_info *fi_in,
+                               fuse_ino_t ino_out, off_t off_out,
+                               struct fuse_file_info *fi_out, size_t len,
+                               int flags)
+{
+    (void)fi_in;
+    (void)fi_out;
+    struct node *in = get(req, ino_in);
+    if (!in)
+        return;
+    struct node *out = get(req, ino_out);
+    if (!out)
+        return;
+    if (flags || !is_image(in) || !is_image(out)) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+    }
+    copy_range_op(req, in, off_in, out, off_out, len);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct node *n = node_get(ino);
+    struct statvfs sv;
+    memset(&sv, 0, sizeof sv);
+    struct nfs_export *e = n && n->exp ? n->exp
+                         : the_fs->nexports ? the_fs->exports[0] : NULL;
+    if (!e || nfs_meta_statvfs(e, &sv) < 0) {
+        /* No NFS: the images' total size, nothing free. */
+        uint64_t total = 0;
+        pthread_mutex_lock(&the_fs->tree_lock);
+        for (size_t i = 0; i < the_fs->nnodes; i++)
+            if (the_fs->nodes[i]->kind == NODE_IMAGE)
+                total += the_fs->nodes[i]->fixed_size;
+        pthread_mutex_unlock(&the_fs->tree_lock);
+        memset(&sv, 0, sizeof sv);
+        sv.f_bsize = sv.f_frsize = 4096;
+        sv.f_blocks = (total + 4095) / 4096;
+        sv.f_files = the_fs->nnodes;
+        sv.f_namemax = 255;
+    }
+    fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops imgfs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .rename = op_rename,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .statfs = op_statfs,
+    .create = op_create,
+    .copy_file_range = op_copy_file_range,
+};

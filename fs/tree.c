@@ -1,0 +1,206 @@
+/* tree.c — the inode table: root, control/, images, NFS entries.
+ *
+ * Nodes are never freed while mounted (an unlinked NFS entry keeps its
+ * node, marked `unlinked`, so late requests on it find a valid struct);
+ * the number of nodes is bounded by the names ever seen. */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct imgfs *the_fs;
+
+struct node *node_new(enum node_kind kind, struct node *parent,
+                      const char *name)
+{
+    struct node *n = calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->kind = kind;
+    n->parent = parent;
+    n->name = strdup(name ? name : "");
+    if (!n->name) {
+        free(n);
+        return NULL;
+    }
+    pthread_mutex_lock(&the_fs->tree_lock);
+    if (the_fs->nnodes == the_fs->cap) {
+        size_t cap = the_fs->cap ? the_fs->cap * 2 : 64;
+        struct node **v = realloc(the_fs->nodes, cap * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&the_fs->tree_lock);
+            free(n->name);
+            free(n);
+            return NULL;
+        }
+        the_fs->nodes = v;
+        the_fs->cap = cap;
+    }
+    the_fs->nodes[the_fs->nnodes++] = n;
+    n->ino = the_fs->nnodes;
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    return n;
+}
+
+struct node *node_get(fuse_ino_t ino)
+{
+    struct node *n = NULL;
+    pthread_mutex_lock(&the_fs->tree_lock);
+    if (ino >= 1 && ino <= the_fs->nnodes)
+        n = the_fs->nodes[ino - 1];
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    return n;
+}
+
+static struct node *child_locked(struct node *parent, const char *name)
+{
+    for (size_t i = 0; i < the_fs->nnodes; i++) {
+        struct node *n = the_fs->nodes[i];
+        if (n->parent == parent && !n->unlinked && !strcmp(n->name, name))
+            return n;
+    }
+    return NULL;
+}
+
+struct node *node_child(struct node *parent, const char *name)
+{
+    pthread_mutex_lock(&the_fs->tree_lock);
+    struct node *n = child_locked(parent, name);
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    return n;
+}
+
+struct node *node_nfs_child(struct node *dir, const char *name,
+                            enum node_kind kind)
+{
+    pthread_mutex_lock(&the_fs->tree_lock);
+    struct node *n = child_locked(dir, name);
+    if (n && n->kind != kind)
+        n->unlinked = true;     /* type changed on the server */
+    else if (n) {
+        pthread_mutex_unlock(&the_fs->tree_lock);
+        return n;
+    }
+    char *rel;
+    if (asprintf(&rel, "%s/%s", dir->relpath, name) < 0) {
+        pthread_mutex_unlock(&the_fs->tree_lock);
+        return NULL;
+    }
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    n = node_new(kind, dir, name);
+    if (!n) {
+        free(rel);
+        return NULL;
+    }
+    n->exp = dir->exp;
+    n->relpath = rel;
+    n->read_only = dir->read_only;
+    return n;
+}
+
+struct node *node_resolve(const char *path, bool create_ok)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return NULL;
+    struct node *cur = the_fs->root;
+    char *save = NULL;
+    char *part = strtok_r(copy, "/", &save);
+    while (cur && part) {
+        char *next = strtok_r(NULL, "/", &save);
+        if (!strcmp(part, ".")) {
+            part = next;
+            continue;
+        }
+        if (cur->kind == NODE_ROOT) {
+            cur = node_child(cur, part);
+            if (cur && cur->kind == NODE_CONTROL)
+                cur = NULL;     /* control/ files are not images */
+        } else if (cur->kind == NODE_NFSDIR) {
+            struct stat st;
+            char *rel;
+            if (asprintf(&rel, "%s/%s", cur->relpath, part) < 0) {
+                cur = NULL;
+                break;
+            }
+            int r = nfs_meta_stat(cur->exp, rel, &st);
+            free(rel);
+            if (r == 0)
+                cur = node_nfs_child(cur, part, S_ISDIR(st.st_mode)
+                                     ? NODE_NFSDIR : NODE_NFSFILE);
+            else if (r == -ENOENT && create_ok && !next)
+                cur = node_nfs_child(cur, part, NODE_NFSFILE);
+            else
+                cur = NULL;
+        } else {
+            cur = NULL;
+        }
+        part = next;
+    }
+    free(copy);
+    return cur;
+}
+
+void node_static_attr(const struct node *n, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = n->ino;
+    st->st_uid = the_fs->uid;
+    st->st_gid = the_fs->gid;
+    st->st_blksize = 4096;
+    st->st_atim = st->st_mtim = st->st_ctim = the_fs->mount_time;
+    switch (n->kind) {
+    case NODE_ROOT:
+    case NODE_CONTROL:
+        st->st_mode = S_IFDIR | 0755;
+        st->st_nlink = 2;
+        break;
+    default:
+        st->st_mode = S_IFREG | (n->read_only ? 0444 : 0644);
+        st->st_nlink = 1;
+        st->st_size = (off_t)n->fixed_size;
+        st->st_blocks = (blkcnt_t)((n->fixed_size + 511) / 512);
+        break;
+    }
+}
+
+char *node_url(const struct node *n)
+{
+    char *s = NULL;
+    if (n->kind == NODE_IMAGE)
+        return strdup(n->url);
+    if (n->kind != NODE_NFSFILE)
+        return NULL;
+    pthread_mutex_lock(&the_fs->tree_lock);
+    if (asprintf(&s, "%s%s%s", n->exp->url_prefix, n->relpath,
+                 n->exp->query) < 0)
+        s = NULL;
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    return s;
+}
+
+char *node_path(const struct node *n)
+{
+    pthread_mutex_lock(&the_fs->tree_lock);
+    size_t len = 1;
+    for (const struct node *p = n; p && p->kind != NODE_ROOT; p = p->parent)
+        len += strlen(p->name) + 1;
+    char *s = malloc(len);
+    if (s) {
+        size_t pos = len - 1;
+        s[pos] = '\0';
+        for (const struct node *p = n; p && p->kind != NODE_ROOT;
+             p = p->parent) {
+            size_t l = strlen(p->name);
+            if (pos != len - 1)
+                s[--pos] = '/';
+            pos -= l;
+            memcpy(s + pos, p->name, l);
+        }
+        memmove(s, s + pos, len - pos);
+    }
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    return s;
+}

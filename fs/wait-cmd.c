@@ -1,0 +1,128 @@
+/* wait-cmd.c — `imgfs wait MOUNT/control/x.job`: follow a job through its
+ * status file until it ends.  Exit 0 when done; 1 with the error when it
+ * failed or was cancelled; 2 on usage errors or a missing status file. */
+#include "mount-cmd.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POLL_MS 200
+
+struct status {
+    char state[32];
+    char error[1024];
+    char rate[64];
+    char eta[64];
+    uint64_t total, done, watermark;
+};
+
+/* Read and parse the status file; returns 0 or -errno. */
+static int read_status(const char *path, struct status *s)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    memset(s, 0, sizeof *s);
+    char line[1200];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *colon = strstr(line, ": ");
+        if (!colon)
+            continue;
+        *colon = '\0';
+        const char *v = colon + 2;
+        if (!strcmp(line, "state"))
+            snprintf(s->state, sizeof s->state, "%s", v);
+        else if (!strcmp(line, "error"))
+            snprintf(s->error, sizeof s->error, "%s", v);
+        else if (!strcmp(line, "rate"))
+            snprintf(s->rate, sizeof s->rate, "%s", v);
+        else if (!strcmp(line, "eta"))
+            snprintf(s->eta, sizeof s->eta, "%s", v);
+        else if (!strcmp(line, "bytes-total"))
+            s->total = strtoull(v, NULL, 10);
+        else if (!strcmp(line, "bytes-done"))
+            s->done = strtoull(v, NULL, 10);
+        else if (!strcmp(line, "watermark"))
+            s->watermark = strtoull(v, NULL, 10);
+    }
+    fclose(f);
+    return s->state[0] ? 0 : -EINVAL;
+}
+
+static void show(const struct status *s, bool tty)
+{
+    if (!tty)
+        return;
+    double pct = s->total ? 100.0 * (double)s->done / (double)s->total : 0;
+    int width = 30, fill = (int)(pct / 100.0 * width);
+    fprintf(stderr, "\r[%.*s%*s] %5.1f%%  %.1f/%.1f MiB  %s  eta %s   ",
+            fill, "##############################", width - fill, "", pct,
+            (double)s->done / 1048576.0, (double)s->total / 1048576.0,
+            s->rate, s->eta);
+    fflush(stderr);
+}
+
+int cmd_wait(int argc, char **argv)
+{
+    if (argc != 2 || argv[1][0] == '-') {
+        bool help = argc == 2 && (!strcmp(argv[1], "-h") ||
+                                  !strcmp(argv[1], "--help"));
+        fprintf(help ? stdout : stderr,
+                "usage: imgfs wait MOUNT/control/NAME.job\n"
+                "Follow job NAME until it ends: exit 0 when done, 1 when "
+                "it failed or was cancelled.\n");
+        return help ? 0 : 2;
+    }
+    const char *job = argv[1];
+    size_t len = strlen(job);
+    char *path;
+    if (len > 4 && !strcmp(job + len - 4, ".job")) {
+        if (asprintf(&path, "%.*s.status", (int)(len - 4), job) < 0)
+            return 2;
+    } else if (len > 7 && !strcmp(job + len - 7, ".status")) {
+        path = strdup(job);
+    } else {
+        fprintf(stderr, "imgfs wait: %s: expected a .job path\n", job);
+        return 2;
+    }
+    bool tty = isatty(STDERR_FILENO);
+    struct status s;
+    int rc;
+    for (;;) {
+        int r = read_status(path, &s);
+        if (r < 0) {
+            fprintf(stderr, "imgfs wait: %s: %s\n", path,
+                    r == -EINVAL ? "not a job status file" : strerror(-r));
+            rc = 2;
+            break;
+        }
+        show(&s, tty);
+        if (!strcmp(s.state, "done")) {
+            if (tty)
+                fputc('\n', stderr);
+            printf("%s: done, %llu bytes\n", job,
+                   (unsigned long long)s.total);
+            rc = 0;
+            break;
+        }
+        if (!strcmp(s.state, "failed") || !strcmp(s.state, "cancelled")) {
+            if (tty)
+                fputc('\n', stderr);
+            fprintf(stderr, "imgfs wait: %s: %s at watermark %llu: %s\n", job,
+                    s.state, (unsigned long long)s.watermark, s.error);
+            rc = 1;
+            break;
+        }
+        struct timespec ts = { 0, POLL_MS * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    free(path);
+    return rc;
+}
