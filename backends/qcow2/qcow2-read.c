@@ -24,6 +24,7 @@ struct rd {
     image_io_cb cb;
     void *opaque;
     struct qcow2_l2_waiter w;
+    struct zrun *zrun;      /* compressed pieces being gathered */
     /* the run being accumulated */
     enum qcow2_kind run_kind;
     uint64_t run_guest, run_host, run_len;
@@ -61,35 +62,71 @@ static void sub_done(void *opaque, int err)
     finish_if_done(r);
 }
 
-/* A compressed cluster being fetched. */
-struct zread {
-    struct rd *r;
-    uint8_t *comp;
+/* Compressed clusters are usually packed one after the other: pieces
+ * whose compressed bytes are adjacent (gaps up to ZRUN_GAP) are fetched
+ * with one protocol read of at most ZRUN_MAX bytes, then inflated one by
+ * one. */
+#define ZRUN_GAP 4096u
+#define ZRUN_MAX (4u << 20)
+#define ZRUN_PIECES 256u
+
+struct zpiece {
     uint64_t comp_offset;
     size_t comp_len;
     uint8_t *dst;
     size_t in_cluster, len;
 };
 
-static void zread_done(void *opaque, int err)
+struct zrun {
+    struct rd *r;
+    uint8_t *comp;
+    uint64_t start, end;
+    unsigned n;
+    struct zpiece p[ZRUN_PIECES];
+};
+
+static void zrun_done(void *opaque, int err)
 {
-    struct zread *z = opaque;
+    struct zrun *z = opaque;
     struct rd *r = z->r;
     struct qcow2_state *s = r->s;
-    if (!err) {
-        if (qcow2_inflate(z->comp, z->comp_len, s->zbuf, s->cluster_size) < 0) {
+    for (unsigned i = 0; i < z->n && !err; i++) {
+        struct zpiece *p = &z->p[i];
+        const uint8_t *in = z->comp + (p->comp_offset - z->start);
+        if (qcow2_inflate(in, p->comp_len, s->zbuf, s->cluster_size) < 0) {
             s->zbuf_offset = UINT64_MAX;
             image_set_error(s->img, "corrupt compressed cluster at host "
-                            "offset 0x%" PRIx64, z->comp_offset);
+                            "offset 0x%" PRIx64, p->comp_offset);
             err = -EIO;
-        } else {
-            s->zbuf_offset = z->comp_offset;
-            memcpy(z->dst, s->zbuf + z->in_cluster, z->len);
+            break;
         }
+        s->zbuf_offset = p->comp_offset;
+        memcpy(p->dst, s->zbuf + p->in_cluster, p->len);
     }
     free(z->comp);
     free(z);
     sub_done(r, err);
+}
+
+static void zrun_flush(struct rd *r)
+{
+    struct zrun *z = r->zrun;
+    if (!z)
+        return;
+    r->zrun = NULL;
+    if (r->err) {
+        free(z);
+        return;
+    }
+    size_t len = (size_t)(z->end - z->start);
+    z->comp = malloc(len);
+    if (!z->comp) {
+        free(z);
+        fail(r, -ENOMEM);
+        return;
+    }
+    r->pending++;
+    qcow2_proto_read(r->s, z->comp, z->start, len, zrun_done, z);
 }
 
 static void read_compressed(struct rd *r, const struct qcow2_mapping *m,
@@ -102,17 +139,29 @@ static void read_compressed(struct rd *r, const struct qcow2_mapping *m,
         memcpy(dst, s->zbuf + in_cluster, len);
         return;
     }
-    struct zread *z = calloc(1, sizeof *z);
-    uint8_t *comp = z ? malloc(m->comp_len) : NULL;
-    if (!comp) {
-        free(z);
-        fail(r, -ENOMEM);
-        return;
+    uint64_t cend = m->comp_offset + m->comp_len;
+    struct zrun *z = r->zrun;
+    if (z && (z->n == ZRUN_PIECES || m->comp_offset < z->start ||
+              m->comp_offset > z->end + ZRUN_GAP ||
+              (cend > z->end ? cend : z->end) - z->start > ZRUN_MAX)) {
+        zrun_flush(r);
+        z = NULL;
     }
-    *z = (struct zread){ r, comp, m->comp_offset, m->comp_len, dst,
-                         in_cluster, len };
-    r->pending++;
-    qcow2_proto_read(s, comp, m->comp_offset, m->comp_len, zread_done, z);
+    if (!z) {
+        z = calloc(1, sizeof *z);
+        if (!z) {
+            fail(r, -ENOMEM);
+            return;
+        }
+        z->r = r;
+        z->start = m->comp_offset;
+        z->end = cend;
+        r->zrun = z;
+    }
+    if (cend > z->end)
+        z->end = cend;
+    z->p[z->n++] = (struct zpiece){ m->comp_offset, m->comp_len, dst,
+                                    in_cluster, len };
 }
 
 /* Issue the accumulated run. */
@@ -152,12 +201,12 @@ static void add_piece(struct rd *r, const struct qcow2_mapping *m,
                       uint64_t guest, uint64_t len)
 {
     if (m->kind == QK_COMPRESSED) {
-        flush_run(r);
         if (!r->err)
             read_compressed(r, m, guest, len);
         return;
     }
     if (r->run_len && r->run_kind == m->kind &&
+        r->run_guest + r->run_len == guest &&
         (m->kind != QK_DATA || r->run_host + r->run_len == m->host_offset) &&
         r->run_len + len <= (64u << 20)) {
         r->run_len += len;
@@ -191,8 +240,11 @@ static void walk(struct rd *r)
             r->w.offset = l2off;
             r->w.is_new = false;
             e = qcow2_l2_get(s, &r->w, &slot);
-            if (e == 0)
+            if (e == 0) {
+                flush_run(r);
+                zrun_flush(r);
                 return;     /* l2_ready resumes the walk */
+            }
             if (e < 0) {
                 fail(r, e);
                 break;
@@ -216,6 +268,7 @@ static void walk(struct rd *r)
         }
     }
     flush_run(r);
+    zrun_flush(r);
     r->pending--;
     finish_if_done(r);
 }
@@ -230,6 +283,7 @@ static void l2_ready(struct qcow2_l2_waiter *w, int err,
                         " failed", w->offset);
         fail(r, err);
         flush_run(r);
+        zrun_flush(r);
         r->pending--;
         finish_if_done(r);
         return;
