@@ -65,7 +65,8 @@ static void read_kinds(void)
 {
     tb_make(img, sizeof img);
     /* cluster 0: data 0xab; 1: zero flag; 2: compressed 0x5a pattern;
-     * 3: unallocated */
+     * 3: zero flag (a zero run interrupted by a compressed cluster);
+     * 4 and on: unallocated */
     memset(img + TB_DATA, 0xab, TB_CS);
     tb_l2(img, 0, TB_DATA | (1ull << 63));
     tb_l2(img, 1, 1);
@@ -79,6 +80,7 @@ static void read_kinds(void)
     unsigned x = 62 - (12 - 8);
     uint64_t extra = ((coff + clen - 1) >> 9) - (coff >> 9);
     tb_l2(img, 2, (1ull << 62) | (extra << x) | coff);
+    tb_l2(img, 3, 1);
 
     struct loop *loop = loop_new();
     struct errmsg err;
@@ -88,13 +90,15 @@ static void read_kinds(void)
     assert_int_equal(q->block_size, 1);
     uint8_t buf[4 * TB_CS + 10];
     memset(buf, 0x11, sizeof buf);
-    assert_int_equal(image_read_sync(q, buf, 0, 4 * TB_CS), 0);
+    assert_int_equal(image_read_sync(q, buf, 0, 4 * TB_CS + 10), 0);
     for (unsigned i = 0; i < TB_CS; i++) {
         assert_int_equal(buf[i], 0xab);
         assert_int_equal(buf[TB_CS + i], 0);
         assert_int_equal(buf[2 * TB_CS + i], plain[i]);
         assert_int_equal(buf[3 * TB_CS + i], 0);
     }
+    for (unsigned i = 0; i < 10; i++)
+        assert_int_equal(buf[4 * TB_CS + i], 0);
     /* unaligned read across the compressed and zero clusters */
     assert_int_equal(image_read_sync(q, buf, TB_CS + 7, TB_CS + 3), 0);
     for (unsigned i = 0; i < TB_CS - 7; i++)
@@ -107,13 +111,14 @@ static void read_kinds(void)
     struct bs_result r;
     block_status_sync(q, 0, q->size, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(r.n, 4);
+    assert_int_equal(r.n, 5);
     assert_int_equal(r.ext[0].type, EXTENT_DATA);
     assert_int_equal(r.ext[0].length, TB_CS);
     assert_int_equal(r.ext[1].type, EXTENT_ZERO);
     assert_int_equal(r.ext[2].type, EXTENT_DATA);
-    assert_int_equal(r.ext[3].type, EXTENT_HOLE);
-    assert_int_equal(r.ext[3].offset + r.ext[3].length, q->size);
+    assert_int_equal(r.ext[3].type, EXTENT_ZERO);
+    assert_int_equal(r.ext[4].type, EXTENT_HOLE);
+    assert_int_equal(r.ext[4].offset + r.ext[4].length, q->size);
     block_status_sync(q, TB_CS + 5, 10, &r);
     assert_int_equal(r.n, 1);
     assert_int_equal(r.ext[0].offset, TB_CS + 5);
