@@ -366,16 +366,17 @@ void control_op_flush(fuse_req_t req, struct node *n,
         return;
     }
     struct start_ctx *c = malloc(sizeof *c);
+    if (c) {
+        c->req = req;
+        c->job = j;
+    }
     if (!c || fs_post(start_on_loop, c) < 0) {
         free(c);
         pthread_mutex_lock(&the_fs->jobs_lock);
         j->state = JOB_FAILED;
         pthread_mutex_unlock(&the_fs->jobs_lock);
         fuse_reply_err(req, ENOMEM);
-        return;
     }
-    c->req = req;
-    c->job = j;
 }
 
 void control_op_release(fuse_req_t req, struct node *n,

@@ -410,6 +410,18 @@ void jobs_shutdown(void)
     while (the_fs->active_jobs > 0)
         if (loop_run_once(the_fs->loop, 1000) < 0)
             break;
+    /* The status files go away with the mount: say where each stopped
+     * job left its target (stderr with -f; syslog from job_done). */
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    for (size_t i = 0; i < the_fs->njobs; i++) {
+        struct job *j = the_fs->jobs[i];
+        if (j->state == JOB_CANCELLED || j->state == JOB_FAILED)
+            fprintf(stderr, "imgfs: job %s (%s -> %s) %s at watermark "
+                    "%llu\n", j->name, j->source, j->target,
+                    j->state == JOB_CANCELLED ? "cancelled" : "failed",
+                    (unsigned long long)j->watermark);
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
 }
 
 /* ---- status ------------------------------------------------------------ */
