@@ -1,0 +1,161 @@
+#!/bin/bash
+# fuse-jobs.sh — jobs through control/ on a real FUSE mount: a good job
+# (cp + imgfs wait, result checked with cmp), jobs into an NFS directory
+# (create, overwrite rules), refused jobs (bad text, unknown image, target
+# too small, busy target: cp fails with the errno, x.status says why, the
+# target is untouched), two jobs at once, cancel by rm (bytes below the
+# watermark equal the source), `cp A B` inside the mount through
+# copy_file_range (strace), and unmount while a job runs.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/fuse-helpers.sh"
+need_servers
+: "${IMGFS:?set IMGFS to the imgfs binary}"
+
+MiB=1048576
+new_lun 64M 512 thin;  LUN_A=$LUN_URL
+new_lun 64M 4096 thin; LUN_B=$LUN_URL
+new_lun 16M 512 thin;  LUN_SMALL=$LUN_URL
+new_lun 256M 512 thin; LUN_SLOW=$LUN_URL
+
+head -c $((48 * MiB)) /dev/urandom > "$SCRATCH/src.raw"
+SRC=$(nfs_name src.raw)
+nfs_put "$SCRATCH/src.raw" "$SRC"
+head -c $((256 * MiB)) /dev/urandom > "$SCRATCH/big.raw"
+SLOW_JOB="source = big
+target = slow
+order = strict
+requests = 1
+request-size = 4K
+sparse = 0"
+
+MNT=$SCRATCH/mnt
+fuse_mount "$MNT" "src=$(nfs_url "$SRC")" "d=$(nfs_url "")" "a=$LUN_A" \
+    "b=$LUN_B" "small=$LUN_SMALL" "slow=$LUN_SLOW" "big=$SCRATCH/big.raw"
+
+log "a good job"
+put_job "$MNT" deploy "# deploy the source
+source = src
+target = a
+verify = yes" || fail "cp of a good job failed: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNT/control/deploy.job" > "$SCRATCH/wait.out" || fail "imgfs wait: job failed"
+grep -q done "$SCRATCH/wait.out" || fail "imgfs wait output: $(cat "$SCRATCH/wait.out")"
+for key in state source target bytes-total bytes-done watermark rate elapsed eta error; do
+    grep -q "^$key: " "$MNT/control/deploy.status" || fail "status has no '$key'"
+done
+[[ $(job_field "$MNT" deploy state) == done ]] || fail "state: $(job_field "$MNT" deploy state)"
+[[ $(job_field "$MNT" deploy bytes-total) == $((48 * MiB)) ]] || fail "bytes-total"
+[[ $(job_field "$MNT" deploy bytes-done) == $((48 * MiB)) ]] || fail "bytes-done"
+cmp -n $((48 * MiB)) "$SCRATCH/src.raw" "$MNT/a" || fail "target differs from source"
+grep -qx 'target = a' "$MNT/control/deploy.job" || fail "job file text not readable"
+rm "$MNT/control/deploy.job"
+[[ ! -e $MNT/control/deploy.status ]] || fail "rm of a finished job did not forget it"
+
+log "a job into the NFS directory creates the target; overwrite rules"
+OUT=$(nfs_name out.raw)
+put_job "$MNT" backup "source = a
+target = d/$OUT" || fail "backup job refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNT/control/backup.job" >/dev/null || fail "backup job failed"
+[[ $(stat -c %s "$(nfs_path "$OUT")") == $((64 * MiB)) ]] || fail "created size"
+cmp "$MNT/a" "$(nfs_path "$OUT")" || fail "backup differs"
+if put_job "$MNT" backup "source = src
+target = d/$OUT"; then fail "replacing a non-empty file without overwrite started"; fi
+grep -q "File exists" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+cmp "$MNT/a" "$(nfs_path "$OUT")" || fail "refused job touched the target"
+put_job "$MNT" backup "source = src
+target = d/$OUT
+overwrite = yes" || fail "overwrite job refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNT/control/backup.job" >/dev/null || fail "overwrite job failed"
+check_cmp "$SCRATCH/src.raw" "$(nfs_path "$OUT")"
+
+log "refused jobs"
+small_before=$(lun_hash "$LUN_SMALL")
+if put_job "$MNT" bad "source = src
+target = a
+ordr = any"; then fail "a job with an unknown key started"; fi
+grep -q "Invalid argument" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+[[ $(job_field "$MNT" bad state) == failed ]] || fail "bad job state"
+job_field "$MNT" bad error | grep -q "ordr" || fail "status error: $(job_field "$MNT" bad error)"
+if put_job "$MNT" bad "source = nosuch
+target = a"; then fail "a job with an unknown source started"; fi
+grep -q "No such file or directory" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+job_field "$MNT" bad error | grep -q "nosuch" || fail "status error: $(job_field "$MNT" bad error)"
+if put_job "$MNT" bad "source = src
+target = small"; then fail "a job onto a too small target started"; fi
+grep -q "No space left on device" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+job_field "$MNT" bad error | grep -q "too small" || fail "status error: $(job_field "$MNT" bad error)"
+[[ $(lun_hash "$LUN_SMALL") == "$small_before" ]] || fail "a refused job touched the target"
+if put_job "$MNT" bad "source = src"; then fail "a job without target started"; fi
+grep -q "Invalid argument" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+
+log "a slow job, a busy target, two jobs at once"
+put_job "$MNT" slow "$SLOW_JOB" || fail "slow job refused: $(cat "$SCRATCH/cp.err")"
+state=$(job_field "$MNT" slow state)
+[[ $state == running || $state == done ]] || fail "slow job state: $state"
+if [[ $state == running ]]; then
+    if put_job "$MNT" busy "source = src
+target = slow"; then fail "a second job onto a busy target started"; fi
+    grep -q "Device or resource busy" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+    job_field "$MNT" busy error | grep -q "busy" || fail "status: $(job_field "$MNT" busy error)"
+    if dd if=/dev/zero of="$MNT/slow" bs=4k count=1 conv=notrunc status=none 2> "$SCRATCH/dd.err"; then
+        fail "writing a running job's target was allowed"
+    fi
+    grep -q "Device or resource busy" "$SCRATCH/dd.err" || fail "dd message: $(cat "$SCRATCH/dd.err")"
+    if put_job "$MNT" slow "$SLOW_JOB"; then fail "rewriting a running job's file was allowed"; fi
+else
+    log "the slow job finished before the busy checks (fast machine); skipped them"
+fi
+put_job "$MNT" second "source = src
+target = b" || fail "second job refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNT/control/second.job" >/dev/null || fail "second job failed"
+cmp -n $((48 * MiB)) "$SCRATCH/src.raw" "$MNT/b" || fail "second job result differs"
+
+log "cancel by rm"
+rm "$MNT/control/slow.job"
+state=$(job_field "$MNT" slow state)
+wm=$(job_field "$MNT" slow watermark)
+if [[ $state == cancelled ]]; then
+    job_field "$MNT" slow error | grep -q . || fail "cancelled job has no error text"
+    if "$IMGFS" wait "$MNT/control/slow.job" 2> "$SCRATCH/wait.err"; then
+        fail "imgfs wait succeeded on a cancelled job"
+    fi
+    grep -q "cancelled" "$SCRATCH/wait.err" || fail "imgfs wait message: $(cat "$SCRATCH/wait.err")"
+    (( wm > 0 && wm < 256 * MiB )) || log "watermark at $wm"
+else
+    [[ $state == done ]] || fail "state after rm: $state"
+    wm=$((256 * MiB))
+fi
+log "slow job $state at watermark $wm"
+cmp -n "$wm" "$SCRATCH/big.raw" "$MNT/slow" || fail "bytes below the watermark $wm differ"
+[[ ! -e $MNT/control/slow.job ]] || fail "slow.job still listed after rm"
+rm "$MNT/control/slow.status"
+ls "$MNT/control" | grep -q '^slow\.' && fail "forgotten job still listed"
+
+log "cp inside the mount goes through copy_file_range"
+C1=$(nfs_name cfr.raw)
+strace -f -e trace=copy_file_range -o "$SCRATCH/strace.out" cp "$MNT/src" "$MNT/d/$C1" ||
+    fail "cp inside the mount failed"
+grep -Eq 'copy_file_range\(.*\) = [1-9][0-9]*$' "$SCRATCH/strace.out" ||
+    fail "cp did not use copy_file_range: $(cat "$SCRATCH/strace.out")"
+check_cmp "$SCRATCH/src.raw" "$(nfs_path "$C1")"
+strace -f -e trace=copy_file_range -o "$SCRATCH/strace.out" cp "$MNT/a" "$MNT/b" ||
+    fail "cp LUN to LUN failed"
+grep -Eq 'copy_file_range\(.*\) = [1-9][0-9]*$' "$SCRATCH/strace.out" || fail "no copy_file_range"
+cmp "$MNT/a" "$MNT/b" || fail "LUN copy differs"
+[[ $(lun_hash "$LUN_A") == $(lun_hash "$LUN_B") ]] || fail "LUN copy differs on the server"
+
+log "unmount while a job runs"
+MNT2=$SCRATCH/mnt2
+fuse_mount_fg "$MNT2" "slow=$LUN_SLOW" "big=$SCRATCH/big.raw"
+put_job "$MNT2" slow "$SLOW_JOB" || fail "slow job refused: $(cat "$SCRATCH/cp.err")"
+fuse_umount "$MNT2"
+(( FUSE_RC == 0 )) || fail "imgfs mount exited $FUSE_RC: $(cat "$FUSE_LOG")"
+if grep -q "cancelled at watermark" "$FUSE_LOG"; then
+    wm=$(sed -n 's/.*cancelled at watermark \([0-9]*\).*/\1/p' "$FUSE_LOG")
+else
+    log "the job ended before the unmount; checking all of it"
+    wm=$((256 * MiB))
+fi
+log "job stopped by the unmount at watermark $wm"
+qemu-img convert -f raw -O raw "$LUN_SLOW" "$SCRATCH/slow.back"
+cmp -n "$wm" "$SCRATCH/big.raw" "$SCRATCH/slow.back" || fail "bytes below watermark $wm differ after unmount"
+log "ok"
