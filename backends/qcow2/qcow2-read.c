@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qcow2-internal.h"
+#include "qcow2-writer.h"
 
 struct rd {
     struct qcow2_state *s;
@@ -25,6 +25,7 @@ struct rd {
     void *opaque;
     struct qcow2_l2_waiter w;
     struct zrun *zrun;      /* compressed pieces being gathered */
+    struct rd *next_waiting;    /* images being written: waiting reads */
     /* the run being accumulated */
     enum qcow2_kind run_kind;
     uint64_t run_guest, run_host, run_len;
@@ -291,9 +292,29 @@ static void l2_ready(struct qcow2_l2_waiter *w, int err,
     walk(r);    /* the table is now cached: the walk finds it */
 }
 
+/* On an image being written, a read waits until no write to its
+ * clusters is pending (L2 entries change before the data lands). */
 static void start_walk(void *opaque)
 {
-    walk(opaque);
+    struct rd *r = opaque;
+    struct qcow2_state *s = r->s;
+    if (s->w && qcow2_writer_busy(s, r->start, r->end - r->start)) {
+        r->next_waiting = s->w->read_waiters;
+        s->w->read_waiters = r;
+        return;
+    }
+    walk(r);
+}
+
+void qcow2_read_waiters_retry(struct qcow2_state *s)
+{
+    struct rd *list = s->w->read_waiters;
+    s->w->read_waiters = NULL;
+    while (list) {
+        struct rd *r = list;
+        list = r->next_waiting;
+        start_walk(r);
+    }
 }
 
 void qcow2_read(struct image *img, void *buf, uint64_t offset, size_t len,

@@ -37,6 +37,7 @@ static void comp_written(void *opaque, int err)
         s->w->err = err;
     s->w->bg_pending--;
     qcow2_commit_maybe_start(s);
+    qcow2_read_waiters_retry(s);
 }
 
 static void comp_done(struct qcow2_cjob *job)

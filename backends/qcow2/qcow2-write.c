@@ -43,6 +43,7 @@ static void op_finish(struct wop *op)
     cb(opaque, err);
     qcow2_wqueue_kick(s);
     qcow2_commit_maybe_start(s);
+    qcow2_read_waiters_retry(s);
 }
 
 void qcow2_wop_sub_done(void *opaque, int err)
@@ -309,6 +310,33 @@ int qcow2_unstage(struct qcow2_state *s, struct wop *op)
     w->staged = NULL;
     slot->pins--;
     return qcow2_wcomp_submit(s, op, slot, w->staged_guest, buf, true);
+}
+
+bool qcow2_writer_busy(struct qcow2_state *s, uint64_t off, uint64_t len)
+{
+    struct qcow2_writer *w = s->w;
+    if (!len)
+        return false;
+    uint64_t a = off >> s->cluster_bits, b = (off + len - 1) >> s->cluster_bits;
+    if (w->staged) {
+        uint64_t c = w->staged_guest >> s->cluster_bits;
+        if (c >= a && c <= b) {
+            int r = qcow2_unstage(s, NULL);
+            if (r < 0 && !w->err)
+                w->err = r;
+        }
+    }
+    struct wop *lists[2] = { w->queue_head, w->active };
+    for (int i = 0; i < 2; i++)
+        for (struct wop *op = lists[i]; op; op = op->next)
+            if (op->first_cluster <= b && a <= op->last_cluster)
+                return true;
+    for (struct wcomp *wc = w->comp_head; wc; wc = wc->next) {
+        uint64_t c = wc->guest >> s->cluster_bits;
+        if (c >= a && c <= b)
+            return true;
+    }
+    return false;
 }
 
 static bool overlaps_active(struct qcow2_state *s, struct wop *op)

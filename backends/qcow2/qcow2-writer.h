@@ -80,6 +80,7 @@ struct qcow2_writer {
     struct qcow2_workers *workers;
     struct wcomp *comp_head, *comp_tail;
     unsigned bg_pending;            /* op-less compressions in flight */
+    void *read_waiters;             /* reads waiting for writes (rd list) */
     uint8_t *staged;                /* staging cluster, or NULL */
     uint64_t staged_guest;
     struct qcow2_l2_slot *staged_slot;  /* pinned while staged */
@@ -129,6 +130,14 @@ int qcow2_unstage(struct qcow2_state *s, struct wop *op);
 
 /* Sub-I/O bookkeeping for a write op. */
 void qcow2_wop_sub_done(void *opaque, int err);
+
+/* True if a write to [off, off+len) is queued, in flight or being
+ * compressed, so a read of it must wait.  Submits a staged cluster in
+ * the range for compression (reads never see staging buffers). */
+bool qcow2_writer_busy(struct qcow2_state *s, uint64_t off, uint64_t len);
+
+/* Restart reads that waited for writes (qcow2-read.c). */
+void qcow2_read_waiters_retry(struct qcow2_state *s);
 
 /* Kick the write queue (after an op completed or a commit finished). */
 void qcow2_wqueue_kick(struct qcow2_state *s);

@@ -332,8 +332,15 @@ static void roundtrip(const char *name, uint64_t size, uint32_t cs,
     memcpy(ref + size - 10, d2, 10);        /* the very end */
     w.pending++;
     image_write(q, d2, size - 10, 10, wr_cb, &w);
+    /* A read issued while those writes are in flight sees all of them. */
+    uint8_t *early = malloc(size);
+    assert_non_null(early);
+    w.pending++;
+    image_read(q, early, 0, size, wr_cb, &w);
     assert_int_equal(loop_run_until(loop, &w.done), 0);
     assert_int_equal(w.err, 0);
+    assert_memory_equal(early, ref, size);
+    free(early);
     assert_int_equal(image_write_sync(q, d2, size - 4, 8), -ENOSPC);
     /* Read back before closing (served from the cache and the file). */
     uint8_t *back = malloc(size);
