@@ -127,12 +127,22 @@ void qcow2_write_header(struct qcow2_state *s, bool dirty, image_io_cb cb,
     qcow2_proto_write(s, buf, 0, s->cluster_size, hdr_written, hw);
 }
 
+struct dirty_write {
+    struct qcow2_state *s;
+    struct wop *op;     /* the write that caused it waits for it */
+};
+
 static void meta_write_done(void *opaque, int err)
 {
-    struct qcow2_state *s = opaque;
+    struct dirty_write *dw = opaque;
+    struct qcow2_state *s = dw->s;
+    struct wop *op = dw->op;
+    free(dw);
     s->w->meta_inflight--;
     if (err)
         set_err(s, err, "writing the qcow2 header failed");
+    if (op)
+        qcow2_wop_sub_done(op, err);
     qcow2_commit_maybe_start(s);
 }
 
@@ -141,9 +151,18 @@ void qcow2_meta_changed(struct qcow2_state *s)
     struct qcow2_writer *w = s->w;
     w->meta_changed = true;
     if (w->header_clean_on_disk) {
+        struct dirty_write *dw = malloc(sizeof *dw);
+        if (!dw) {
+            set_err(s, -ENOMEM, "out of memory");
+            return;
+        }
+        dw->s = s;
+        dw->op = w->setup_op;
+        if (dw->op)
+            dw->op->pending++;
         w->header_clean_on_disk = false;
         w->meta_inflight++;
-        qcow2_write_header(s, true, meta_write_done, s);
+        qcow2_write_header(s, true, meta_write_done, dw);
     }
 }
 

@@ -353,7 +353,17 @@ static void setup_l2_ready(struct qcow2_l2_waiter *wt, int err,
 
 /* Continue setting up the head op.  Returns true when its setup is
  * finished, false while it waits for an L2 table. */
+static bool setup_steps(struct wop *op);
+
 static bool setup(struct wop *op)
+{
+    op->s->w->setup_op = op;
+    bool done = setup_steps(op);
+    op->s->w->setup_op = NULL;
+    return done;
+}
+
+static bool setup_steps(struct wop *op)
 {
     struct qcow2_state *s = op->s;
     uint64_t span = s->cluster_size * s->l2_entries;

@@ -11,7 +11,8 @@
  * with the incompatible "dirty" bit set and an all-zero L1 table.  Only a
  * commit that has written and flushed every L2 table, refcount block, the
  * refcount table and the L1 table rewrites the header without the dirty
- * bit.  The first metadata change after a commit sets the bit again.  So
+ * bit.  The first metadata change after a commit sets the bit again (the
+ * write that caused it completes only after that header write).  So
  * an interrupted copy leaves an image that qemu-img reports as dirty (it
  * needs a repair) and that never looks complete.
  */
@@ -87,6 +88,7 @@ struct qcow2_writer {
     struct wop *queue_head, *queue_tail;    /* waiting for setup */
     struct wop *active;             /* set up, I/O in flight */
     bool setup_running;
+    struct wop *setup_op;           /* during setup(): the op set up */
     uint64_t next_seq;
     unsigned meta_inflight;         /* header/other metadata writes */
     /* commit state machine */

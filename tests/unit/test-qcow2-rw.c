@@ -414,6 +414,52 @@ static void test_create_refusals(void **state)
     loop_free(loop);
 }
 
+/* The dirty bit (incompatible feature bit 0) in the header on disk. */
+static int dirty_on_disk(const char *path)
+{
+    uint8_t h[80];
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(h, 1, sizeof h, f), sizeof h);
+    fclose(f);
+    return h[79] & 1;
+}
+
+/* An interrupted target is never complete: the header says dirty from
+ * creation until a commit, and again from the next write. */
+static void test_dirty_until_commit(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/dirty.qcow2", tmpdir);
+    struct loop *loop = loop_new();
+    struct image_open_opts o = { .write = true, .create = true,
+                                 .overwrite = true, .create_size = 1 << 20,
+                                 .format = IMAGE_FORMAT_QCOW2 };
+    struct errmsg err;
+    struct image *q;
+    assert_int_equal(image_open(loop, path, &o, &q, &err), 0);
+    assert_int_equal(dirty_on_disk(path), 1);
+    uint8_t buf[4096];
+    memset(buf, 0x42, sizeof buf);
+    assert_int_equal(image_write_sync(q, buf, 0, sizeof buf), 0);
+    assert_int_equal(dirty_on_disk(path), 1);
+    assert_int_equal(image_flush_sync(q), 0);
+    assert_int_equal(dirty_on_disk(path), 0);
+    assert_int_equal(image_write_sync(q, buf, 512 * 1024, sizeof buf), 0);
+    assert_int_equal(dirty_on_disk(path), 1);
+    /* Overwriting allocated data changes no metadata: stays clean after
+     * the next commit, and close commits. */
+    assert_int_equal(image_close(q), 0);
+    assert_int_equal(dirty_on_disk(path), 0);
+    loop_free(loop);
+    if (have_qemu_img()) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "qemu-img check -q '%s'", path);
+        assert_int_equal(system(cmd), 0);
+    }
+}
+
 static int setup_dir(void **state)
 {
     (void)state;
@@ -438,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_write_roundtrip),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_create_refusals),
+        cmocka_unit_test(test_dirty_until_commit),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
