@@ -3,6 +3,8 @@
  * failed or was cancelled; 2 on usage errors or a missing status file. */
 #include "mount-cmd.h"
 
+#include "../cli/progress.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -10,16 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define POLL_MS 200
 
 struct status {
     char state[32];
     char error[1024];
-    char rate[64];
-    char eta[64];
     uint64_t total, done, watermark;
+    double elapsed;             /* seconds */
 };
 
 /* Read and parse the status file; returns 0 or -errno. */
@@ -41,32 +41,17 @@ static int read_status(const char *path, struct status *s)
             snprintf(s->state, sizeof s->state, "%s", v);
         else if (!strcmp(line, "error"))
             snprintf(s->error, sizeof s->error, "%s", v);
-        else if (!strcmp(line, "rate"))
-            snprintf(s->rate, sizeof s->rate, "%s", v);
-        else if (!strcmp(line, "eta"))
-            snprintf(s->eta, sizeof s->eta, "%s", v);
         else if (!strcmp(line, "bytes-total"))
             s->total = strtoull(v, NULL, 10);
         else if (!strcmp(line, "bytes-done"))
             s->done = strtoull(v, NULL, 10);
         else if (!strcmp(line, "watermark"))
             s->watermark = strtoull(v, NULL, 10);
+        else if (!strcmp(line, "elapsed"))
+            s->elapsed = strtod(v, NULL);
     }
     fclose(f);
     return s->state[0] ? 0 : -EINVAL;
-}
-
-static void show(const struct status *s, bool tty)
-{
-    if (!tty)
-        return;
-    double pct = s->total ? 100.0 * (double)s->done / (double)s->total : 0;
-    int width = 30, fill = (int)(pct / 100.0 * width);
-    fprintf(stderr, "\r[%.*s%*s] %5.1f%%  %.1f/%.1f MiB  %s  eta %s   ",
-            fill, "##############################", width - fill, "", pct,
-            (double)s->done / 1048576.0, (double)s->total / 1048576.0,
-            s->rate, s->eta);
-    fflush(stderr);
 }
 
 int cmd_wait(int argc, char **argv)
@@ -92,29 +77,31 @@ int cmd_wait(int argc, char **argv)
         fprintf(stderr, "imgfs wait: %s: expected a .job path\n", job);
         return 2;
     }
-    bool tty = isatty(STDERR_FILENO);
+    struct progress prog;
+    progress_init(&prog, stderr, "imgfs wait", PROGRESS_AUTO);
     struct status s;
     int rc;
     for (;;) {
         int r = read_status(path, &s);
         if (r < 0) {
+            progress_finish(&prog);
             fprintf(stderr, "imgfs wait: %s: %s\n", path,
                     r == -EINVAL ? "not a job status file" : strerror(-r));
             rc = 2;
             break;
         }
-        show(&s, tty);
+        if (!strcmp(s.state, "running"))
+            progress_update(&prog, s.done, s.total,
+                            (uint64_t)(s.elapsed * 1e9));
         if (!strcmp(s.state, "done")) {
-            if (tty)
-                fputc('\n', stderr);
+            progress_finish(&prog);
             printf("%s: done, %llu bytes\n", job,
                    (unsigned long long)s.total);
             rc = 0;
             break;
         }
         if (!strcmp(s.state, "failed") || !strcmp(s.state, "cancelled")) {
-            if (tty)
-                fputc('\n', stderr);
+            progress_finish(&prog);
             fprintf(stderr, "imgfs wait: %s: %s at watermark %llu: %s\n", job,
                     s.state, (unsigned long long)s.watermark, s.error);
             rc = 1;
