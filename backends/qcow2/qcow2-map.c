@@ -24,10 +24,14 @@ int qcow2_l1_lookup(struct qcow2_state *s, uint64_t off, uint64_t *l2_offset)
         return -EINVAL;
     }
     uint64_t l1_bytes = (uint64_t)s->h.l1_size * 8;
+    uint64_t rt_bytes = (uint64_t)s->h.reftable_clusters * s->cluster_size;
     if (l2 < s->cluster_size ||
-        (l2 < s->h.l1_offset + l1_bytes && s->h.l1_offset < l2 + s->cluster_size)) {
+        (l2 < s->h.l1_offset + l1_bytes && s->h.l1_offset < l2 + s->cluster_size) ||
+        (l2 < s->h.reftable_offset + rt_bytes &&
+         s->h.reftable_offset < l2 + s->cluster_size)) {
         image_set_error(s->img, "L1 entry %" PRIu64 ": L2 table at 0x%" PRIx64
-                        " overlaps the header or the L1 table", idx, l2);
+                        " overlaps the header, the L1 table or the refcount "
+                        "table", idx, l2);
         return -EINVAL;
     }
     if (l2 >= s->file_size) {

@@ -189,7 +189,10 @@ static void test_bad_entries(void **state)
     expect_read_error(0, "not cluster aligned", true);
     tb_make(img, sizeof img);
     tb_be64(img + 2 * TB_CS, 2 * TB_CS);        /* L2 = the L1 itself */
-    expect_read_error(0, "overlaps the header or the L1 table", true);
+    expect_read_error(0, "overlaps the header, the L1 table", true);
+    tb_make(img, sizeof img);
+    tb_be64(img + 2 * TB_CS, TB_CS);            /* L2 = refcount table */
+    expect_read_error(0, "or the refcount table", true);
 }
 
 static char tmpdir[256];
