@@ -16,6 +16,13 @@ static void commit_ready(struct qcow2_state *s);
 
 static void comp_free(struct wcomp *wc)
 {
+    struct qcow2_writer *w = wc->s->w;
+    if (wc->iprev)
+        wc->iprev->inext = wc->inext;
+    else if (w->comp_inflight == wc)
+        w->comp_inflight = wc->inext;
+    if (wc->inext)
+        wc->inext->iprev = wc->iprev;
     if (wc->owns_in)
         free((void *)wc->job.in);
     free(wc->job.out);
@@ -36,6 +43,7 @@ static void comp_written(void *opaque, int err)
     if (err && !s->w->err)
         s->w->err = err;
     s->w->bg_pending--;
+    qcow2_wqueue_kick(s);
     qcow2_commit_maybe_start(s);
     qcow2_read_waiters_retry(s);
 }
@@ -162,6 +170,10 @@ int qcow2_wcomp_submit(struct qcow2_state *s, struct wop *op,
         return -ENOMEM;
     }
     slot->pins++;
+    wc->inext = w->comp_inflight;
+    if (w->comp_inflight)
+        w->comp_inflight->iprev = wc;
+    w->comp_inflight = wc;
     if (op)
         op->pending++;
     else

@@ -202,14 +202,18 @@ static void do_piece(struct wop *op, struct qcow2_l2_slot *slot,
     uint64_t host = compressed ? 0 : e & QCOW2_OFFSET_MASK;
     bool zflag = !compressed && (e & QCOW2_OFLAG_ZERO);
 
-    if (w->staged && w->staged_guest != cstart) {
+    /* Moving on from the staged cluster: compress it now, unless this
+     * request reaches it further on (then it is merged there). */
+    if (w->staged && w->staged_guest != cstart &&
+        !(w->staged_guest > cstart &&
+          (w->staged_guest >> s->cluster_bits) <= op->last_cluster)) {
         int r = qcow2_unstage(s, op);
         if (r < 0) {
             op_fail(op, r);
             return;
         }
     }
-    if (w->staged) {    /* this cluster is being collected */
+    if (w->staged && w->staged_guest == cstart) {   /* being collected */
         if (!full) {
             if (data)
                 memcpy(w->staged + in_cluster, data, n);
@@ -225,7 +229,7 @@ static void do_piece(struct wop *op, struct qcow2_l2_slot *slot,
             return;     /* still unallocated: reads as zeroes */
     }
     if (data && !full && w->compress && !host && !compressed &&
-        !s->backing) {
+        !s->backing && !w->staged) {
         w->staged = calloc(1, cs);
         if (!w->staged) {
             op_fail(op, -ENOMEM);
@@ -331,7 +335,7 @@ bool qcow2_writer_busy(struct qcow2_state *s, uint64_t off, uint64_t len)
         for (struct wop *op = lists[i]; op; op = op->next)
             if (op->first_cluster <= b && a <= op->last_cluster)
                 return true;
-    for (struct wcomp *wc = w->comp_head; wc; wc = wc->next) {
+    for (struct wcomp *wc = w->comp_inflight; wc; wc = wc->inext) {
         uint64_t c = wc->guest >> s->cluster_bits;
         if (c >= a && c <= b)
             return true;
@@ -339,12 +343,21 @@ bool qcow2_writer_busy(struct qcow2_state *s, uint64_t off, uint64_t len)
     return false;
 }
 
+/* Must `op` wait?  Yes while a write in flight or a compression whose
+ * data is not yet written touches one of its clusters (a compressed
+ * cluster's L2 entry is set only when its result is committed, and its
+ * bytes may be read back only once written). */
 static bool overlaps_active(struct qcow2_state *s, struct wop *op)
 {
     for (struct wop *a = s->w->active; a; a = a->next)
         if (a->first_cluster <= op->last_cluster &&
             op->first_cluster <= a->last_cluster)
             return true;
+    for (struct wcomp *wc = s->w->comp_inflight; wc; wc = wc->inext) {
+        uint64_t c = wc->guest >> s->cluster_bits;
+        if (c >= op->first_cluster && c <= op->last_cluster)
+            return true;
+    }
     return false;
 }
 

@@ -34,6 +34,7 @@ struct wcomp {
     uint64_t guest;
     bool done;
     struct wcomp *next;             /* commit FIFO */
+    struct wcomp *inext, *iprev;    /* all until their data is written */
 };
 
 /* A write or write_zeroes request. */
@@ -80,6 +81,7 @@ struct qcow2_writer {
     bool compress;
     struct qcow2_workers *workers;
     struct wcomp *comp_head, *comp_tail;
+    struct wcomp *comp_inflight;    /* submitted, data not yet written */
     unsigned bg_pending;            /* op-less compressions in flight */
     void *read_waiters;             /* reads waiting for writes (rd list) */
     uint8_t *staged;                /* staging cluster, or NULL */

@@ -417,6 +417,100 @@ static void test_create_refusals(void **state)
     loop_free(loop);
 }
 
+/* Random batches of overlapping writes and zero writes (all in flight
+ * together), with and without compression, checked against a reference
+ * after every batch, after reopening, and with qemu-img check. */
+static uint64_t rng_state;
+
+static uint64_t rnd(uint64_t n)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (rng_state >> 33) % n;
+}
+
+static void random_ops(const char *name, uint32_t cs, bool compress,
+                       uint64_t seed)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    uint64_t size = 4u << 20;
+    rng_state = seed;
+    uint8_t *ref = calloc(1, size), *back = malloc(size);
+    uint8_t *data = malloc(size);
+    assert_true(ref && back && data);
+    fill_pattern(data, size, seed);
+    struct loop *loop = loop_new();
+    struct image_open_opts o = { .write = true, .create = true,
+                                 .overwrite = true, .create_size = size,
+                                 .format = IMAGE_FORMAT_QCOW2,
+                                 .cluster_size = cs, .compress = compress };
+    struct errmsg err;
+    struct image *q;
+    assert_int_equal(image_open(loop, path, &o, &q, &err), 0);
+    for (int batch = 0; batch < 12; batch++) {
+        struct wr w = { 0 };
+        int n = 1 + (int)rnd(24);
+        for (int i = 0; i < n; i++) {
+            uint64_t len = rnd(8) == 0 ? 1 + rnd(300000) : 1 + rnd(3 * cs);
+            uint64_t off = rnd(size - len + 1);
+            if (rnd(4) == 0)
+                off = off / cs * cs;        /* whole clusters too */
+            if (rnd(3) == 0) {
+                memset(ref + off, 0, len);
+                w.pending++;
+                image_write_zeroes(q, off, len, 0, wr_cb, &w);
+            } else {
+                uint64_t src = rnd(size - len + 1);
+                memcpy(ref + off, data + src, len);
+                w.pending++;
+                image_write(q, data + src, off, len, wr_cb, &w);
+            }
+        }
+        assert_int_equal(loop_run_until(loop, &w.done), 0);
+        if (w.err)
+            fail_msg("%s cs %u seed %llu batch %d: %s: %s", name, cs,
+                     (unsigned long long)seed, batch, strerror(-w.err),
+                     q->last_error.text);
+        if (batch % 4 == 3)
+            assert_int_equal(image_flush_sync(q), 0);
+        assert_int_equal(image_read_sync(q, back, 0, size), 0);
+        for (uint64_t k = 0; k < size; k++)
+            if (back[k] != ref[k])
+                fail_msg("%s cs %u seed %llu batch %d: first difference at "
+                         "%llu", name, cs, (unsigned long long)seed, batch,
+                         (unsigned long long)k);
+    }
+    assert_int_equal(image_close(q), 0);
+    struct image_open_opts ro = { 0 };
+    assert_int_equal(image_open(loop, path, &ro, &q, &err), 0);
+    memset(back, 0x5c, size);
+    assert_int_equal(image_read_sync(q, back, 0, size), 0);
+    assert_memory_equal(back, ref, size);
+    image_close(q);
+    loop_free(loop);
+    if (have_qemu_img()) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "qemu-img check -q '%s'", path);
+        assert_int_equal(system(cmd), 0);
+    }
+    free(ref);
+    free(back);
+    free(data);
+}
+
+static void test_random_ops(void **state)
+{
+    (void)state;
+    const uint32_t sizes[] = { 512, 4096, 65536 };
+    const char *env = getenv("QCOW2_TEST_SEEDS");     /* more: soak test */
+    uint64_t seeds = env ? strtoull(env, NULL, 10) : 4;
+    for (uint64_t seed = 1; seed <= seeds; seed++)
+        for (int i = 0; i < 3; i++) {
+            random_ops("rnd.qcow2", sizes[i], false, seed * 10 + i);
+            random_ops("rndc.qcow2", sizes[i], true, seed * 10 + i);
+        }
+}
+
 /* The dirty bit (incompatible feature bit 0) in the header on disk. */
 static int dirty_on_disk(const char *path)
 {
@@ -488,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_create_refusals),
         cmocka_unit_test(test_dirty_until_commit),
+        cmocka_unit_test(test_random_ops),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
