@@ -429,7 +429,7 @@ static uint64_t rnd(uint64_t n)
 }
 
 static void random_ops(const char *name, uint32_t cs, bool compress,
-                       uint64_t seed)
+                       uint64_t seed, bool with_backing)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", tmpdir, name);
@@ -439,11 +439,22 @@ static void random_ops(const char *name, uint32_t cs, bool compress,
     uint8_t *data = malloc(size);
     assert_true(ref && back && data);
     fill_pattern(data, size, seed);
+    if (with_backing) {
+        /* A raw backing file, shorter than the image, next to it. */
+        uint64_t bsize = size - size / 3 + 77;
+        for (uint64_t k = 0; k < bsize; k++)
+            ref[k] = (uint8_t)(k * 13 + (k >> 12));
+        memset(ref + 4096, 0, 70000);
+        write_file("rbase.raw", ref, bsize);
+    }
     struct loop *loop = loop_new();
     struct image_open_opts o = { .write = true, .create = true,
                                  .overwrite = true, .create_size = size,
                                  .format = IMAGE_FORMAT_QCOW2,
-                                 .cluster_size = cs, .compress = compress };
+                                 .cluster_size = cs, .compress = compress,
+                                 .backing = with_backing ? "rbase.raw" : NULL,
+                                 .backing_format = with_backing ? "raw"
+                                                                : NULL };
     struct errmsg err;
     struct image *q;
     assert_int_equal(image_open(loop, path, &o, &q, &err), 0);
@@ -506,8 +517,10 @@ static void test_random_ops(void **state)
     uint64_t seeds = env ? strtoull(env, NULL, 10) : 4;
     for (uint64_t seed = 1; seed <= seeds; seed++)
         for (int i = 0; i < 3; i++) {
-            random_ops("rnd.qcow2", sizes[i], false, seed * 10 + i);
-            random_ops("rndc.qcow2", sizes[i], true, seed * 10 + i);
+            random_ops("rnd.qcow2", sizes[i], false, seed * 10 + i, false);
+            random_ops("rndc.qcow2", sizes[i], true, seed * 10 + i, false);
+            random_ops("rndb.qcow2", sizes[i], false, seed * 10 + i, true);
+            random_ops("rndbc.qcow2", sizes[i], true, seed * 10 + i, true);
         }
 }
 
