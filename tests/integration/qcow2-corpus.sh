@@ -5,7 +5,8 @@
 # 0 errors, 0 leaks).
 #
 # Copiers: the qcow2 layer on its own ($BUILD_DIR/tests/fuzz/qcow2-convert,
-# image_open + block_status + pipelined writes) and, when the CLI has
+# image_open + block_status + pipelined writes; also to raw with odd
+# 12345-byte requests, 13 in flight) and, when the CLI has
 # --target-format, `$IMGFS copy`.  Cases: v2 (compat=0.10) and v3; cluster
 # sizes 512, 4K, 64K, 2M; compressed; zero clusters; subclusters; relative
 # backing chains (3 and 9 deep, raw and qcow2 bases); virtual sizes not a
@@ -37,6 +38,7 @@ copy() {
     local how=$1 src=$2 dst=$3 kind=$4 args=()
     case $how:$kind in
         layer:raw) args=() ;;
+        layer:raw-odd) args=(-r 12345 -n 13) ;;     # unaligned reads
         layer:qcow2) args=(-O qcow2) ;;
         layer:compressed) args=(-O qcow2 -c) ;;
         cli:raw) args=(--target-format raw) ;;
@@ -56,19 +58,21 @@ failed=()
 check_case() {
     local name=$1 src=$2 how kind out
     for how in "${copiers[@]}"; do
-        for kind in raw qcow2 compressed; do
+        local kinds=(raw qcow2 compressed)
+        [[ $how == layer ]] && kinds+=(raw-odd)
+        for kind in "${kinds[@]}"; do
             out=$OUT/$name.$how.$kind
             rm -f "$out"
             if ! copy "$how" "$src" "$out" "$kind" 2>"$OUT/err"; then
                 failed+=("$name/$how/$kind: copy failed: $(head -c 300 "$OUT/err")")
                 continue
             fi
-            if [[ $kind != raw ]] && ! qemu-img check -q "$out" >"$OUT/err" 2>&1; then
+            if [[ $kind != raw* ]] && ! qemu-img check -q "$out" >"$OUT/err" 2>&1; then
                 failed+=("$name/$how/$kind: qemu-img check: $(head -c 300 "$OUT/err")")
                 continue
             fi
             local fmt=raw
-            [[ $kind == raw ]] || fmt=qcow2
+            [[ $kind == raw* ]] || fmt=qcow2
             if ! qemu-img compare -q -F "$fmt" "$src" "$out" >"$OUT/err" 2>&1; then
                 failed+=("$name/$how/$kind: qemu-img compare: $(head -c 300 "$OUT/err")")
                 continue
