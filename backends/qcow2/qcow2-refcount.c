@@ -297,7 +297,14 @@ static void commit_finish(struct qcow2_state *s)
     w->flush_waiters = NULL;
     w->committing = false;
     if (!err) {
-        w->header_clean_on_disk = true;
+        bool dirty = w->closing && w->writes_since_flush;
+        w->header_clean_on_disk = !dirty;
+        /* Writes that arrived after the flush are not covered by it. */
+        uint64_t seq = 0;
+        for (struct qcow2_flush_waiter *f = fw; f; f = f->next)
+            seq = f->seq;
+        if (!w->closing && seq == w->next_seq)
+            w->writes_since_flush = false;
     } else if (!w->err) {
         w->err = err;
     }
@@ -324,7 +331,9 @@ static void commit_step(struct qcow2_state *s)
     }
     switch (step) {
     case 0:
-        if (!w->meta_changed) {     /* nothing new: just flush */
+        if (!w->meta_changed && !(w->closing && w->writes_since_flush &&
+                                  w->header_clean_on_disk)) {
+            /* nothing new: just flush */
             w->commit_step = 5;
             w->commit_pending = 1;
             image_flush(s->proto, commit_io_done, s);
@@ -360,7 +369,8 @@ static void commit_step(struct qcow2_state *s)
         return;
     case 3:
         w->commit_pending = 1;
-        qcow2_write_header(s, false, commit_io_done, s);
+        qcow2_write_header(s, w->closing && w->writes_since_flush,
+                           commit_io_done, s);
         return;
     case 4:
         w->commit_pending = 1;
@@ -440,7 +450,9 @@ int qcow2_writer_close(struct qcow2_state *s)
 {
     struct qcow2_writer *w = s->w;
     int r = 0;
-    if (w->meta_changed || !w->header_clean_on_disk) {
+    w->closing = true;
+    if (w->meta_changed || !w->header_clean_on_disk ||
+        w->writes_since_flush) {
         struct close_wait cw = { false, 0 };
         qcow2_flush(s->img, close_flushed, &cw);
         int lr = loop_run_until(s->img->loop, &cw.done);

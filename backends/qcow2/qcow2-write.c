@@ -49,6 +49,8 @@ static void op_finish(struct wop *op)
 void qcow2_wop_sub_done(void *opaque, int err)
 {
     struct wop *op = opaque;
+    if (err && !op->s->w->err)
+        op->s->w->err = err;    /* never commit over a failed write */
     if (err && !op->err) {
         op->err = err;
         if (op->s->proto->last_error.text[0])
@@ -511,6 +513,7 @@ static void enqueue(struct image *img, const void *buf, uint64_t offset,
     op->opaque = opaque;
     op->pending = 1;
     op->seq = s->w->next_seq++;
+    s->w->writes_since_flush = true;
     if (s->w->queue_tail)
         s->w->queue_tail->next = op;
     else

@@ -12,9 +12,13 @@
  * commit that has written and flushed every L2 table, refcount block, the
  * refcount table and the L1 table rewrites the header without the dirty
  * bit.  The first metadata change after a commit sets the bit again (the
- * write that caused it completes only after that header write).  So
- * an interrupted copy leaves an image that qemu-img reports as dirty (it
- * needs a repair) and that never looks complete.
+ * write that caused it completes only after that header write).  Close
+ * commits the metadata too (so what was written stays reachable) but
+ * keeps the dirty bit when write requests arrived after the last flush,
+ * and a failed data write makes every later commit fail.  So a copy that
+ * is interrupted, cancelled or failed — the engine flushes only after a
+ * complete copy — leaves an image that `qemu-img info` reports as
+ * "cleanly shut down: no", never one that looks complete.
  */
 #ifndef IMGFS_QCOW2_WRITER_H
 #define IMGFS_QCOW2_WRITER_H
@@ -76,6 +80,8 @@ struct qcow2_writer {
     bool l1_dirty;
     bool header_clean_on_disk;      /* dirty bit cleared by a commit */
     bool meta_changed;              /* since the last commit */
+    bool writes_since_flush;        /* requests after the last flush */
+    bool closing;                   /* the commit is close's */
     int err;                        /* sticky metadata error */
     uint8_t *zeroes;                /* one cluster of zeroes */
     bool compress;

@@ -71,6 +71,10 @@ check_case() {
                 failed+=("$name/$how/$kind: qemu-img check: $(head -c 300 "$OUT/err")")
                 continue
             fi
+            if [[ $kind != raw* ]] && qemu-img info "$out" | grep -q "cleanly shut down: no"; then
+                failed+=("$name/$how/$kind: finished copy left the dirty bit set")
+                continue
+            fi
             local fmt=raw
             [[ $kind == raw* ]] || fmt=qcow2
             if ! qemu-img compare -q -F "$fmt" "$src" "$out" >"$OUT/err" 2>&1; then
