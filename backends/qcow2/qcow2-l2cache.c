@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qcow2-internal.h"
+#include "qcow2-writer.h"
 
 int qcow2_l2cache_init(struct qcow2_state *s)
 {
@@ -153,9 +153,12 @@ static void writeback_done(void *opaque, int err)
         slot->dirty = false;
     free(wb);
     s->cache.writebacks--;
-    if (err)
+    if (err) {
         image_set_error(s->img, "writing L2 table at 0x%" PRIx64 " failed",
                         slot->offset);
+        if (s->w && !s->w->err)
+            s->w->err = err;    /* commits must not go on */
+    }
     retry_slot_waiters(s);
     if (s->cache.idle_cb)
         s->cache.idle_cb(s);

@@ -280,10 +280,18 @@ static int write_refcounts_and_l1(struct qcow2_state *s)
     return 0;
 }
 
+/* After each L2 writeback during a commit: go on once every table is
+ * written, or once none is in flight after a failure. */
 static void commit_l2_idle(struct qcow2_state *s)
 {
-    if (s->w->committing && s->w->commit_step == 1 &&
-        qcow2_l2cache_clean(s)) {
+    struct qcow2_writer *w = s->w;
+    if (!w->committing || w->commit_step != 1)
+        return;
+    if (w->err && s->cache.writebacks == 0) {
+        commit_fail(s, w->err);
+        s->cache.idle_cb = NULL;
+        commit_step(s);
+    } else if (qcow2_l2cache_clean(s)) {
         s->cache.idle_cb = NULL;
         commit_step(s);
     }

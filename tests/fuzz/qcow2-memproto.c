@@ -9,7 +9,13 @@ struct memproto {
     uint8_t *data;
     size_t len;
     bool growable;
+    bool fail_writes;
 };
+
+void memproto_fail_writes(struct image *img, bool fail)
+{
+    ((struct memproto *)img->priv)->fail_writes = fail;
+}
 
 static void done_later(struct image *img, image_io_cb cb, void *opaque,
                        int err)
@@ -59,7 +65,8 @@ static void mem_write(struct image *img, const void *buf, uint64_t off,
                       size_t len, image_io_cb cb, void *opaque)
 {
     struct memproto *m = img->priv;
-    int r = misaligned(img, off, len) ? -EINVAL : grow(img, off + len);
+    int r = m->fail_writes ? -EIO :
+            misaligned(img, off, len) ? -EINVAL : grow(img, off + len);
     if (!r)
         memcpy(m->data + off, buf, len);
     done_later(img, cb, opaque, r);

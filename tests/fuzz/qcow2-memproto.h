@@ -12,6 +12,9 @@
 struct image *memproto_open(struct loop *loop, const char *name,
                             const void *data, size_t len, bool growable);
 
+/* From now on, make every write fail with -EIO (fault injection). */
+void memproto_fail_writes(struct image *img, bool fail);
+
 /* The current contents (valid until the next write or close). */
 const uint8_t *memproto_data(struct image *img, size_t *len);
 

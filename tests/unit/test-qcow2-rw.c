@@ -599,6 +599,19 @@ static void test_dirty_until_commit(void **state)
     const uint8_t *pd = memproto_data(p, &plen);
     assert_int_equal(pd[79] & 1, 1);
     assert_true(image_close(q) < 0);
+
+    /* Metadata writes failing during a commit: flush fails (no hang),
+     * the header on the protocol stays dirty. */
+    p = memproto_open(loop, "failing.qcow2", NULL, 0, true);
+    assert_int_equal(qcow2_create(p, 8 << 20, &co, &q, &err), 0);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(image_write_sync(q, buf, (uint64_t)i * 65536,
+                                          sizeof buf), 0);
+    memproto_fail_writes(p, true);
+    assert_true(image_flush_sync(q) < 0);
+    pd = memproto_data(p, &plen);
+    assert_int_equal(pd[79] & 1, 1);
+    assert_true(image_close(q) < 0);
     loop_free(loop);
     if (have_qemu_img()) {
         snprintf(cmd, sizeof cmd, "qemu-img check -q '%s'", path);
