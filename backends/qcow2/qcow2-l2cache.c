@@ -118,8 +118,8 @@ static struct qcow2_l2_slot *victim(struct qcow2_state *s, int *err)
     }
     if (best)
         return best;
-    if (dirty)
-        *err = start_writeback(s, dirty);
+    if (dirty)      /* after a write error, stop retrying: fail */
+        *err = s->w && s->w->err ? s->w->err : start_writeback(s, dirty);
     return NULL;
 }
 
