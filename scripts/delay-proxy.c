@@ -60,13 +60,17 @@ struct chunk {
     unsigned char data[];
 };
 
+#define MAX_FREE_BLOCKS 64                /* keep at most 16 MiB spare */
+
 static struct chunk *block_freelist;
+static unsigned block_free_count;
 
 static struct chunk *block_get(void)
 {
     struct chunk *c = block_freelist;
     if (c) {
         block_freelist = c->next;
+        block_free_count--;
         return c;
     }
     c = malloc(sizeof(*c) + BLOCK_SIZE);
@@ -77,9 +81,10 @@ static struct chunk *block_get(void)
 
 static void chunk_free(struct chunk *c)
 {
-    if (c->cap == BLOCK_SIZE) {
+    if (c->cap == BLOCK_SIZE && block_free_count < MAX_FREE_BLOCKS) {
         c->next = block_freelist;
         block_freelist = c;
+        block_free_count++;
     } else {
         free(c);
     }
