@@ -35,6 +35,12 @@ struct image_open_opts {
     uint64_t create_size;
     bool growable;          /* files: writes past the end extend the file */
     enum image_format format;
+    /* qcow2 sources: open only this layer, not the backing chain.
+     * block_status then reports the clusters this layer leaves to its
+     * backing as EXTENT_BACKING (zero clusters stay EXTENT_ZERO) and reads
+     * of them return zeroes; qcow2_backing_name() still tells the name.
+     * Ignored for raw images. */
+    bool no_backing;
     /* qcow2 targets (format == IMAGE_FORMAT_QCOW2 with create): */
     uint32_t cluster_size;  /* 0: 64 KiB */
     bool compress;          /* deflate each cluster */

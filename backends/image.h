@@ -38,6 +38,14 @@ enum extent_type {
     EXTENT_DATA = 0,    /* allocated; contents must be read */
     EXTENT_ZERO = 1,    /* allocated (or unknown) but reads as zeroes */
     EXTENT_HOLE = 2,    /* unallocated; reads as zeroes */
+    /* Unallocated in this layer: the contents belong to a backing file
+     * that was not opened (image_open_opts.no_backing); reads of the
+     * range return zeroes here.  Unlike EXTENT_ZERO (which in a layer
+     * SHADOWS the backing's data) and EXTENT_HOLE, it does not say what
+     * the range reads as in the full chain.  Only qcow2 images opened with
+     * no_backing report it; copies skip it with
+     * copy_options.skip_backing, else treat it as zeroes like a hole. */
+    EXTENT_BACKING = 3,
 };
 
 struct extent {

@@ -9,7 +9,9 @@ bool qcow2_probe(const uint8_t *hdr, size_t len);
 
 /* Open the qcow2 image stored in `proto` (which the new image takes over,
  * also on failure).  Opens backing files through image_open with names
- * resolved by image_resolve_relative against proto->name.  Refuses
+ * resolved by image_resolve_relative against proto->name, unless
+ * opts->no_backing (then only this layer is opened: see image-open.h and
+ * EXTENT_BACKING).  Refuses
  * encryption, external data files, unknown incompatible features, the
  * corrupt bit and malformed metadata with -EINVAL/-ENOTSUP and a message
  * naming the field.  Read-only unless opts->write. */
@@ -23,5 +25,12 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
 int qcow2_create(struct image *proto, uint64_t virtual_size,
                  const struct image_open_opts *opts, struct image **out,
                  struct errmsg *err);
+
+/* The backing file name stored in the header of `img` (as written there,
+ * unresolved) and its backing format ("raw", "qcow2"; "" when the header
+ * gives none).  NULL when `img` is not a qcow2 image or names no backing
+ * file.  Valid until the image is closed. */
+const char *qcow2_backing_name(const struct image *img);
+const char *qcow2_backing_format(const struct image *img);
 
 #endif

@@ -34,7 +34,10 @@ void copy_args_usage(FILE *f)
         "  --target-format FMT    raw (default) or qcow2\n"
         "  --cluster-size SIZE    qcow2 target cluster size (default 64K)\n"
         "  --compress             compress qcow2 target clusters\n"
-        "  --keep-backing         qcow2 target records SOURCE's backing file\n"
+        "  --keep-backing         copy only SOURCE's top qcow2 layer; the qcow2\n"
+        "                         target records SOURCE's backing file (its stored\n"
+        "                         name if it resolves to the same file from TARGET,\n"
+        "                         else an absolute path or URL)\n"
         "  --resume-from OFFSET   continue a failed or cancelled copy at the byte\n"
         "                         offset it reported (target opened in place)\n"
         "  -p                     show progress (bar with rate and ETA on a\n"
@@ -202,6 +205,15 @@ static int validate(struct copy_args *a, bool sparse_given,
             return -EINVAL;
         }
     }
+    if (a->keep_backing && (a->copy.verify || a->copy.target_is_zero)) {
+        errmsg_set(err, "--keep-backing cannot be combined with %s",
+                   a->copy.verify ? "--verify (the target reads its backing "
+                   "where the copied layer is unallocated; compare with "
+                   "qemu-img compare)" : "--target-is-zero (the target "
+                   "reads its backing file)");
+        return -EINVAL;
+    }
+    a->copy.skip_backing = a->keep_backing;
     if (a->copy.start_offset && a->create) {
         errmsg_set(err, "--resume-from cannot be combined with --create "
                    "(the target would be recreated); resume with "

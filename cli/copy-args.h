@@ -22,7 +22,9 @@ struct copy_args {
     enum image_format target_format;    /* --target-format, RAW default */
     uint32_t cluster_size;          /* --cluster-size, 0: qcow2 default */
     bool compress;                  /* --compress */
-    bool keep_backing;              /* --keep-backing */
+    bool keep_backing;              /* --keep-backing (sets
+                                     * copy.skip_backing; refused with
+                                     * --verify, --target-is-zero) */
     bool progress;                  /* -p */
     bool quiet;                     /* -q */
     bool help;                      /* --help / -h: print usage, nothing else */

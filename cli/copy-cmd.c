@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "backends/image-open.h"
+#include "backends/qcow2.h"
 #include "commands.h"
 #include "copier/engine.h"
 #include "copy-args.h"
@@ -214,82 +215,79 @@ static void on_done(void *opaque, const struct copy_progress *final)
 
 /* ---- keep-backing ---------------------------------------------------- */
 
-static uint64_t be64(const uint8_t *p)
+/* True if `a` and `b` (resolved backing names) reach the same image:
+ * local paths the same file (stat), URLs the same string. */
+static bool same_backing(const char *a, const char *b)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
+    if (strstr(a, "://") || strstr(b, "://"))
+        return strcmp(a, b) == 0;
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev &&
+           x.st_ino == y.st_ino;
 }
 
-/* The backing file named in the qcow2 header of `url` (read through the
- * protocol layer), resolved against `url` to a URL or absolute path.
- * Returns 0 with a malloc'd name (NULL if the source has no backing
- * file), or -errno with `err` set.
- *
- * The target records this name; the copy itself still carries every byte
- * of the source (the backing is read through), so the target is complete
- * either way. */
-static int source_backing_name(struct loop *loop, const char *url,
-                               char **name, struct errmsg *err)
+/* The backing name the target records for --keep-backing.  `src` is the
+ * source opened with no_backing.  Rule: the source's stored name when it
+ * is relative and resolves, from `target`, to the same file as from
+ * `source` (e.g. the target sits in the source's directory); otherwise
+ * the name resolved against `source`: a URL, or an absolute local path.
+ * Returns 0 with a malloc'd name and *format (the source's backing format
+ * or NULL), or -errno with `err` set (not qcow2, no backing file). */
+static int keep_backing_name(const char *source, const char *target,
+                             struct image *src, char **name,
+                             const char **format, struct errmsg *err)
 {
     *name = NULL;
-    struct image_open_opts o = { 0 };
-    struct image *proto;
-    int r = image_open_protocol(loop, url, &o, &proto, err);
-    if (r < 0)
-        return r;
-    uint8_t hdr[512];
-    size_t len = proto->size < sizeof hdr ? (size_t)proto->size : sizeof hdr;
-    r = len >= 20 ? image_read_sync(proto, hdr, 0, len) : -EINVAL;
-    if (r < 0 || memcmp(hdr, "QFI\xfb", 4) != 0) {
-        errmsg_set(err, "%s: --keep-backing needs a qcow2 source", url);
-        image_close(proto);
+    *format = NULL;
+    const char *stored = qcow2_backing_name(src);
+    if (!stored) {
+        errmsg_set(err, "--keep-backing: %s %s", source,
+                   strcmp(src->ops->name, "qcow2") == 0
+                       ? "has no backing file (nothing to keep)"
+                       : "is not a qcow2 image");
         return -EINVAL;
     }
-    uint64_t off = be64(hdr + 8);
-    uint32_t n = (uint32_t)(be64(hdr + 16) >> 32);
-    if (off == 0 || n == 0) {
-        image_close(proto);
-        return 0;
-    }
-    if (n > 1023 || off > proto->size || n > proto->size - off) {
-        errmsg_set(err, "%s: backing file name (offset %" PRIu64 ", %u "
-                   "bytes) is out of bounds", url, off, n);
-        image_close(proto);
-        return -EINVAL;
-    }
-    char *s = calloc(1, n + 1);
-    r = s ? image_read_sync(proto, s, off, n) : -ENOMEM;
-    if (r < 0) {
-        errmsg_set(err, "%s: reading the backing file name: %s", url,
-                   strerror(-r));
-        free(s);
-        s = NULL;
-    }
-    image_close(proto);
-    if (r < 0)
-        return r;
-    /* The name is relative to the source; the target may live elsewhere,
-     * so record an unambiguous name: the URL or absolute path. */
-    char *resolved = image_resolve_relative(url, s);
-    free(s);
-    if (resolved && resolved[0] != '/' && !strstr(resolved, "://")) {
-        char *abs = realpath(resolved, NULL);
-        if (!abs) {
-            errmsg_set(err, "%s: backing file %s: %s", url, resolved,
-                       strerror(errno));
-            free(resolved);
-            return -ENOENT;
-        }
-        free(resolved);
-        resolved = abs;
-    }
-    if (!resolved) {
+    const char *fmt = qcow2_backing_format(src);
+    *format = fmt && fmt[0] ? fmt : NULL;
+    char *from_src = image_resolve_relative(source, stored);
+    char *from_dst = image_resolve_relative(target, stored);
+    if (!from_src || !from_dst) {
+        free(from_src);
+        free(from_dst);
         errmsg_set(err, "out of memory");
         return -ENOMEM;
     }
-    *name = resolved;
+    if (same_backing(from_src, target)) {
+        errmsg_set(err, "--keep-backing: target %s is the source's backing "
+                   "file", target);
+        free(from_src);
+        free(from_dst);
+        return -EINVAL;
+    }
+    bool relative = stored[0] != '/' && !strstr(stored, "://");
+    if (relative && same_backing(from_src, from_dst)) {
+        free(from_src);
+        free(from_dst);
+        *name = strdup(stored);
+    } else {
+        free(from_dst);
+        if (!strstr(from_src, "://") && from_src[0] != '/') {
+            char *abs = realpath(from_src, NULL);
+            if (!abs) {
+                errmsg_set(err, "--keep-backing: backing file %s of %s: %s",
+                           from_src, source, strerror(errno));
+                free(from_src);
+                return -ENOENT;
+            }
+            free(from_src);
+            from_src = abs;
+        }
+        *name = from_src;
+    }
+    if (!*name) {
+        errmsg_set(err, "out of memory");
+        return -ENOMEM;
+    }
     return 0;
 }
 
@@ -370,7 +368,9 @@ int cmd_copy(int argc, char **argv)
     char *backing = NULL;
 
     /* Source first: read-only, nothing can be harmed. */
-    struct image_open_opts so = { .format = a.source_format };
+    /* --keep-backing: only the source's top layer is opened and copied. */
+    struct image_open_opts so = { .format = a.source_format,
+                                  .no_backing = a.keep_backing };
     if (image_open(loop, a.source, &so, &src, &err) < 0) {
         fail(err.text);
         goto out;
@@ -398,8 +398,10 @@ int cmd_copy(int argc, char **argv)
         fail(err.text);
         goto out;
     }
+    const char *backing_format = NULL;
     if (a.keep_backing &&
-        source_backing_name(loop, a.source, &backing, &err) < 0) {
+        keep_backing_name(a.source, a.target, src, &backing,
+                          &backing_format, &err) < 0) {
         fail(err.text);
         goto out;
     }
@@ -413,6 +415,7 @@ int cmd_copy(int argc, char **argv)
         .cluster_size = a.cluster_size,
         .compress = a.compress,
         .backing = backing,
+        .backing_format = backing_format,
     };
     if (image_open(loop, a.target, &to, &dst, &err) < 0) {
         fail(err.text);

@@ -35,6 +35,8 @@ enum request_state {
 enum request_kind {
     REQ_DATA,           /* read, zero-detect, write */
     REQ_ZERO,           /* source reads as zeroes: write zeroes or skip */
+    REQ_SKIP,           /* left to the target's backing (skip_backing):
+                           nothing is read or written */
 };
 
 struct copy_request;

@@ -113,6 +113,20 @@ static int validate(struct image *src, struct image *dst,
         return invalid(err, -EINVAL, "sparse %llu must be 0 or a multiple of "
                        "512 and of the target block size %llu",
                        (unsigned long long)o->sparse, (unsigned long long)db);
+    if (o->skip_backing && o->verify)
+        return invalid(err, -EINVAL, "verify cannot be combined with "
+                       "keeping the backing chain (the source layer reads "
+                       "zeroes where the target reads its backing; compare "
+                       "the chains with qemu-img compare)");
+    if (o->skip_backing && o->target_is_zero)
+        return invalid(err, -EINVAL, "target-is-zero cannot be combined "
+                       "with keeping the backing chain (the target reads "
+                       "its backing, and zero clusters must be written)");
+    if (o->skip_backing && (sb > 1 || db > 1))
+        return invalid(err, -EINVAL, "keeping the backing chain needs "
+                       "byte-addressable images (source block size %llu, "
+                       "target %llu)", (unsigned long long)sb,
+                       (unsigned long long)db);
     if (o->start_offset > src->size)
         return invalid(err, -EINVAL, "start offset %llu is past the source "
                        "end (%llu bytes)",

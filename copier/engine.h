@@ -59,6 +59,15 @@ struct copy_options {
     enum copy_order order;
     uint64_t sparse;            /* 0: write every byte; else min zero run */
     bool target_is_zero;        /* target reads as zeroes: skip zero runs */
+    /* Keep-backing copies: source ranges reported EXTENT_BACKING (a qcow2
+     * layer opened with no_backing) are neither read nor written, so the
+     * target's own backing file supplies them; EXTENT_ZERO ranges are
+     * still written as zeroes (they shadow backing data).  The target must
+     * read its backing where it is not written (a qcow2 target created
+     * with the source's backing name).  Refused together with verify or
+     * target_is_zero, and for images with block_size > 1.  Without it,
+     * EXTENT_BACKING ranges are copied as zeroes like EXTENT_HOLE. */
+    bool skip_backing;
     bool verify;                /* compare both sides after the copy */
     uint64_t start_offset;      /* resume point (a previous watermark) */
 };
@@ -99,7 +108,8 @@ const char *copy_order_name(enum copy_order o);
  * images on the same loop, dst not read-only, dst->size >= src->size
  * ("target too small: N bytes, source needs M"), options in range and
  * request_size a multiple of both block sizes, start_offset <= src->size
- * and block aligned.  Allocates the request pool.  Returns NULL with `err`
+ * and block aligned, skip_backing only without verify and target_is_zero
+ * and on byte-addressable images.  Allocates the request pool.  Returns NULL with `err`
  * filled on failure.  The job does not own the images. */
 struct copy_job *copy_job_new(struct image *src, struct image *dst,
                               const struct copy_options *opts,

@@ -137,6 +137,7 @@ static const char *p_backing(const char *v, struct job_spec *s)
         s->keep_backing = true;
     else
         return "flatten or keep";
+    s->copy.skip_backing = s->keep_backing;
     return NULL;
 }
 

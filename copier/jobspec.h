@@ -37,7 +37,11 @@ struct job_spec {
     struct copy_options copy;
     bool compress;
     unsigned cluster_size;              /* 0: default */
-    bool keep_backing;
+    bool keep_backing;                  /* backing = keep: the runner opens
+                                         * the source with no_backing, the
+                                         * qcow2 target with its backing
+                                         * name; copy.skip_backing is set
+                                         * to match */
     bool resume;
     bool overwrite;
 };

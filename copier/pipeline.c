@@ -11,7 +11,8 @@
  * Zero ranges of the source become one write_zeroes (MAY_UNMAP) per
  * request, or nothing when the target reads as zeroes; with sparse = 0
  * they are written as data from a zeroed buffer instead (every byte is
- * written, nothing is read).
+ * written, nothing is read).  Skipped ranges (REQ_SKIP, skip_backing)
+ * issue no operation at all; they only move the watermark.
  * A request's slot (buffer) is released as soon as its writes complete;
  * its ticket is retired in sequence order, which moves the watermark.
  */
@@ -134,6 +135,10 @@ static bool issue_next_piece(struct copy_request *r)
     bool skip = job->skip_zeroes;
 
     while (r->cursor < r->length) {
+        if (r->kind == REQ_SKIP) {
+            r->cursor = r->length;
+            continue;
+        }
         if (r->kind == REQ_ZERO) {
             r->cursor = r->length;
             if (skip)
@@ -286,7 +291,7 @@ void pipeline_fill(struct copy_job *job)
             (struct copy_ticket){ offset + length, r, false };
         if (kind == REQ_DATA) {
             start_read(r);
-        } else if (job->opts.sparse == 0) {
+        } else if (kind == REQ_ZERO && job->opts.sparse == 0) {
             /* Write every byte: zeroes go out as data, nothing to read. */
             if (!r->buf_zero)
                 memset(r->buf, 0, job->stride);

@@ -6,7 +6,10 @@
  *     the block alignment) or after request_size bytes;
  *   - ZERO/HOLE ranges end at the end of the zero run (rounded down to the
  *     alignment) or after zero_cap bytes; a zero run shorter than the
- *     alignment is planned as data.
+ *     alignment is planned as data;
+ *   - with skip_backing, BACKING ranges are planned as REQ_SKIP like zero
+ *     ranges (the alignment is 1: engine.c refuses larger block sizes);
+ *     without it they count as zero ranges.
  * A query asks for [next, min(size, watermark + window)), so the planner
  * never looks more than `window` bytes past the watermark, and an answer
  * is at most PLANNER_CACHE_EXTENTS extents: memory does not depend on the
@@ -58,9 +61,14 @@ void planner_init(struct copy_job *job)
     p->querying = false;
 }
 
-static enum request_kind kind_of(enum extent_type t)
+static enum request_kind kind_of(const struct copy_job *job,
+                                 enum extent_type t)
 {
-    return t == EXTENT_DATA ? REQ_DATA : REQ_ZERO;
+    if (t == EXTENT_DATA)
+        return REQ_DATA;
+    if (t == EXTENT_BACKING && job->opts.skip_backing)
+        return REQ_SKIP;
+    return REQ_ZERO;
 }
 
 static void block_status_done(void *opaque, int err, const struct extent *ext,
@@ -140,10 +148,10 @@ enum plan_result planner_next(struct copy_job *job, uint64_t *offset,
         return query(job);
 
     /* The run of same-kind extents starting at next. */
-    enum request_kind k = kind_of(p->cache[p->first].type);
+    enum request_kind k = kind_of(job, p->cache[p->first].type);
     uint64_t run_end = p->cache[p->first].offset + p->cache[p->first].length;
     size_t i = p->first + 1;
-    while (i < p->count && kind_of(p->cache[i].type) == k) {
+    while (i < p->count && kind_of(job, p->cache[i].type) == k) {
         run_end = p->cache[i].offset + p->cache[i].length;
         i++;
     }

@@ -1,5 +1,6 @@
-/* qcow2-open.c — qcow2_probe, qcow2_open (header, L1, backing chain),
- * the image vtable and close. */
+/* qcow2-open.c — qcow2_probe, qcow2_open (header, L1, backing chain
+ * unless no_backing), the image vtable, close, and the backing name
+ * accessors. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -121,6 +122,22 @@ static const struct image_ops qcow2_ops = {
     .block_status = qcow2_block_status,
     .close = close_image,
 };
+
+const char *qcow2_backing_name(const struct image *img)
+{
+    if (!img || img->ops != &qcow2_ops)
+        return NULL;
+    const struct qcow2_state *s = img->priv;
+    return s->h.backing_name[0] ? s->h.backing_name : NULL;
+}
+
+const char *qcow2_backing_format(const struct image *img)
+{
+    if (!qcow2_backing_name(img))
+        return NULL;
+    const struct qcow2_state *s = img->priv;
+    return s->h.backing_format;
+}
 
 /* Remove "." and ".." segments from the path of an nfs:// URL in place
  * ("nfs://h/e/dir/sub/../b" → "nfs://h/e/dir/b"): the NFS backend mounts
@@ -328,7 +345,7 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
     r = load_l1(s, err);
     if (r < 0)
         goto fail;
-    if (s->h.backing_name[0]) {
+    if (s->h.backing_name[0] && !opts->no_backing) {
         if (chain_depth == 0)
             chain_names[0] = proto->name;
         r = qcow2_open_backing(s, err);

@@ -3,8 +3,9 @@
  * Types: data and compressed clusters → EXTENT_DATA; zero clusters and
  * zero subclusters → EXTENT_ZERO; unallocated → whatever the backing
  * reports for that range (EXTENT_HOLE where the backing is unallocated
- * too, or past its end), EXTENT_HOLE without a backing.  So a copy never
- * reads a cluster that reads as zeroes.
+ * too, or past its end), EXTENT_HOLE without a backing, EXTENT_BACKING
+ * when the header names a backing file that was not opened (no_backing).
+ * So a copy never reads a cluster that reads as zeroes.
  *
  * One answer covers the L2 tables that are already cached (at most
  * MAX_EXTENTS extents); an unallocated run is answered on its own with the
@@ -176,8 +177,12 @@ static void walk(struct bs *b)
                 stop = true;
                 break;
             } else {
-                add(b, pos, len, m.kind == QK_ZERO ? EXTENT_ZERO :
-                    m.kind == QK_UNALLOC ? EXTENT_HOLE : EXTENT_DATA);
+                enum extent_type t = EXTENT_DATA;
+                if (m.kind == QK_ZERO)
+                    t = EXTENT_ZERO;
+                else if (m.kind == QK_UNALLOC)
+                    t = s->h.backing_name[0] ? EXTENT_BACKING : EXTENT_HOLE;
+                add(b, pos, len, t);
             }
             pos += len;
         }

@@ -77,7 +77,7 @@ static void test_every_option(void **state)
                            "--target-is-zero", "--verify", "--create",
                            "--overwrite", "--source-format", "qcow2",
                            "--target-format=qcow2", "--cluster-size", "1M",
-                           "--compress", "--keep-backing", "-p",
+                           "--compress", "-p",
                            "in.qcow2", "out.qcow2", NULL), 0);
     assert_int_equal(a.copy.requests, 64);
     assert_int_equal(a.copy.request_size, 4u << 20);
@@ -91,8 +91,14 @@ static void test_every_option(void **state)
     assert_int_equal(a.target_format, IMAGE_FORMAT_QCOW2);
     assert_int_equal(a.cluster_size, 1u << 20);
     assert_true(a.compress);
-    assert_true(a.keep_backing);
+    assert_false(a.keep_backing);
+    assert_false(a.copy.skip_backing);
     assert_true(a.progress);
+    assert_int_equal(parse(&a, &err, "--target-format", "qcow2",
+                           "--keep-backing", "in.qcow2", "out.qcow2", NULL),
+                     0);
+    assert_true(a.keep_backing);
+    assert_true(a.copy.skip_backing);
     assert_false(a.quiet);
 
     assert_int_equal(parse(&a, &err, "-q", "--order=any", "--resume-from",
@@ -208,6 +214,12 @@ static void test_bad_usage(void **state)
                 "--cluster-size", "64K", "a", "b");
     PARSE_FAILS("--keep-backing needs --target-format qcow2",
                 "--keep-backing", "a", "b");
+    PARSE_FAILS("--keep-backing cannot be combined with --verify",
+                "--target-format=qcow2", "--keep-backing", "--verify",
+                "a", "b");
+    PARSE_FAILS("--keep-backing cannot be combined with --target-is-zero",
+                "--target-format=qcow2", "--keep-backing",
+                "--target-is-zero", "a", "b");
     PARSE_FAILS("--sparse (1048576) must not exceed --request-size (65536)",
                 "--request-size", "64K", "--sparse", "1M", "a", "b");
     PARSE_FAILS("--resume-from cannot be combined with --create",
