@@ -918,6 +918,158 @@ static void test_target_is_zero_skips_holes(void **state)
     }
 }
 
+/* ---- keep-backing: skip_backing -------------------------------------------- */
+
+/* A byte-granular source layer with DATA (random bytes, some zero runs),
+ * ZERO, HOLE and BACKING extents at odd boundaries; the target is
+ * pre-filled with 0xBB, standing for what its backing file shows.  With
+ * skip_backing, BACKING ranges must be neither read nor written (target
+ * keeps 0xBB), ZERO/HOLE ranges become zeroes, DATA is copied; without
+ * it, BACKING ranges are zeroed like holes. */
+static void skip_backing_case(enum copy_order order, uint64_t sparse,
+                              bool skip, unsigned seed)
+{
+    const uint64_t size = 8 * MiB + 777;
+    struct fake_config sc = { .size = size, .block_size = 1,
+                              .max_extents_per_reply = 5,
+                              .max_delay_rounds = 5, .seed = seed };
+    struct fake_config dc = { .size = size, .block_size = 1,
+                              .max_delay_rounds = 5, .seed = seed + 1 };
+    struct pair p;
+    pair_open(&p, &sc, &dc);
+    fill_pattern(p.dst, 0, size, 0xBB);
+    rng_state = 0x51ab5eedull ^ seed;
+    struct extent map[256];
+    size_t n = 0;
+    uint64_t data_bytes = 0;
+    unsigned char *buf = malloc(300 * KiB);
+    for (uint64_t at = 0; at < size && n < 256;) {
+        uint64_t len = 1 + rng() % (300 * KiB);
+        if (len > size - at || n == 255)
+            len = size - at;
+        /* Cycle through the kinds so every one occurs, BACKING most. */
+        static const enum extent_type kinds[] = {
+            EXTENT_DATA, EXTENT_BACKING, EXTENT_ZERO, EXTENT_BACKING,
+            EXTENT_HOLE, EXTENT_DATA, EXTENT_BACKING };
+        enum extent_type t = kinds[n % 7];
+        /* The source layer's bytes under BACKING/ZERO/HOLE read as zero
+         * (a qcow2 layer opened with no_backing). */
+        if (t == EXTENT_DATA) {
+            for (uint64_t i = 0; i < len; i++)
+                buf[i] = (unsigned char)(1 + rng() % 255);
+            if (len > 8 * KiB)
+                memset(buf + len / 3, 0, 8 * KiB);  /* a zero run */
+            fake_image_poke(p.src, at, buf, len);
+            data_bytes += len;
+        }
+        map[n++] = (struct extent){ at, len, t };
+        at += len;
+    }
+    free(buf);
+    assert_int_equal(fake_image_set_map(p.src, map, n), 0);
+
+    struct copy_options o;
+    copy_options_init(&o);
+    o.order = order;
+    o.sparse = sparse;
+    o.request_size = 256 * KiB;
+    o.requests = 8;
+    o.skip_backing = skip;
+    struct run r = { 0 };
+    run_job(p.src, p.dst, &o, &r);
+    if (r.final.state != COPY_DONE)
+        fail_msg("order %s sparse %llu: %s", copy_order_name(order),
+                 (unsigned long long)sparse, r.final.error);
+    assert_int_equal(r.final.done, size);
+    assert_int_equal(r.final.watermark, size);
+
+    unsigned char *want = malloc(300 * KiB), *got = malloc(300 * KiB);
+    uint64_t backing_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct extent *e = &map[i];
+        fake_image_peek(p.dst, e->offset, got, e->length);
+        if (e->type == EXTENT_DATA)
+            fake_image_peek(p.src, e->offset, want, e->length);
+        else if (e->type == EXTENT_BACKING && skip)
+            memset(want, 0xBB, e->length);
+        else
+            memset(want, 0, e->length);
+        if (memcmp(want, got, e->length) != 0)
+            fail_msg("extent %zu (type %d, offset %llu): wrong target bytes",
+                     i, (int)e->type, (unsigned long long)e->offset);
+        if (e->type == EXTENT_BACKING)
+            backing_bytes += e->length;
+    }
+    free(want);
+    free(got);
+    assert_true(backing_bytes > 0);
+    /* Only DATA is read: BACKING, ZERO and HOLE ranges never are. */
+    assert_int_equal(p.src->stats.bytes_read, data_bytes);
+    /* No target operation touches a BACKING range when skipping; then
+     * every other byte is written or zeroed exactly once. */
+    if (skip) {
+        const struct fake_stats *st = &p.dst->stats;
+        for (size_t k = 0; k < st->log_len; k++) {
+            uint64_t a = st->log[k].offset, b = a + st->log[k].length;
+            for (size_t i = 0; i < n; i++)
+                if (map[i].type == EXTENT_BACKING && a < map[i].offset +
+                    map[i].length && map[i].offset < b)
+                    fail_msg("target op [%llu, %llu) touches BACKING "
+                             "extent %zu", (unsigned long long)a,
+                             (unsigned long long)b, i);
+        }
+        assert_int_equal(st->bytes_written + st->bytes_zeroed,
+                         size - backing_bytes);
+        if (sparse)
+            assert_true(st->zero_ops > 0);  /* ZERO ranges are written */
+    }
+    pair_close(&p);
+}
+
+static void test_skip_backing_skips_inherited_writes_zero_ranges(void **state)
+{
+    (void)state;
+    enum copy_order orders[] = { COPY_ORDER_STRICT, COPY_ORDER_PIPELINED,
+                                 COPY_ORDER_ANY };
+    for (unsigned i = 0; i < 3; i++) {
+        skip_backing_case(orders[i], 4096, true, 300 + i);
+        skip_backing_case(orders[i], 0, true, 310 + i);    /* every byte */
+    }
+    /* Without the option an inherited range is copied as zeroes. */
+    skip_backing_case(COPY_ORDER_PIPELINED, 4096, false, 320);
+}
+
+static void test_skip_backing_refusals(void **state)
+{
+    (void)state;
+    struct fake_config bc = { .size = 4 * MiB, .block_size = 1 };
+    struct fake_config sc = { .size = 4 * MiB, .block_size = 512 };
+    struct pair p;
+    pair_open(&p, &bc, &bc);
+    struct fake_image *sectors = fake_image_new(p.loop, "sectors", &sc);
+    struct copy_options o;
+    struct errmsg err;
+    copy_options_init(&o);
+    o.skip_backing = true;
+    o.verify = true;
+    assert_null(copy_job_new(p.src->img, p.dst->img, &o, &err));
+    assert_non_null(strstr(err.text, "verify"));
+    o.verify = false;
+    o.target_is_zero = true;
+    assert_null(copy_job_new(p.src->img, p.dst->img, &o, &err));
+    assert_non_null(strstr(err.text, "target-is-zero"));
+    o.target_is_zero = false;
+    assert_null(copy_job_new(p.src->img, sectors->img, &o, &err));
+    assert_non_null(strstr(err.text, "byte-addressable"));
+    assert_null(copy_job_new(sectors->img, p.dst->img, &o, &err));
+    assert_non_null(strstr(err.text, "byte-addressable"));
+    struct copy_job *job = copy_job_new(p.src->img, p.dst->img, &o, &err);
+    assert_non_null(job);
+    copy_job_free(job);
+    fake_image_close(sectors);
+    pair_close(&p);
+}
+
 /* ---- verify ------------------------------------------------------------------ */
 
 static void test_verify_passes_and_catches_corruption(void **state)
@@ -1140,6 +1292,8 @@ int main(void)
         cmocka_unit_test(test_zero_requests_capped_and_unmap),
         cmocka_unit_test(test_sparse_zero_writes_every_byte),
         cmocka_unit_test(test_target_is_zero_skips_holes),
+        cmocka_unit_test(test_skip_backing_skips_inherited_writes_zero_ranges),
+        cmocka_unit_test(test_skip_backing_refusals),
         cmocka_unit_test(test_verify_passes_and_catches_corruption),
         cmocka_unit_test(test_copy_run_success_and_failure),
         cmocka_unit_test(test_progress_from_another_thread),
