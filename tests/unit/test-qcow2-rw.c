@@ -254,6 +254,128 @@ static void test_chain_loop_and_depth(void **state)
     assert_int_equal(open_file("d59.qcow2", &err), 0);
 }
 
+/* ---- no_backing: only the top layer ---- */
+
+static struct image *open_path(struct loop *loop, const char *name,
+                               bool no_backing, struct errmsg *err)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    struct image_open_opts o = { .no_backing = no_backing };
+    struct image *q = NULL;
+    if (image_open(loop, path, &o, &q, err) < 0)
+        return NULL;
+    return q;
+}
+
+static void test_no_backing_top_layer(void **state)
+{
+    (void)state;
+    struct errmsg err;
+    /* The backing: 1 MiB of 0x77 (raw). */
+    static uint8_t base[1u << 20];
+    memset(base, 0x77, sizeof base);
+    write_file("kb-base.raw", base, sizeof base);
+    /* The top: cluster 0 data 0xab, 1 zero flag (shadows the backing),
+     * 2 and on unallocated (inherited). */
+    tb_make(img, sizeof img);
+    static const char fmt[] = "raw";
+    tb_ext(img, 112, 0xe2792acau, fmt, 3);
+    tb_backing(img, "kb-base.raw");
+    memset(img + TB_DATA, 0xab, TB_CS);
+    tb_l2(img, 0, TB_DATA | (1ull << 63));
+    tb_l2(img, 1, 1);
+    write_file("kb-top.qcow2", img, sizeof img);
+
+    struct loop *loop = loop_new();
+    uint8_t buf[3 * TB_CS];
+    struct bs_result r;
+
+    /* Through the chain: the inherited clusters read the backing. */
+    struct image *q = open_path(loop, "kb-top.qcow2", false, &err);
+    if (!q)
+        fail_msg("open: %s", err.text);
+    assert_int_equal(image_read_sync(q, buf, 0, sizeof buf), 0);
+    for (unsigned i = 0; i < TB_CS; i++) {
+        assert_int_equal(buf[i], 0xab);
+        assert_int_equal(buf[TB_CS + i], 0);
+        assert_int_equal(buf[2 * TB_CS + i], 0x77);
+    }
+    block_status_sync(q, 0, q->size, &r);
+    assert_int_equal(r.err, 0);
+    for (size_t i = 0; i < r.n; i++)
+        assert_int_not_equal(r.ext[i].type, EXTENT_BACKING);
+    assert_string_equal(qcow2_backing_name(q), "kb-base.raw");
+    assert_string_equal(qcow2_backing_format(q), "raw");
+    assert_int_equal(image_close(q), 0);
+
+    /* Only the top layer: inherited clusters are EXTENT_BACKING and read
+     * as zeroes; the zero cluster stays EXTENT_ZERO. */
+    q = open_path(loop, "kb-top.qcow2", true, &err);
+    if (!q)
+        fail_msg("open no_backing: %s", err.text);
+    assert_string_equal(qcow2_backing_name(q), "kb-base.raw");
+    assert_string_equal(qcow2_backing_format(q), "raw");
+    memset(buf, 0x11, sizeof buf);
+    assert_int_equal(image_read_sync(q, buf, 0, sizeof buf), 0);
+    for (unsigned i = 0; i < TB_CS; i++) {
+        assert_int_equal(buf[i], 0xab);
+        assert_int_equal(buf[TB_CS + i], 0);
+        assert_int_equal(buf[2 * TB_CS + i], 0);
+    }
+    /* an unaligned read ending inside the inherited range */
+    assert_int_equal(image_read_sync(q, buf, TB_CS - 3, 2 * TB_CS), 0);
+    assert_int_equal(buf[0], 0xab);
+    for (unsigned i = 3; i < 2 * TB_CS; i++)
+        assert_int_equal(buf[i], 0);
+    block_status_sync(q, 0, q->size, &r);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.ext[0].type, EXTENT_DATA);
+    assert_int_equal(r.ext[0].length, TB_CS);
+    assert_int_equal(r.ext[1].type, EXTENT_ZERO);
+    assert_int_equal(r.ext[1].offset, TB_CS);
+    assert_int_equal(r.ext[1].length, TB_CS);
+    assert_int_equal(r.ext[2].type, EXTENT_BACKING);
+    assert_int_equal(r.ext[2].offset, 2 * TB_CS);
+    assert_int_equal(r.ext[2].offset + r.ext[2].length, q->size);
+    block_status_sync(q, 5 * TB_CS + 9, 100, &r);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.ext[0].offset, 5 * TB_CS + 9);
+    assert_int_equal(r.ext[0].length, 100);
+    assert_int_equal(r.ext[0].type, EXTENT_BACKING);
+    assert_int_equal(image_close(q), 0);
+
+    /* The backing is not even opened: a missing one does not matter. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/kb-base.raw", tmpdir);
+    assert_int_equal(unlink(path), 0);
+    assert_null(open_path(loop, "kb-top.qcow2", false, &err));
+    q = open_path(loop, "kb-top.qcow2", true, &err);
+    if (!q)
+        fail_msg("open no_backing without the backing: %s", err.text);
+    assert_int_equal(image_close(q), 0);
+
+    /* No backing name: NULL; unallocated clusters stay holes even with
+     * no_backing.  A raw image is not qcow2: NULL. */
+    tb_make(img, sizeof img);
+    write_file("kb-alone.qcow2", img, sizeof img);
+    q = open_path(loop, "kb-alone.qcow2", true, &err);
+    assert_non_null(q);
+    assert_null(qcow2_backing_name(q));
+    assert_null(qcow2_backing_format(q));
+    block_status_sync(q, 0, q->size, &r);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.ext[0].type, EXTENT_HOLE);
+    assert_int_equal(image_close(q), 0);
+    write_file("kb-plain.raw", base, 4096);
+    q = open_path(loop, "kb-plain.raw", true, &err);
+    assert_non_null(q);
+    assert_null(qcow2_backing_name(q));
+    assert_int_equal(image_close(q), 0);
+    loop_free(loop);
+}
+
 /* ---- write path ---- */
 
 static void fill_pattern(uint8_t *b, size_t len, uint64_t seed)
@@ -640,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_read_kinds),
         cmocka_unit_test(test_bad_entries),
         cmocka_unit_test(test_chain_loop_and_depth),
+        cmocka_unit_test(test_no_backing_top_layer),
         cmocka_unit_test(test_write_roundtrip),
         cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_create_refusals),
