@@ -305,9 +305,11 @@ void job_start(struct job *j, fuse_req_t req);
 void job_cancel(struct job *j, fuse_req_t req);
 /* Status text of a job (malloc'd), generated now (jobs_lock held). */
 char *job_status_text_locked(struct job *j);
-/* Cancel every running job and run the loop until all stopped (loop
- * thread, at shutdown). */
-void jobs_shutdown(void);
+/* Ask every running job to stop (loop thread, at shutdown); they are
+ * gone when the_fs->active_jobs is 0. */
+void jobs_cancel_all(void);
+/* Print where each stopped job left its target (at shutdown). */
+void jobs_report_stopped(void);
 /* True if writers must be refused on `n` (a running job's target). */
 bool node_busy_for_write(struct node *n);
 

@@ -270,6 +270,14 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
         return;
     }
     uint64_t isize = img->size;
+    if (n->kind == NODE_NFSFILE && (uint64_t)off + size > isize &&
+        !n->inflight && !n->parked_head) {
+        /* The file may have grown through another client (or a job's own
+         * connection): ask the server before answering a short read. */
+        struct stat st;
+        if (node_attr(n, &st) == 0 && (uint64_t)st.st_size > isize)
+            img->size = isize = (uint64_t)st.st_size;
+    }
     if ((uint64_t)off >= isize || size == 0) {
         fuse_reply_buf(req, NULL, 0);
         return;

@@ -395,7 +395,7 @@ void job_cancel(struct job *j, fuse_req_t req)
         fuse_reply_err(req, 0);
 }
 
-void jobs_shutdown(void)
+void jobs_cancel_all(void)
 {
     pthread_mutex_lock(&the_fs->jobs_lock);
     size_t n = the_fs->njobs;
@@ -407,9 +407,10 @@ void jobs_shutdown(void)
         if (v[i])
             copy_job_cancel(v[i]);
     free(v);
-    while (the_fs->active_jobs > 0)
-        if (loop_run_once(the_fs->loop, 1000) < 0)
-            break;
+}
+
+void jobs_report_stopped(void)
+{
     /* The status files go away with the mount: say where each stopped
      * job left its target (stderr with -f; syslog from job_done). */
     pthread_mutex_lock(&the_fs->jobs_lock);

@@ -186,11 +186,25 @@ static void *loop_main(void *opaque)
 
 static bool shutdown_done;
 
-/* Loop thread, after the FUSE session ended. */
-static void shutdown_on_loop(void *opaque)
+/* True when no node has image I/O pending. */
+static bool io_idle(void)
 {
-    (void)opaque;
-    jobs_shutdown();
+    pthread_mutex_lock(&the_fs->tree_lock);
+    size_t n = the_fs->nnodes;
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    for (size_t i = 0; i < n; i++) {
+        struct node *x = node_get(i + 1);
+        if (x && (x->inflight || x->parked_head || x->reads_inflight ||
+                  x->opening))
+            return false;
+    }
+    return true;
+}
+
+/* Loop thread: close what is still open and stop the loop. */
+static void shutdown_finish(void)
+{
+    jobs_report_stopped();
     pthread_mutex_lock(&the_fs->tree_lock);
     size_t n = the_fs->nnodes;
     pthread_mutex_unlock(&the_fs->tree_lock);
@@ -198,13 +212,7 @@ static void shutdown_on_loop(void *opaque)
         struct node *x = node_get(i + 1);
         if (!x || !x->img)
             continue;
-        /* Let accepted writes finish, then flush and close. */
-        while (x->inflight || x->parked_head || x->reads_inflight)
-            if (loop_run_once(the_fs->loop, 1000) < 0)
-                break;
-        if (!x->img)
-            continue;
-        int r = image_flush_sync(x->img);
+        int r = x->img->read_only ? 0 : image_flush_sync(x->img);
         if (r < 0 || x->werr)
             syslog(LOG_ERR, "imgfs: %s: write error at shutdown: %s",
                    x->name, strerror(r < 0 ? -r : -x->werr));
@@ -214,6 +222,27 @@ static void shutdown_on_loop(void *opaque)
     }
     shutdown_done = true;
     loop_stop(the_fs->loop);
+}
+
+/* Loop thread, after the FUSE session ended: wait (without spinning the
+ * loop inside a callback, which would hold back the calls queued behind
+ * this one) until jobs stopped and accepted writes finished. */
+static void shutdown_poll(void *opaque)
+{
+    (void)opaque;
+    if (the_fs->active_jobs == 0 && io_idle()) {
+        shutdown_finish();
+        return;
+    }
+    if (loop_add_timer(the_fs->loop, 20, shutdown_poll, NULL) < 0)
+        shutdown_finish();
+}
+
+static void shutdown_on_loop(void *opaque)
+{
+    (void)opaque;
+    jobs_cancel_all();
+    shutdown_poll(NULL);
 }
 
 static void fs_free(void)
