@@ -58,6 +58,7 @@ static void test_full_example(void **state)
     assert_true(s.compress);
     assert_int_equal(s.cluster_size, 128 * 1024);
     assert_true(s.keep_backing);
+    assert_true(s.copy.skip_backing);   /* backing = keep: top layer only */
     assert_true(s.copy.verify);
     assert_true(s.resume);
     assert_true(s.overwrite);
@@ -80,8 +81,11 @@ static void test_defaults(void **state)
     assert_int_equal(s.copy.request_size, COPY_DEFAULT_REQUEST_SIZE);
     assert_int_equal(s.copy.sparse, COPY_DEFAULT_SPARSE);
     assert_false(s.compress || s.keep_backing || s.resume || s.overwrite ||
-                 s.copy.verify || s.copy.target_is_zero);
+                 s.copy.verify || s.copy.target_is_zero ||
+                 s.copy.skip_backing);
     assert_int_equal(s.cluster_size, 0);
+    assert_int_equal(parse("source=a\ntarget=b\nbacking=flatten", &s, &e), 0);
+    assert_false(s.keep_backing || s.copy.skip_backing);
 }
 
 static void test_whitespace_comments_crlf(void **state)
