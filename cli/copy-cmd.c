@@ -6,6 +6,11 @@
  * validate the pair (copy_job_new refuses a too-small target before any
  * write), run the job, close both images.
  *
+ * --keep-backing: the source is opened with no_backing (its top qcow2
+ * layer only), the engine skips what that layer inherits
+ * (copy_options.skip_backing), and the qcow2 target records the backing
+ * name chosen by keep_backing_name() with the source's backing format.
+ *
  * Output: on failure exactly one line on stderr, "imgfs copy: MESSAGE";
  * on success a summary line on stdout unless -q.  SIGINT/SIGTERM cancel
  * the job cleanly (a self-pipe watched by the loop) and the message names
