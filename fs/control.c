@@ -269,7 +269,16 @@ void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
     if (n->kind == NODE_STATUSFILE) {
         size_t o = (size_t)off < h->len ? (size_t)off : h->len;
         size_t l = h->len - o < size ? h->len - o : size;
-        fuse_reply_buf(req, h->text + o, l);
+        /* Reply from a copy: once the reader has its data it may close,
+         * and the release (another thread) frees h->text. */
+        char *copy = malloc(l ? l : 1);
+        if (!copy) {
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        memcpy(copy, h->text + o, l);
+        fuse_reply_buf(req, copy, l);
+        free(copy);
         return;
     }
     pthread_mutex_lock(&the_fs->jobs_lock);

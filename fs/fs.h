@@ -12,9 +12,13 @@
  *
  * Locks: tree_lock guards the node table and node names/paths; jobs_lock
  * guards the job table and job fields read by FUSE threads; each export's
- * lock guards its libnfs meta context.  Never take tree_lock while holding
- * jobs_lock's callers' export lock in the other order: the order is
- * jobs_lock -> tree_lock -> export lock.
+ * lock guards its libnfs meta context.  Lock order: jobs_lock, then
+ * tree_lock, then an export lock (never the other way round).
+ *
+ * Loop-thread callbacks must not spin the loop waiting for a completion
+ * that may already be queued behind them (loop.c runs a batch of posted or
+ * deferred calls in order); opening and closing images is fine (their
+ * completions come through new pollers or new posts).
  */
 #ifndef IMGFS_FS_H
 #define IMGFS_FS_H
@@ -322,6 +326,16 @@ struct image *slice_image_new(struct image *base, uint64_t offset,
 
 void copy_range_op(fuse_req_t req, struct node *in, off_t off_in,
                    struct node *out, off_t off_out, size_t len);
+
+/* ---- reply-pool.c ------------------------------------------------------ */
+
+/* Start/stop the threads that send read replies (reply_pool_stop after the
+ * FUSE session ended; pending replies are sent first). */
+int reply_pool_start(unsigned nthreads);
+void reply_pool_stop(void);
+/* Send `len` bytes at `data` as the reply to `req` from a pool thread, then
+ * free(buf).  Any thread. */
+void reply_buf_async(fuse_req_t req, void *buf, const char *data, size_t len);
 
 /* ---- helpers ---------------------------------------------------------- */
 

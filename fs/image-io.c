@@ -200,14 +200,16 @@ static void read_done(void *opaque, int err)
         op->err = err;
     if (--op->pending)
         return;
-    if (op->err)
-        fuse_reply_err(op->req, -op->err);
-    else
-        fuse_reply_buf(op->req, (char *)op->buf + (op->uoff - op->aoff),
-                       op->usize);
     struct node *n = op->node;
+    if (op->err) {
+        fuse_reply_err(op->req, -op->err);
+        free(op->buf);
+    } else {
+        /* The copy into the kernel happens on a pool thread. */
+        reply_buf_async(op->req, op->buf,
+                        (char *)op->buf + (op->uoff - op->aoff), op->usize);
+    }
     n->reads_inflight--;
-    free(op->buf);
     free(op);
     close_if_idle(n);
 }

@@ -362,6 +362,7 @@ int cmd_mount(int argc, char **argv)
         syslog(LOG_ERR, "imgfs: cannot start the loop thread");
         goto out_unmount;
     }
+    reply_pool_start(2);
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (cfg) {
         fuse_loop_cfg_set_max_threads(cfg, 16);
@@ -376,6 +377,7 @@ int cmd_mount(int argc, char **argv)
     if (loop_post(fs.loop, shutdown_on_loop, NULL) < 0)
         loop_stop(fs.loop);
     pthread_join(fs.loop_thread, NULL);
+    reply_pool_stop();
     if (!shutdown_done)
         status = 1;
     loop_free(fs.loop);

@@ -109,12 +109,12 @@ log "fio --verify=crc32c"
 for target in "$MNT/f" "$MNT/lun"; do
     for rw in write randwrite; do
         fio --name=verify --filename="$target" --rw=$rw --bsrange=4k-1m \
-            --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+            --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
             --ioengine=psync --output=/dev/null ||
             fail "fio $rw on $target"
     done
     fio --name=verify-aio --filename="$target" --rw=randwrite --bs=4k \
-        --size=8M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+        --size=8M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
         --ioengine=libaio --direct=1 --iodepth=16 --output=/dev/null ||
         fail "fio libaio direct on $target"
 done
