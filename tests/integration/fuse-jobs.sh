@@ -5,7 +5,8 @@
 # too small, busy target: cp fails with the errno, x.status says why, the
 # target is untouched), two jobs at once, cancel by rm (bytes below the
 # watermark equal the source), `cp A B` inside the mount through
-# copy_file_range (strace), and unmount while a job runs.
+# copy_file_range (strace), resume from a watermark, and unmount while a
+# job runs.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fuse-helpers.sh"
 need_servers
@@ -127,7 +128,16 @@ fi
 log "slow job $state at watermark $wm"
 cmp -n "$wm" "$SCRATCH/big.raw" "$MNT/slow" || fail "bytes below the watermark $wm differ"
 [[ ! -e $MNT/control/slow.job ]] || fail "slow.job still listed after rm"
-rm "$MNT/control/slow.status"
+if [[ $state == cancelled ]]; then
+    log "resume from the watermark"
+    put_job "$MNT" slow "source = big
+target = slow
+resume = yes" || fail "resume job refused: $(cat "$SCRATCH/cp.err")"
+    "$IMGFS" wait "$MNT/control/slow.job" >/dev/null || fail "resumed job failed"
+    cmp "$SCRATCH/big.raw" "$MNT/slow" || fail "resumed copy differs"
+    rm "$MNT/control/slow.job"
+fi
+[[ ! -e $MNT/control/slow.status ]] || rm "$MNT/control/slow.status"
 ls "$MNT/control" | grep -q '^slow\.' && fail "forgotten job still listed"
 
 log "cp inside the mount goes through copy_file_range"
