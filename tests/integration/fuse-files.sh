@@ -4,7 +4,8 @@
 # local file.  Checked with tools we did not write: stat/ls sizes,
 # sha256sum and cmp against the originals, dd writes read back through the
 # network (qemu-img), LUN block-device semantics (fixed size, truncate
-# refused, writes past the end fail), NFS directory operations against the
+# refused, writes past the end fail), a write error reaching the writer
+# (write-behind: at write, fsync or close), NFS directory operations against the
 # export directory, qemu-img info/compare on mounted files, fio
 # --verify=crc32c (sequential and random, 4 KiB–1 MiB) on a mounted NFS file
 # and a mounted LUN.
@@ -104,6 +105,29 @@ qemu-img info --output=json "$MNT/d/$Q" | grep -q "\"virtual-size\": $((8 * MiB)
     fail "qemu-img info virtual size"
 qemu-img compare "$MNT/d/$Q" "$SCRATCH/local.raw" || fail "qemu-img compare"
 qemu-img check "$MNT/d/$Q" || fail "qemu-img check"
+
+log "a write error reaches the writer (LUN made read-only on the target)"
+lun_name=${LUN4K##*:}
+lun_name=${lun_name%/*}
+tid=$("$TEST_SERVERS" status 2>&1 | sed -n "s/^$lun_name: tid //p")
+[[ -n $tid ]] || fail "no tid for $lun_name"
+set_readonly() {
+    "$TGTADM" -C "${TGTADM_CONTROL_PORT:-0}" --lld iscsi --op update \
+        --mode logicalunit --tid "$tid" --lun 1 --params "readonly=$1"
+}
+on_exit set_readonly 0
+exec 7<>"$MNT/lun4k"
+set_readonly 1
+if dd if=/dev/urandom of=/dev/fd/7 bs=1M count=4 conv=notrunc,fsync status=none \
+        2> "$SCRATCH/dd.err"; then
+    fail "writes to a write-protected LUN succeeded"
+fi
+exec 7>&-
+grep -q "Read-only file system" "$SCRATCH/dd.err" || fail "dd message: $(cat "$SCRATCH/dd.err")"
+set_readonly 0
+dd if="$SCRATCH/lun4k.raw" of="$MNT/lun4k" bs=1M conv=notrunc,fsync status=none ||
+    fail "writing after the target became writable again"
+[[ $(lun_hash "$LUN4K") == $(lun_hash "$SCRATCH/lun4k.raw") ]] || fail "LUN4K content after rewrite"
 
 log "fio --verify=crc32c"
 for target in "$MNT/f" "$MNT/lun"; do
