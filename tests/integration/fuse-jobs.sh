@@ -153,6 +153,28 @@ grep -Eq 'copy_file_range\(.*\) = [1-9][0-9]*$' "$SCRATCH/strace.out" || fail "n
 cmp "$MNT/a" "$MNT/b" || fail "LUN copy differs"
 [[ $(lun_hash "$LUN_A") == $(lun_hash "$LUN_B") ]] || fail "LUN copy differs on the server"
 
+log "copy_file_range of a partial range at offsets"
+python3 - "$MNT/src" "$MNT/b" <<'PY'
+import os, sys
+src = os.open(sys.argv[1], os.O_RDONLY)
+dst = os.open(sys.argv[2], os.O_WRONLY)
+want = 3 * 1048576
+done = 0
+while done < want:
+    n = os.copy_file_range(src, dst, want - done, 5 * 1048576 + done,
+                           9 * 1048576 + done)
+    if n <= 0:
+        sys.exit("copy_file_range returned %d" % n)
+    done += n
+os.close(src)
+os.close(dst)
+PY
+cmp -n $((3 * MiB)) -i $((5 * MiB)):$((9 * MiB)) "$SCRATCH/src.raw" "$MNT/b" ||
+    fail "partial copy_file_range differs"
+cmp -n $((9 * MiB)) "$MNT/a" "$MNT/b" || fail "partial copy_file_range wrote before its range"
+cmp -n $((52 * MiB)) -i $((12 * MiB)):$((12 * MiB)) "$MNT/a" "$MNT/b" ||
+    fail "partial copy_file_range wrote after its range"
+
 log "unmount while a job runs"
 MNT2=$SCRATCH/mnt2
 fuse_mount_fg "$MNT2" "slow=$LUN_SLOW" "big=$SCRATCH/big.raw"
