@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -40,6 +41,19 @@ static int split_portal(const char *portal, char *host, size_t hsize,
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     snprintf(port, psize, "%s", p && *p ? p : "3260");
+    return 0;
+}
+
+int iscsi_portal_check(const char *portal)
+{
+    char host[256], port[64];
+    if (split_portal(portal, host, sizeof host, port, sizeof port) < 0)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    long n = strtol(port, &end, 10);
+    if (errno || *end || end == port || n < 1 || n > 65535)
+        return -EINVAL;
     return 0;
 }
 

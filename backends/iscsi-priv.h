@@ -135,6 +135,10 @@ bool iscsi_should_retry(int status, const struct scsi_task *task);
  * explain a failed login (iscsi-portal.c). */
 int iscsi_probe_portal(const char *portal, int timeout_ms);
 
+/* Check the syntax of a portal "host[:port]" / "[v6][:port]": returns 0,
+ * or -EINVAL when the host is empty or the port is not 1..65535. */
+int iscsi_portal_check(const char *portal);
+
 /* Data path (iscsi-io.c).  Same contracts as struct image_ops. */
 void iscsi_op_read(struct image *img, void *buf, uint64_t offset, size_t len,
                    image_io_cb cb, void *opaque);

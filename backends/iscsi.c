@@ -529,6 +529,11 @@ static int setup_context(struct iscsi_lun *l, const char *url,
         return -EINVAL;
     }
     *out_url = u;
+    if (iscsi_portal_check(u->portal) < 0) {
+        errmsg_set(err, "%s: invalid portal '%s' (expected host[:port] "
+                   "with a port from 1 to 65535)", url, u->portal);
+        return -EINVAL;
+    }
     l->lun = u->lun;
     if (user[0]) {
         char pw[256] = "";

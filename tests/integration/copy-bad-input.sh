@@ -115,6 +115,8 @@ for bad in "nfs://" "nfs:///imgfs/file.raw" "iscsi://" "iscsi://127.0.0.1/" \
            "zero:" "zero:12Q"; do
     rejects '.' "malformed source URL $bad" "$bad" "$lun"
 done
+rejects 'invalid portal' "iSCSI port that is not a number" \
+    "iscsi://127.0.0.1:notaport/$iqn_lun" "$lun"
 rejects '.' "malformed target URL" "$SCRATCH/src16.raw" "iscsi://127.0.0.1/"
 rejects '.' "malformed target URL, --overwrite" --overwrite "$src_url" "nfs://"
 check_targets "malformed URLs"
