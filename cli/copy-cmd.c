@@ -9,7 +9,8 @@
  * --keep-backing: the source is opened with no_backing (its top qcow2
  * layer only), the engine skips what that layer inherits
  * (copy_options.skip_backing), and the qcow2 target records the backing
- * name chosen by keep_backing_name() with the source's backing format.
+ * name chosen by keep_backing_name() (backends/keep-backing.h) with the
+ * source's backing format.
  *
  * Output: on failure exactly one line on stderr, "imgfs copy: MESSAGE";
  * on success a summary line on stdout unless -q.  SIGINT/SIGTERM cancel
@@ -29,7 +30,7 @@
 #include <unistd.h>
 
 #include "backends/image-open.h"
-#include "backends/qcow2.h"
+#include "backends/keep-backing.h"
 #include "commands.h"
 #include "copier/engine.h"
 #include "copy-args.h"
@@ -218,84 +219,6 @@ static void on_done(void *opaque, const struct copy_progress *final)
     rs->finished = true;
 }
 
-/* ---- keep-backing ---------------------------------------------------- */
-
-/* True if `a` and `b` (resolved backing names) reach the same image:
- * local paths the same file (stat), URLs the same string. */
-static bool same_backing(const char *a, const char *b)
-{
-    if (strstr(a, "://") || strstr(b, "://"))
-        return strcmp(a, b) == 0;
-    struct stat x, y;
-    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev &&
-           x.st_ino == y.st_ino;
-}
-
-/* The backing name the target records for --keep-backing.  `src` is the
- * source opened with no_backing.  Rule: the source's stored name when it
- * is relative and resolves, from `target`, to the same file as from
- * `source` (e.g. the target sits in the source's directory); otherwise
- * the name resolved against `source`: a URL, or an absolute local path.
- * Returns 0 with a malloc'd name and *format (the source's backing format
- * or NULL), or -errno with `err` set (not qcow2, no backing file). */
-static int keep_backing_name(const char *source, const char *target,
-                             struct image *src, char **name,
-                             const char **format, struct errmsg *err)
-{
-    *name = NULL;
-    *format = NULL;
-    const char *stored = qcow2_backing_name(src);
-    if (!stored) {
-        errmsg_set(err, "--keep-backing: %s %s", source,
-                   strcmp(src->ops->name, "qcow2") == 0
-                       ? "has no backing file (nothing to keep)"
-                       : "is not a qcow2 image");
-        return -EINVAL;
-    }
-    const char *fmt = qcow2_backing_format(src);
-    *format = fmt && fmt[0] ? fmt : NULL;
-    char *from_src = image_resolve_relative(source, stored);
-    char *from_dst = image_resolve_relative(target, stored);
-    if (!from_src || !from_dst) {
-        free(from_src);
-        free(from_dst);
-        errmsg_set(err, "out of memory");
-        return -ENOMEM;
-    }
-    if (same_backing(from_src, target)) {
-        errmsg_set(err, "--keep-backing: target %s is the source's backing "
-                   "file", target);
-        free(from_src);
-        free(from_dst);
-        return -EINVAL;
-    }
-    bool relative = stored[0] != '/' && !strstr(stored, "://");
-    if (relative && same_backing(from_src, from_dst)) {
-        free(from_src);
-        free(from_dst);
-        *name = strdup(stored);
-    } else {
-        free(from_dst);
-        if (!strstr(from_src, "://") && from_src[0] != '/') {
-            char *abs = realpath(from_src, NULL);
-            if (!abs) {
-                errmsg_set(err, "--keep-backing: backing file %s of %s: %s",
-                           from_src, source, strerror(errno));
-                free(from_src);
-                return -ENOENT;
-            }
-            free(from_src);
-            from_src = abs;
-        }
-        *name = from_src;
-    }
-    if (!*name) {
-        errmsg_set(err, "out of memory");
-        return -ENOMEM;
-    }
-    return 0;
-}
-
 /* ---- the command ------------------------------------------------------ */
 
 static bool is_local_path(const char *s)
@@ -407,6 +330,7 @@ int cmd_copy(int argc, char **argv)
     if (a.keep_backing &&
         keep_backing_name(a.source, a.target, src, &backing,
                           &backing_format, &err) < 0) {
+        errmsg_prefix(&err, "--keep-backing");
         fail(err.text);
         goto out;
     }

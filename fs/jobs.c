@@ -6,7 +6,12 @@
  * file asks) and runs on the loop thread through the copy engine.  While
  * it runs, its target refuses other writers and its source refuses
  * writers (node->job_writers / job_readers).  Nothing is opened for
- * writing before the job text parsed and both ends were found free. */
+ * writing before the job text parsed and both ends were found free.
+ *
+ * backing = keep: as imgfs copy --keep-backing, the source is opened with
+ * no_backing, the engine skips what its top layer inherits, and the qcow2
+ * target (created by the job) records the backing name from
+ * keep_backing_name(). */
 #include "fs.h"
 
 #include <errno.h>
@@ -15,6 +20,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "../backends/keep-backing.h"
 #include "../copier/jobspec.h"
 
 struct job *job_find_locked(const char *name)
@@ -211,9 +217,8 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
     pthread_mutex_unlock(&the_fs->jobs_lock);
-    if (spec.keep_backing) {
-        errmsg_set(em, "backing = keep is not supported for jobs in a "
-                   "mount (use imgfs copy)");
+    if (spec.keep_backing && spec.target_format != IMAGE_FORMAT_QCOW2) {
+        errmsg_set(em, "backing = keep needs target-format = qcow2");
         return -EINVAL;
     }
     struct node *src = node_resolve(spec.source, false);
@@ -256,14 +261,17 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     j->dst_node = dst;
 
     char *src_url = node_url(src), *dst_url = node_url(dst);
+    char *backing = NULL;
     if (!src_url || !dst_url) {
         free(src_url);
         free(dst_url);
         errmsg_set(em, "out of memory");
         return -ENOMEM;
     }
+    /* backing = keep: only the source's top qcow2 layer is opened. */
     struct image_open_opts so = { .write = false,
-                                  .format = spec.source_format };
+                                  .format = spec.source_format,
+                                  .no_backing = spec.keep_backing };
     r = image_open(the_fs->loop, src_url, &so, &j->src, em);
     if (r < 0) {
         errmsg_prefix(em, "source '%s'", spec.source);
@@ -301,6 +309,26 @@ static int job_try_start(struct job *j, const char *text, size_t len,
         r = -EEXIST;
         goto out;
     }
+    if (spec.keep_backing) {
+        /* The qcow2 target records the source's backing file (name chosen
+         * like imgfs copy --keep-backing does), so it must be created by
+         * this job (or be the one a stopped job created). */
+        if (!to.create && !resume) {
+            errmsg_set(em, "backing = keep: target '%s' must be a file the "
+                       "job creates in an NFS directory", spec.target);
+            r = -EINVAL;
+            goto out;
+        }
+        r = keep_backing_name(src_url, dst_url, j->src, &backing,
+                              &to.backing_format, em);
+        if (r < 0) {
+            errmsg_prefix(em, "backing = keep");
+            goto out;
+        }
+        to.backing = to.create ? backing : NULL;
+        if (!to.create)
+            to.backing_format = NULL;
+    }
     r = image_open(the_fs->loop, dst_url, &to, &j->dst, em);
     if (r < 0) {
         errmsg_prefix(em, "target '%s'", spec.target);
@@ -333,6 +361,7 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     copy_job_start(cj, job_done, j);
     r = 0;
 out:
+    free(backing);
     free(src_url);
     free(dst_url);
     return r;

@@ -5,7 +5,8 @@
 # too small, busy target: cp fails with the errno, x.status says why, the
 # target is untouched), two jobs at once, cancel by rm (bytes below the
 # watermark equal the source), `cp A B` inside the mount through
-# copy_file_range (strace), resume from a watermark, and unmount while a
+# copy_file_range (strace), resume from a watermark, a backing = keep job
+# (checked with qemu-img check/info/compare/map), and unmount while a
 # job runs.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fuse-helpers.sh"
@@ -174,6 +175,68 @@ cmp -n $((3 * MiB)) -i $((5 * MiB)):$((9 * MiB)) "$SCRATCH/src.raw" "$MNT/b" ||
 cmp -n $((9 * MiB)) "$MNT/a" "$MNT/b" || fail "partial copy_file_range wrote before its range"
 cmp -n $((52 * MiB)) -i $((12 * MiB)):$((12 * MiB)) "$MNT/a" "$MNT/b" ||
     fail "partial copy_file_range wrote after its range"
+
+log "backing = keep: a qcow2 job copies only the source's top layer"
+# Chain made with qemu-img/qemu-io: base.qcow2 <- top.qcow2 (relative name),
+# top writes 1 MiB of data and 1 MiB of zeroes over base data.
+KD=$(nfs_name keep)
+mkdir -p "$SCRATCH/keep"
+qemu-img create -q -f qcow2 "$SCRATCH/keep/base.qcow2" 16M
+qemu-io -f qcow2 -c "write -P 0x11 0 8M" "$SCRATCH/keep/base.qcow2" >/dev/null
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$SCRATCH/keep/top.qcow2"
+qemu-io -f qcow2 -c "write -P 0x22 1M 1M" -c "write -z 4M 1M" \
+    "$SCRATCH/keep/top.qcow2" >/dev/null
+mkdir -p "$(nfs_path "$KD")"        # the directory only; files via NFS
+nfs_put "$SCRATCH/keep/base.qcow2" "$KD/base.qcow2"
+nfs_put "$SCRATCH/keep/top.qcow2" "$KD/top.qcow2"
+put_job "$MNT" keep "source = d/$KD/top.qcow2
+target = d/$KD/kept.qcow2
+target-format = qcow2
+backing = keep" || fail "keep-backing job refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNT/control/keep.job" >/dev/null || fail "keep-backing job failed: $(job_field "$MNT" keep error)"
+rm "$MNT/control/keep.job"
+KEPT=$(nfs_path "$KD/kept.qcow2")
+qemu-img check -q "$KEPT" || fail "qemu-img check of the kept target"
+qemu-img info --output=json "$KEPT" > "$SCRATCH/keep.info"
+python3 - "$SCRATCH/keep.info" <<'PY' || fail "kept target's backing: $(cat "$SCRATCH/keep.info")"
+import json, sys
+i = json.load(open(sys.argv[1]))
+assert i["format"] == "qcow2", i["format"]
+assert i.get("backing-filename") == "base.qcow2", i.get("backing-filename")
+assert i.get("backing-filename-format") == "qcow2", i.get("backing-filename-format")
+PY
+qemu-img compare -q "$(nfs_path "$KD/top.qcow2")" "$KEPT" ||
+    fail "kept target differs from the source through its backing"
+# Only the top layer is in the target: its own clusters (depth 0) hold
+# data or zeroes at 1M-2M and 4M-5M only; everything else comes from base.
+qemu-img map --output=json "$KEPT" > "$SCRATCH/keep.map"
+python3 - "$SCRATCH/keep.map" <<'PY' || fail "kept target's own layer: $(cat "$SCRATCH/keep.map")"
+import json, sys
+M = 1048576
+own, data_own = set(), set()
+for e in json.load(open(sys.argv[1])):
+    if e["depth"] != 0:
+        continue
+    blocks = set(range(e["start"] // M, (e["start"] + e["length"] + M - 1) // M))
+    own |= blocks
+    if e["data"]:
+        data_own |= blocks
+assert data_own == {1}, ("own data in MiB blocks", sorted(data_own))
+assert own == {1, 4}, ("own clusters in MiB blocks", sorted(own))
+PY
+if put_job "$MNT" keep2 "source = d/$KD/top.qcow2
+target = d/$KD/kept-raw.raw
+backing = keep"; then fail "backing = keep with a raw target started"; fi
+grep -q "Invalid argument" "$SCRATCH/cp.err" || fail "cp message: $(cat "$SCRATCH/cp.err")"
+job_field "$MNT" keep2 error | grep -q "qcow2" || fail "status error: $(job_field "$MNT" keep2 error)"
+if put_job "$MNT" keep2 "source = src
+target = d/$KD/kept-2.qcow2
+target-format = qcow2
+backing = keep"; then fail "backing = keep from a raw source started"; fi
+job_field "$MNT" keep2 error | grep -q "not a qcow2 image" || fail "status error: $(job_field "$MNT" keep2 error)"
+[[ ! -e $(nfs_path "$KD/kept-raw.raw") && ! -e $(nfs_path "$KD/kept-2.qcow2") ]] ||
+    fail "a refused keep-backing job created its target"
+rm "$MNT/control/keep2.job"
 
 log "unmount while a job runs"
 MNT2=$SCRATCH/mnt2
