@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,12 @@ int cmd_mount(int argc, char **argv)
     }
     const char *mountpoint = argv[i++];
 
+    /* Keep the 1 MiB I/O buffers (one per FUSE request in flight) on the
+     * heap and reuse them: left to mmap, every read reply and every write
+     * faults in fresh zeroed pages and unmaps them again (10x the page
+     * faults, ~15% more CPU for a sequential dd). */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     static struct imgfs fs;
     the_fs = &fs;
     pthread_mutex_init(&fs.tree_lock, NULL);

@@ -13,7 +13,11 @@
 #include <string.h>
 #include <time.h>
 
-#define POLL_MS 200
+/* Polling interval: at most POLL_MAX_MS, and about half the time the job
+ * still needs at its current rate (at least POLL_MIN_MS), so a short job
+ * is not reported up to a whole interval late. */
+#define POLL_MAX_MS 200
+#define POLL_MIN_MS 5
 
 struct status {
     char state[32];
@@ -52,6 +56,22 @@ static int read_status(const char *path, struct status *s)
     }
     fclose(f);
     return s->state[0] ? 0 : -EINVAL;
+}
+
+/* Milliseconds to sleep before reading the status again. */
+static long poll_ms(const struct status *s)
+{
+    if (strcmp(s->state, "running") || s->elapsed <= 0 || s->done == 0)
+        return 20;      /* starting, or no rate yet */
+    double rate = (double)s->done / s->elapsed;            /* bytes/s */
+    double left_ms = s->total > s->done
+                   ? (double)(s->total - s->done) / rate * 1000.0 : 0.0;
+    double ms = left_ms / 2;
+    if (ms > POLL_MAX_MS)
+        ms = POLL_MAX_MS;
+    if (ms < POLL_MIN_MS)
+        ms = POLL_MIN_MS;
+    return (long)ms;
 }
 
 int cmd_wait(int argc, char **argv)
@@ -107,7 +127,7 @@ int cmd_wait(int argc, char **argv)
             rc = 1;
             break;
         }
-        struct timespec ts = { 0, POLL_MS * 1000000L };
+        struct timespec ts = { 0, poll_ms(&s) * 1000000L };
         nanosleep(&ts, NULL);
     }
     free(path);
