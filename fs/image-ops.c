@@ -37,6 +37,15 @@ int node_attr(struct node *n, struct stat *st)
         uint64_t pend = atomic_load(&n->pending_end);
         if ((uint64_t)st->st_size < pend)
             st->st_size = (off_t)pend;
+        /* Report images as fully allocated, like the LUNs.  With fewer
+         * blocks than the size (a file with holes), GNU cp decides the
+         * source is sparse and copies with read + write, seeking over
+         * zero blocks instead of writing them: into a LUN (which keeps
+         * its old contents, O_TRUNC being ignored) that leaves stale
+         * data where the source has zeroes, and it bypasses
+         * copy_file_range (the engine, which writes zero runs properly).
+         * NFSv3 cannot tell where the holes are anyway (no SEEK_DATA). */
+        st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
         if (n->read_only)
             st->st_mode &= ~(mode_t)0222;
     }

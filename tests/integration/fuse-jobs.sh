@@ -18,6 +18,7 @@ new_lun 64M 512 thin;  LUN_A=$LUN_URL
 new_lun 64M 4096 thin; LUN_B=$LUN_URL
 new_lun 16M 512 thin;  LUN_SMALL=$LUN_URL
 new_lun 256M 512 thin; LUN_SLOW=$LUN_URL
+new_lun 16M 512 thin;  LUN_HOLES=$LUN_URL
 
 head -c $((48 * MiB)) /dev/urandom > "$SCRATCH/src.raw"
 SRC=$(nfs_name src.raw)
@@ -32,7 +33,8 @@ sparse = 0"
 
 MNT=$SCRATCH/mnt
 fuse_mount "$MNT" "src=$(nfs_url "$SRC")" "d=$(nfs_url "")" "a=$LUN_A" \
-    "b=$LUN_B" "small=$LUN_SMALL" "slow=$LUN_SLOW" "big=$SCRATCH/big.raw"
+    "b=$LUN_B" "small=$LUN_SMALL" "slow=$LUN_SLOW" "big=$SCRATCH/big.raw" \
+    "holes=$LUN_HOLES"
 
 log "a good job"
 put_job "$MNT" deploy "# deploy the source
@@ -153,6 +155,24 @@ strace -f -e trace=copy_file_range -o "$SCRATCH/strace.out" cp "$MNT/a" "$MNT/b"
 grep -Eq 'copy_file_range\(.*\) = [1-9][0-9]*$' "$SCRATCH/strace.out" || fail "no copy_file_range"
 cmp "$MNT/a" "$MNT/b" || fail "LUN copy differs"
 [[ $(lun_hash "$LUN_A") == $(lun_hash "$LUN_B") ]] || fail "LUN copy differs on the server"
+
+log "cp of an NFS file with holes into a used LUN writes the zeroes too"
+# A file with holes on the server (truncate, then data in the middle),
+# a LUN full of 0xff: GNU cp must not take the source for sparse and seek
+# over its zero blocks (the LUN would keep its 0xff there).
+H=$(nfs_name holes.raw)
+truncate -s $((16 * MiB)) "$MNT/d/$H"
+dd if="$SCRATCH/src.raw" of="$MNT/d/$H" bs=1M count=4 seek=6 conv=notrunc,fsync status=none
+(( $(stat -c %s "$(nfs_path "$H")") == 16 * MiB )) || fail "holey source size"
+head -c $((16 * MiB)) /dev/zero | tr '\0' '\377' > "$SCRATCH/ff.raw"
+dd if="$SCRATCH/ff.raw" of="$MNT/holes" bs=1M conv=fsync status=none
+strace -f -e trace=copy_file_range -o "$SCRATCH/strace.out" cp "$MNT/d/$H" "$MNT/holes" ||
+    fail "cp of the holey file failed"
+grep -Eq 'copy_file_range\(.*\) = [1-9][0-9]*$' "$SCRATCH/strace.out" ||
+    fail "cp of a file with holes did not use copy_file_range: $(cat "$SCRATCH/strace.out")"
+{ head -c $((6 * MiB)) /dev/zero; head -c $((4 * MiB)) "$SCRATCH/src.raw"; head -c $((6 * MiB)) /dev/zero; } > "$SCRATCH/holes.want"
+qemu-img convert -f raw -O raw "$LUN_HOLES" "$SCRATCH/holes.back"
+cmp "$SCRATCH/holes.want" "$SCRATCH/holes.back" || fail "LUN after cp of a file with holes differs (stale data left?)"
 
 log "copy_file_range of a partial range at offsets"
 python3 - "$MNT/src" "$MNT/b" <<'PY'
