@@ -62,6 +62,11 @@ _lib_cleanup() {
     exit $rc
 }
 trap _lib_cleanup EXIT
+# meson's timeout sends SIGTERM to the test's process group (SIGKILL 0.5 s
+# later): exit through the EXIT trap so the cleanup still gets its chance.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 
 mkdir -p "$IMGFS_TEST_ROOT/scratch"
 SCRATCH=$(mktemp -d "$IMGFS_TEST_ROOT/scratch/$TEST_NAME.XXXXXX")
