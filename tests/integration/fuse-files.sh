@@ -130,6 +130,9 @@ dd if="$SCRATCH/lun4k.raw" of="$MNT/lun4k" bs=1M conv=notrunc,fsync status=none 
 [[ $(lun_hash "$LUN4K") == $(lun_hash "$SCRATCH/lun4k.raw") ]] || fail "LUN4K content after rewrite"
 
 log "fio --verify=crc32c"
+# fio writes state files (*-verify.state) into its working directory
+# unless told not to: run it in the scratch directory as well.
+cd "$SCRATCH"
 for target in "$MNT/f" "$MNT/lun"; do
     for rw in write randwrite; do
         fio --name=verify --filename="$target" --rw=$rw --bsrange=4k-1m \
