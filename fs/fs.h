@@ -213,6 +213,15 @@ int node_attr(struct node *n, struct stat *st);
 void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
                       int to_set);
 void image_op_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi);
+
+/* Finish an open (e == NULL: fuse_reply_open) or a create (fuse_reply_create
+ * with *e) of `n`, which node_open has just opened with result `err`: on
+ * success allocate the handle into fi->fh and reply; on failure (err, no
+ * memory) reply the error.  Whenever no handle reaches the kernel (error,
+ * or the opener went away) the node reference is dropped.  Loop thread. */
+void handle_reply_opened(fuse_req_t req, struct node *n, bool write, int err,
+                         struct fuse_file_info *fi,
+                         const struct fuse_entry_param *e);
 void image_op_read(fuse_req_t req, struct node *n, size_t size, off_t off);
 void image_op_write(fuse_req_t req, struct node *n, const char *buf,
                     size_t size, off_t off);

@@ -189,25 +189,33 @@ static void opened(void *opaque, int err)
         node_close(c->node, true);
         err = -EBUSY;
     }
+    c->fi.keep_cache = 0;
+    handle_reply_opened(c->req, c->node, c->write, err, &c->fi, NULL);
+    free(c);
+}
+
+void handle_reply_opened(fuse_req_t req, struct node *n, bool write, int err,
+                         struct fuse_file_info *fi,
+                         const struct fuse_entry_param *e)
+{
     struct handle *h = err ? NULL : calloc(1, sizeof *h);
     if (!err && !h) {
-        node_close(c->node, c->write);
+        node_close(n, write);
         err = -ENOMEM;
     }
     if (err) {
-        fuse_reply_err(c->req, -err);
-    } else {
-        h->node = c->node;
-        h->write = c->write;
-        c->fi.fh = (uint64_t)(uintptr_t)h;
-        c->fi.keep_cache = 0;
-        if (fuse_reply_open(c->req, &c->fi) != 0) {
-            /* The opener went away (interrupted): drop the reference. */
-            node_close(c->node, c->write);
-            free(h);
-        }
+        fuse_reply_err(req, -err);
+        return;
     }
-    free(c);
+    h->node = n;
+    h->write = write;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+    if (r != 0) {
+        /* The opener went away (interrupted): drop the reference. */
+        node_close(n, write);
+        free(h);
+    }
 }
 
 static void open_on_loop(void *opaque)

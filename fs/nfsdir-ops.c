@@ -94,22 +94,7 @@ struct create_ctx {
 static void created_open(void *opaque, int err)
 {
     struct create_ctx *c = opaque;
-    struct handle *h = err ? NULL : calloc(1, sizeof *h);
-    if (!err && !h) {
-        node_close(c->node, c->write);
-        err = -ENOMEM;
-    }
-    if (err) {
-        fuse_reply_err(c->req, -err);
-    } else {
-        h->node = c->node;
-        h->write = c->write;
-        c->fi.fh = (uint64_t)(uintptr_t)h;
-        if (fuse_reply_create(c->req, &c->e, &c->fi) != 0) {
-            node_close(c->node, c->write);
-            free(h);
-        }
-    }
+    handle_reply_opened(c->req, c->node, c->write, err, &c->fi, &c->e);
     free(c);
 }
 
