@@ -25,26 +25,6 @@ random_file() {
     dd if=/dev/zero of="$1" bs=1M seek=5 count=2 conv=notrunc status=none
 }
 
-# copy DESC ARGS...: run imgfs copy, failing the test with its stderr.
-copy() {
-    local desc=$1 out
-    shift
-    out=$("$IMGFS" copy -q "$@" 2>&1) || fail "$desc: imgfs copy $* failed: $out"
-    log "ok: $desc"
-}
-
-# fill_lun URL FILE: overwrite the LUN with FILE using qemu-img.
-fill_lun() {
-    qemu-img convert -n -f raw -O raw "$2" "$1" || fail "qemu-img could not fill $1"
-}
-
-# same_as_lun FILE URL DESC: the LUN holds exactly FILE (sizes equal).
-same_as_lun() {
-    local out
-    out=$(qemu-img compare -f raw -F raw "$1" "$2" 2>&1) ||
-        fail "$3: $2 differs from $1: $out"
-}
-
 random_file "$SCRATCH/odd.raw" "$FILE_SIZE"
 random_file "$SCRATCH/lunsrc.raw" "$LUN_SIZE"
 head -c "$LUN_SIZE" /dev/urandom > "$SCRATCH/junk.raw"
@@ -52,13 +32,13 @@ head -c "$LUN_SIZE" /dev/urandom > "$SCRATCH/junk.raw"
 # ---- file → nfs (new file, odd size) ----------------------------------
 for order in "${ORDERS[@]}"; do
     name=$(nfs_name "file-nfs-$order.raw")
-    copy "file→nfs --order $order" --order "$order" --create \
+    copy_ok "file→nfs --order $order" --order "$order" --create \
         "$SCRATCH/odd.raw" "$(nfs_url "$name")"
     check_cmp "$SCRATCH/odd.raw" "$(nfs_path "$name")"
 done
 # A request size that divides nothing here, with few requests.
 name=$(nfs_name "file-nfs-small-requests.raw")
-copy "file→nfs, 3 × 192 KiB requests" --requests 3 --request-size 192K \
+copy_ok "file→nfs, 3 × 192 KiB requests" --requests 3 --request-size 192K \
     --create "$SCRATCH/odd.raw" "$(nfs_url "$name")"
 check_cmp "$SCRATCH/odd.raw" "$(nfs_path "$name")"
 
@@ -73,34 +53,34 @@ lun4k=$LUN_URL
 for order in "${ORDERS[@]}"; do
     # nfs → iscsi (512-byte blocks)
     fill_lun "$lun512" "$SCRATCH/junk.raw"
-    copy "nfs→iscsi --order $order" --order "$order" "$(nfs_url "$src")" "$lun512"
+    copy_ok "nfs→iscsi --order $order" --order "$order" "$(nfs_url "$src")" "$lun512"
     same_as_lun "$SCRATCH/lunsrc.raw" "$lun512" "nfs→iscsi --order $order"
 
     # iscsi → nfs (new file)
     name=$(nfs_name "iscsi-nfs-$order.raw")
-    copy "iscsi→nfs --order $order" --order "$order" --create "$lun512" "$(nfs_url "$name")"
+    copy_ok "iscsi→nfs --order $order" --order "$order" --create "$lun512" "$(nfs_url "$name")"
     check_cmp "$SCRATCH/lunsrc.raw" "$(nfs_path "$name")"
 
     # iscsi → iscsi (512 → 4096-byte blocks)
     fill_lun "$lun4k" "$SCRATCH/junk.raw"
-    copy "iscsi→iscsi --order $order" --order "$order" "$lun512" "$lun4k"
+    copy_ok "iscsi→iscsi --order $order" --order "$order" "$lun512" "$lun4k"
     same_as_lun "$SCRATCH/lunsrc.raw" "$lun4k" "iscsi→iscsi --order $order"
 
     # iscsi (4096-byte blocks) → file (new file)
     out=$SCRATCH/iscsi-file-$order.raw
-    copy "iscsi→file --order $order" --order "$order" --create "$lun4k" "$out"
+    copy_ok "iscsi→file --order $order" --order "$order" --create "$lun4k" "$out"
     check_cmp "$SCRATCH/lunsrc.raw" "$out"
     rm -f "$out"
 
     # nfs → iscsi (4096-byte blocks)
     fill_lun "$lun4k" "$SCRATCH/junk.raw"
-    copy "nfs→iscsi 4k --order $order" --order "$order" "$(nfs_url "$src")" "$lun4k"
+    copy_ok "nfs→iscsi 4k --order $order" --order "$order" "$(nfs_url "$src")" "$lun4k"
     same_as_lun "$SCRATCH/lunsrc.raw" "$lun4k" "nfs→iscsi 4k --order $order"
 done
 
 # iscsi → iscsi the other way (4096 → 512), small requests.
 fill_lun "$lun512" "$SCRATCH/junk.raw"
-copy "iscsi→iscsi 4k→512, 5 × 192 KiB requests" --requests 5 --request-size 192K \
+copy_ok "iscsi→iscsi 4k→512, 5 × 192 KiB requests" --requests 5 --request-size 192K \
     "$lun4k" "$lun512"
 same_as_lun "$SCRATCH/lunsrc.raw" "$lun512" "iscsi→iscsi 4k→512"
 

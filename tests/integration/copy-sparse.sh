@@ -63,23 +63,6 @@ check_allocated() {
     done
 }
 
-copy() {
-    local desc=$1 out
-    shift
-    out=$("$IMGFS" copy -q "$@" 2>&1) || fail "$desc: imgfs copy $* failed: $out"
-    log "ok: $desc"
-}
-
-fill_lun() {
-    qemu-img convert -n -f raw -O raw "$2" "$1" || fail "qemu-img could not fill $1"
-}
-
-same_as_lun() {
-    local out
-    out=$(qemu-img compare -f raw -F raw "$1" "$2" 2>&1) ||
-        fail "$3: $2 differs from $1: $out"
-}
-
 make_sparse_source "$SCRATCH/sparse.raw"
 head -c "$SIZE" /dev/urandom > "$SCRATCH/junk.raw"
 # The source really is sparse where it should be (else the test proves less).
@@ -89,7 +72,7 @@ no_data_in "$SCRATCH/sparse.raw" 3 11 || log "note: scratch filesystem did not k
 for order in strict pipelined any; do
     t=$(nfs_name "target-$order.raw")
     nfs_put "$SCRATCH/junk.raw" "$t"
-    copy "file→nfs over data --order $order" --order "$order" --overwrite \
+    copy_ok "file→nfs over data --order $order" --order "$order" --overwrite \
         "$SCRATCH/sparse.raw" "$(nfs_url "$t")"
     check_cmp "$SCRATCH/sparse.raw" "$(nfs_path "$t")"
 done
@@ -99,7 +82,7 @@ new_lun "${SIZE_MIB}M" 512 thin
 lun=$LUN_URL lun_file=$LUN_FILE
 fill_lun "$lun" "$SCRATCH/junk.raw"
 check_allocated "$lun_file" "thin LUN after filling"
-copy "file→thin LUN" "$SCRATCH/sparse.raw" "$lun"
+copy_ok "file→thin LUN" "$SCRATCH/sparse.raw" "$lun"
 same_as_lun "$SCRATCH/sparse.raw" "$lun" "file→thin LUN"
 check_sparse "$lun_file" "file→thin LUN"
 
@@ -108,26 +91,26 @@ src=$(nfs_name sparse-src.raw)
 nfs_put "$SCRATCH/sparse.raw" "$src"
 fill_lun "$lun" "$SCRATCH/junk.raw"
 check_allocated "$lun_file" "thin LUN after refilling"
-copy "nfs→thin LUN" "$(nfs_url "$src")" "$lun"
+copy_ok "nfs→thin LUN" "$(nfs_url "$src")" "$lun"
 same_as_lun "$SCRATCH/sparse.raw" "$lun" "nfs→thin LUN"
 check_sparse "$lun_file" "nfs→thin LUN"
 
 # ---- thin LUN (sparse now: GET LBA STATUS) → NFS file that held data ----
 t=$(nfs_name from-lun.raw)
 nfs_put "$SCRATCH/junk.raw" "$t"
-copy "thin LUN→nfs over data" --overwrite "$lun" "$(nfs_url "$t")"
+copy_ok "thin LUN→nfs over data" --overwrite "$lun" "$(nfs_url "$t")"
 check_cmp "$SCRATCH/sparse.raw" "$(nfs_path "$t")"
 
 # ---- thin LUN → local file that held data --------------------------------
 cp "$SCRATCH/junk.raw" "$SCRATCH/local-target.raw"
-copy "thin LUN→file over data" --overwrite "$lun" "$SCRATCH/local-target.raw"
+copy_ok "thin LUN→file over data" --overwrite "$lun" "$SCRATCH/local-target.raw"
 check_cmp "$SCRATCH/sparse.raw" "$SCRATCH/local-target.raw"
 
 # ---- file → thin LUN with 4096-byte blocks that held data ----------------
 new_lun "${SIZE_MIB}M" 4096 thin
 fill_lun "$LUN_URL" "$SCRATCH/junk.raw"
 check_allocated "$LUN_FILE" "thin 4k LUN after filling"
-copy "file→thin 4k LUN, order any" --order any "$SCRATCH/sparse.raw" "$LUN_URL"
+copy_ok "file→thin 4k LUN, order any" --order any "$SCRATCH/sparse.raw" "$LUN_URL"
 same_as_lun "$SCRATCH/sparse.raw" "$LUN_URL" "file→thin 4k LUN"
 check_sparse "$LUN_FILE" "file→thin 4k LUN"
 

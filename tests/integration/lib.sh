@@ -39,6 +39,10 @@
 #   expect_fail DESC CMD... run CMD; require non-zero status and exactly one
 #                           non-empty line on stderr (shown).
 #   log MSG                 print MSG (to stderr, shown in meson's log).
+#   copy_ok DESC ARGS...    run `$IMGFS copy -q ARGS...`; fail with its output.
+#   fill_lun URL FILE       overwrite the LUN with FILE (qemu-img, not imgfs).
+#   same_as_lun FILE URL DESC
+#                           the LUN holds exactly FILE (qemu-img compare).
 
 set -eu -o pipefail
 
@@ -150,4 +154,21 @@ expect_fail() {
         fail "$desc: expected one line on stderr, got $lines: $(head -c 2000 "$err")"
     log "ok, fails as expected ($desc, status $rc): $(cat "$err")"
     rm -f "$err"
+}
+
+copy_ok() {
+    local desc=$1 out
+    shift
+    out=$("$IMGFS" copy -q "$@" 2>&1) || fail "$desc: imgfs copy $* failed: $out"
+    log "ok: $desc"
+}
+
+fill_lun() {
+    qemu-img convert -n -f raw -O raw "$2" "$1" || fail "qemu-img could not fill $1"
+}
+
+same_as_lun() {
+    local out
+    out=$(qemu-img compare -f raw -F raw "$1" "$2" 2>&1) ||
+        fail "$3: $2 differs from $1: $out"
 }

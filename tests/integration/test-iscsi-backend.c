@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "backends/image-open.h"
+#include "itest-util.h"
 #include "servers-env.h"
 
 #define MiB (1024u * 1024u)
@@ -56,17 +57,6 @@ static char tmpdir[] = "/tmp/itest-iscsi-XXXXXX";
 
 /* --- helpers ----------------------------------------------------------- */
 
-static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        buf[i] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
-    }
-}
-
 static uint64_t rnd_state = 42;
 static uint64_t rnd(uint64_t n)
 {
@@ -74,17 +64,6 @@ static uint64_t rnd(uint64_t n)
     rnd_state ^= rnd_state >> 7;
     rnd_state ^= rnd_state << 17;
     return rnd_state % n;
-}
-
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static struct image *open_lun(const char *url)

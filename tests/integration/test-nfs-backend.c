@@ -28,6 +28,7 @@
 #include "backends/image-open.h"
 #include "backends/nfs-image.h"     /* the image's libnfs socket */
 #include "backends/protocols.h"
+#include "itest-util.h"
 #include "servers-env.h"
 
 #define MiB (1024u * 1024u)
@@ -48,30 +49,6 @@ static void url_of(char *out, size_t n, const char *name)
 static void local_of(char *out, size_t n, const char *name)
 {
     snprintf(out, n, "%s/%s/%s", export_dir, subdir, name);
-}
-
-/* Deterministic pseudo-random bytes (xorshift64*). */
-static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        buf[i] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
-    }
-}
-
-/* Run a shell command; return its exit status. */
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* sha256sum of a local file into out[65]. */
