@@ -157,6 +157,7 @@ static void range_on_loop(void *opaque)
     }
     atomic_fetch_add(&c->in->job_readers, 1);
     atomic_fetch_add(&c->out->job_writers, 1);
+    node_cache_drop(c->out);
     the_fs->active_jobs++;
     c->in->opens++;
     c->out->opens++;

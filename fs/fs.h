@@ -85,6 +85,7 @@ struct node {
     struct io_op *parked_head, *parked_tail;
     uint64_t inflight_bytes;
     unsigned reads_inflight;
+    struct readahead *ra;       /* sequential read-ahead while open */
     int werr;                   /* sticky write error (negative errno) */
     atomic_uint job_writers;    /* running jobs/copies writing this node */
     atomic_uint job_readers;    /* running jobs/copies reading this node */
@@ -188,6 +189,9 @@ void node_close(struct node *n, bool write);
 void node_drain(struct node *n, node_open_cb cb, void *opaque);
 /* Take and clear the sticky write error. */
 int node_take_error(struct node *n);
+/* Forget what the mount has read ahead of `n` (its contents may change
+ * other than through the mount's own writes: a job or a copy writes it). */
+void node_cache_drop(struct node *n);
 
 /* FUSE request entry points (loop thread). */
 void io_read(fuse_req_t req, struct node *n, size_t size, off_t off);

@@ -16,6 +16,7 @@
  * the image's block size are widened (reads) or read-modify-written.
  */
 #include "fs.h"
+#include "readahead.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -23,6 +24,9 @@
 #include <syslog.h>
 
 #define WRITE_BEHIND_BYTES (16u * 1024 * 1024)
+/* Read-ahead: 1 MiB chunks (FUSE's largest read), up to 16 per reader. */
+#define RA_CHUNK (1024u * 1024)
+#define RA_MAX_CHUNKS 16u
 
 enum op_kind { OP_READ, OP_WRITE, OP_DRAIN, OP_OPEN };
 
@@ -71,8 +75,10 @@ static void *alloc_buf(uint64_t len)
 static void close_if_idle(struct node *n)
 {
     if (n->opens || n->inflight || n->parked_head || n->reads_inflight ||
-        !n->img || n->opening)
+        !n->img || n->opening || (n->ra && readahead_inflight(n->ra)))
         return;
+    readahead_free(n->ra);
+    n->ra = NULL;
     struct image *img = n->img;
     n->img = NULL;
     int r = image_close(img);
@@ -81,8 +87,21 @@ static void close_if_idle(struct node *n)
                strerror(-r));
 }
 
+/* The last read-ahead image read of a node finished. */
+static void ra_idle(void *opaque)
+{
+    close_if_idle(opaque);
+}
+
+void node_cache_drop(struct node *n)
+{
+    if (n->ra)
+        readahead_invalidate(n->ra);
+}
+
 static void truncate_nfs(struct node *n)
 {
+    node_cache_drop(n);
     char *rel = NULL;
     pthread_mutex_lock(&the_fs->tree_lock);
     rel = strdup(n->relpath);
@@ -105,6 +124,8 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
             cb(opaque, -EROFS);
             return;
         }
+        /* Close-to-open: a new open reads what the server has now. */
+        node_cache_drop(n);
         if (trunc && n->kind == NODE_NFSFILE && !n->writers &&
             !n->inflight && !n->parked_head)
             truncate_nfs(n);
@@ -152,6 +173,12 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
     free(url);
     n->opening = false;
     n->img = r < 0 ? NULL : img;
+    if (n->img) {
+        uint64_t chunk = RA_CHUNK;
+        if (img->block_size > 1 && chunk % img->block_size)
+            chunk = img->block_size;
+        n->ra = readahead_new(img, chunk, RA_MAX_CHUNKS, ra_idle, n);
+    }
     struct io_op *list = n->open_waiters;
     n->open_waiters = NULL;
     /* Every waiter takes its reference before any callback runs, so a
@@ -264,6 +291,19 @@ static void park(struct node *n, struct io_op *op)
     n->parked_tail = op;
 }
 
+/* Answer a read from read-ahead chunks: the copy into the reader's pages
+ * (direct I/O) happens here, on the loop thread, while the chunks are
+ * valid. */
+static void ra_reply(void *opaque, int err, const struct iovec *iov,
+                     int iovcnt)
+{
+    fuse_req_t req = opaque;
+    if (err)
+        fuse_reply_err(req, -err);
+    else
+        fuse_reply_iov(req, iov, iovcnt);
+}
+
 void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
 {
     struct image *img = n->img;
@@ -286,6 +326,15 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
     }
     if ((uint64_t)off + size > isize)
         size = (size_t)(isize - (uint64_t)off);
+    if (n->ra) {
+        /* Only while nothing else changes the image: writes of ours in
+         * flight must be read back (parking), and a job writing it goes
+         * around us. */
+        if (n->inflight || n->parked_head || atomic_load(&n->job_writers))
+            readahead_invalidate(n->ra);
+        else if (readahead_read(n->ra, (uint64_t)off, size, ra_reply, req))
+            return;
+    }
     struct io_op *op = calloc(1, sizeof *op);
     if (!op) {
         fuse_reply_err(req, ENOMEM);
@@ -421,6 +470,7 @@ void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
         fuse_reply_err(req, -n->werr);
         return;
     }
+    node_cache_drop(n);
     uint64_t uoff = (uint64_t)off;
     bool growable = n->kind == NODE_NFSFILE;
     if (!growable && uoff + size > img->size) {

@@ -83,6 +83,7 @@ static void truncate_drained(void *opaque, int err)
         free(rel);
     }
     if (!err) {
+        node_cache_drop(n);
         if (n->img)
             n->img->size = c->size;
         atomic_store(&n->pending_end, c->size);
@@ -210,6 +211,9 @@ void handle_reply_opened(fuse_req_t req, struct node *n, bool write, int err,
     h->node = n;
     h->write = write;
     fi->fh = (uint64_t)(uintptr_t)h;
+    /* No page cache for images: reads are answered from the mount's own
+     * read-ahead (readahead.h), writes go straight to the image. */
+    fi->direct_io = 1;
     int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
     if (r != 0) {
         /* The opener went away (interrupted): drop the reference. */

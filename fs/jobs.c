@@ -257,6 +257,7 @@ static int job_try_start(struct job *j, const char *text, size_t len,
      * and another job start may run meanwhile. */
     atomic_fetch_add(&src->job_readers, 1);
     atomic_fetch_add(&dst->job_writers, 1);
+    node_cache_drop(dst);
     j->src_node = src;
     j->dst_node = dst;
 
