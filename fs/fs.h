@@ -80,6 +80,7 @@ struct node {
     unsigned opens;             /* open FUSE handles (+ internal users) */
     unsigned writers;           /* of which opened for writing */
     bool opening;
+    bool close_pending;         /* a close is deferred to the loop */
     struct io_op *open_waiters;
     struct io_op *inflight;     /* issued writes (list) */
     struct io_op *parked_head, *parked_tail;
@@ -101,7 +102,6 @@ struct imgfs {
     bool read_only;             /* -o ro */
     uid_t uid;
     gid_t gid;
-    atomic_bool bdi_tuned;
     char *mountpoint;
     struct timespec mount_time;
 

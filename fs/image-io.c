@@ -72,11 +72,19 @@ static void *alloc_buf(uint64_t len)
 
 /* ---- open / close ------------------------------------------------------ */
 
-static void close_if_idle(struct node *n)
+static bool node_idle(const struct node *n)
 {
-    if (n->opens || n->inflight || n->parked_head || n->reads_inflight ||
-        !n->img || n->opening || (n->ra && readahead_inflight(n->ra)))
-        return;
+    return !n->opens && !n->inflight && !n->parked_head &&
+           !n->reads_inflight && n->img && !n->opening &&
+           !(n->ra && readahead_inflight(n->ra));
+}
+
+static void close_now(void *opaque)
+{
+    struct node *n = opaque;
+    n->close_pending = false;
+    if (!node_idle(n))
+        return;             /* reopened meanwhile, or closed at shutdown */
     readahead_free(n->ra);
     n->ra = NULL;
     struct image *img = n->img;
@@ -85,6 +93,19 @@ static void close_if_idle(struct node *n)
     if (r < 0)
         syslog(LOG_WARNING, "imgfs: closing %s: %s", n->name,
                strerror(-r));
+}
+
+/* Close the image once nothing uses it.  Never from here directly: this
+ * runs inside completion callbacks, i.e. inside libnfs/libiscsi's own
+ * processing of a reply, which must not see its context logged out and
+ * freed under it; the close runs from the loop on its next round. */
+static void close_if_idle(struct node *n)
+{
+    if (!node_idle(n) || n->close_pending)
+        return;
+    n->close_pending = true;
+    if (loop_defer(the_fs->loop, close_now, n) < 0)
+        n->close_pending = false;   /* stays open until the next chance */
 }
 
 /* The last read-ahead image read of a node finished. */
@@ -174,9 +195,8 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
     n->opening = false;
     n->img = r < 0 ? NULL : img;
     if (n->img) {
-        uint64_t chunk = RA_CHUNK;
-        if (img->block_size > 1 && chunk % img->block_size)
-            chunk = img->block_size;
+        uint64_t chunk = round_up(RA_CHUNK, img->block_size ? img->block_size
+                                                            : 1);
         n->ra = readahead_new(img, chunk, RA_MAX_CHUNKS, ra_idle, n);
     }
     struct io_op *list = n->open_waiters;

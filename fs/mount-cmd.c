@@ -6,6 +6,7 @@
 #include "mount-cmd.h"
 
 #include "fs.h"
+#include "readahead.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -196,7 +197,7 @@ static bool io_idle(void)
     for (size_t i = 0; i < n; i++) {
         struct node *x = node_get(i + 1);
         if (x && (x->inflight || x->parked_head || x->reads_inflight ||
-                  x->opening))
+                  x->opening || (x->ra && readahead_inflight(x->ra))))
             return false;
     }
     return true;
@@ -213,6 +214,8 @@ static void shutdown_finish(void)
         struct node *x = node_get(i + 1);
         if (!x || !x->img)
             continue;
+        readahead_free(x->ra);
+        x->ra = NULL;
         int r = x->img->read_only ? 0 : image_flush_sync(x->img);
         if (r < 0 || x->werr)
             syslog(LOG_ERR, "imgfs: %s: write error at shutdown: %s",

@@ -9,11 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define MAX_WRITE (1024u * 1024u)
-#define READ_AHEAD_KB 16384
 
 int dirlist_add(struct dirlist *l, const char *name, mode_t mode,
                 uint64_t ino)
@@ -53,25 +51,6 @@ static bool is_control_file(const struct node *n)
     return n->kind == NODE_JOBFILE || n->kind == NODE_STATUSFILE;
 }
 
-/* Raise the mount's readahead (bdi read_ahead_kb) so a sequential reader
- * keeps many requests in flight.  Done once, after INIT was answered. */
-static void tune_bdi(void)
-{
-    if (atomic_exchange(&the_fs->bdi_tuned, true))
-        return;
-    struct stat st;
-    if (!the_fs->mountpoint || stat(the_fs->mountpoint, &st) < 0)
-        return;
-    char path[128];
-    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb",
-             major(st.st_dev), minor(st.st_dev));
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fprintf(f, "%d\n", READ_AHEAD_KB);
-        fclose(f);
-    }
-}
-
 static struct node *get(fuse_req_t req, fuse_ino_t ino)
 {
     struct node *n = node_get(ino);
@@ -84,8 +63,6 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
     conn->max_write = MAX_WRITE;
-    conn->max_readahead = conn->max_readahead > READ_AHEAD_KB * 1024u
-                        ? conn->max_readahead : READ_AHEAD_KB * 1024u;
     conn->max_background = 128;
     conn->congestion_threshold = 96;
     unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC |
@@ -99,7 +76,6 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    tune_bdi();
     struct node *dir = get(req, parent);
     if (!dir)
         return;
@@ -142,7 +118,6 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
                        struct fuse_file_info *fi)
 {
     (void)fi;
-    tune_bdi();
     struct node *n = get(req, ino);
     if (!n)
         return;

@@ -17,9 +17,6 @@
 
 #include "backends/image.h"
 
-/* A read may span at most this many chunks; longer ones go direct. */
-#define RA_MAX_SPAN 4
-
 enum chunk_state { CH_INFLIGHT, CH_READY, CH_FAILED };
 
 struct stream;
@@ -42,10 +39,11 @@ struct waiter {
     struct waiter *next;
     uint64_t off;
     size_t size;
-    struct chunk *ch[RA_MAX_SPAN];
-    unsigned nch;
     ra_reply_fn reply;
     void *opaque;
+    unsigned nch;
+    struct iovec *iov;          /* nch entries, after ch[] */
+    struct chunk *ch[];         /* the chunks covering the read, in order */
 };
 
 struct stream {
@@ -229,7 +227,7 @@ static void waiter_answer(struct readahead *ra, struct waiter *w)
     for (unsigned i = 0; i < w->nch; i++)
         if (w->ch[i]->state == CH_FAILED && !err)
             err = w->ch[i]->err ? w->ch[i]->err : -EIO;
-    struct iovec iov[RA_MAX_SPAN];
+    struct iovec *iov = w->iov;
     uint64_t pos = w->off, end = w->off + w->size;
     for (unsigned i = 0; i < w->nch; i++) {
         struct chunk *ch = w->ch[i];
@@ -351,6 +349,9 @@ bool readahead_read(struct readahead *ra, uint64_t off, size_t size,
         return false;
     }
     st->last_use = ra->tick;
+    uint64_t first = off / ra->chunk, last = (end - 1) / ra->chunk;
+    if (last - first + 1 > ra->max_chunks)
+        return false;           /* could never be covered */
     st->window = st->window ? st->window * 2 : RA_START_CHUNKS;
     if (st->window > ra->max_chunks)
         st->window = ra->max_chunks;
@@ -377,18 +378,18 @@ bool readahead_read(struct readahead *ra, uint64_t off, size_t size,
     /* Covered? */
     if (!st->head || st->head->off > off || stream_end(st) < end)
         return false;
-    struct waiter *w = calloc(1, sizeof *w);
+    unsigned nch = 0;
+    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
+        if (ch->off + ch->len > off)
+            nch++;
+    struct waiter *w = calloc(1, sizeof *w + nch * sizeof w->ch[0] +
+                                     nch * sizeof *w->iov);
     if (!w)
         return false;
-    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next) {
-        if (ch->off + ch->len <= off)
-            continue;
-        if (w->nch == RA_MAX_SPAN) {
-            free(w);
-            return false;
-        }
-        w->ch[w->nch++] = ch;
-    }
+    w->iov = (struct iovec *)(void *)&w->ch[nch];
+    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
+        if (ch->off + ch->len > off)
+            w->ch[w->nch++] = ch;
     w->off = off;
     w->size = size;
     w->reply = reply;

@@ -71,7 +71,12 @@ struct readahead *readahead_new(struct image *img, size_t chunk,
  * img->size: the caller clips at the end of the image).  Returns true if
  * it was taken: `reply` is then called exactly once, now or later.
  * Returns false if not (not sequential, not covered and no memory to read
- * ahead): the caller must read it itself.  Never fails otherwise. */
+ * ahead, or spanning more than max_chunks chunks): the caller must read it
+ * itself.  Never fails otherwise.  A stream's window counts chunks still
+ * being read; chunks that left their stream while in flight (see
+ * "Coherence") count against RA_BUDGET only.  A chunk whose image read
+ * fails before any read waits on it is dropped silently: the next read of
+ * the range reads it again. */
 bool readahead_read(struct readahead *ra, uint64_t offset, size_t size,
                     ra_reply_fn reply, void *opaque);
 
