@@ -324,6 +324,44 @@ static void ra_reply(void *opaque, int err, const struct iovec *iov,
         fuse_reply_iov(req, iov, iovcnt);
 }
 
+struct refill_ctx {
+    struct node *node;
+    uint64_t pos;
+};
+
+static void refill_on_loop(void *opaque)
+{
+    struct refill_ctx *c = opaque;
+    struct readahead *ra = c->node->ra;
+    /* The handle may have been closed meanwhile (then ra is gone or new:
+     * readahead_refill finds no stream at pos and does nothing). */
+    if (ra && !c->node->inflight && !c->node->parked_head &&
+        !atomic_load(&c->node->job_writers))
+        readahead_refill(ra, c->pos);
+    free(c);
+}
+
+bool io_read_fast(fuse_req_t req, struct node *n, size_t size, off_t off)
+{
+    struct readahead *ra = n->ra;
+    if (!ra || atomic_load(&n->job_writers))
+        return false;
+    bool refill = false;
+    if (!readahead_try_answer(ra, (uint64_t)off, size, ra_reply, req,
+                              &refill))
+        return false;
+    if (refill) {
+        struct refill_ctx *c = malloc(sizeof *c);
+        if (c) {
+            c->node = n;
+            c->pos = (uint64_t)off + size;
+            if (fs_post(refill_on_loop, c) < 0)
+                free(c);
+        }
+    }
+    return true;
+}
+
 void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
 {
     struct image *img = n->img;

@@ -46,6 +46,7 @@ int node_attr(struct node *n, struct stat *st)
          * copy_file_range (the engine, which writes zero runs properly).
          * NFSv3 cannot tell where the holes are anyway (no SEEK_DATA). */
         st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
+        st->st_blksize = IMAGE_BLKSIZE;
         if (n->read_only)
             st->st_mode &= ~(mode_t)0222;
     }
@@ -299,6 +300,8 @@ static void read_on_loop(void *opaque)
 
 void image_op_read(fuse_req_t req, struct node *n, size_t size, off_t off)
 {
+    if (io_read_fast(req, n, size, off))
+        return;                 /* answered from read-ahead, on this thread */
     struct io_ctx *c = malloc(sizeof *c);
     if (!c) {
         fuse_reply_err(req, ENOMEM);

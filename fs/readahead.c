@@ -11,6 +11,7 @@
 #include "readahead.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,9 @@ struct stream {
 };
 
 struct readahead {
+    /* Recursive: image_read is called with it held, and a backend that
+     * failed at once could call back on this thread. */
+    pthread_mutex_t lock;
     struct image *img;
     size_t chunk;
     unsigned max_chunks;
@@ -75,9 +79,12 @@ size_t readahead_bytes_total(void)
     return atomic_load(&total_bytes);
 }
 
-unsigned readahead_inflight(const struct readahead *ra)
+unsigned readahead_inflight(struct readahead *ra)
 {
-    return ra->inflight;
+    pthread_mutex_lock(&ra->lock);
+    unsigned n = ra->inflight;
+    pthread_mutex_unlock(&ra->lock);
+    return n;
 }
 
 struct readahead *readahead_new(struct image *img, size_t chunk,
@@ -89,6 +96,15 @@ struct readahead *readahead_new(struct image *img, size_t chunk,
     struct readahead *ra = calloc(1, sizeof *ra);
     if (!ra)
         return NULL;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    int r = pthread_mutex_init(&ra->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (r != 0) {
+        free(ra);
+        return NULL;
+    }
     ra->img = img;
     ra->chunk = chunk;
     ra->max_chunks = max_chunks;
@@ -285,6 +301,7 @@ static void chunk_read_done(void *opaque, int err)
     if (--ch->pending)
         return;
     struct readahead *ra = ch->ra;
+    pthread_mutex_lock(&ra->lock);
     ra->inflight--;
     ch->state = ch->err ? CH_FAILED : CH_READY;
     ch->refs++;                 /* keep ch while answering */
@@ -299,7 +316,9 @@ static void chunk_read_done(void *opaque, int err)
         orphan_maybe_free(ch);
     else
         stream_trim(ch->stream, 0);
-    if (!ra->inflight && ra->idle)
+    bool idle = !ra->inflight && ra->idle;
+    pthread_mutex_unlock(&ra->lock);
+    if (idle)
         ra->idle(ra->idle_opaque);     /* may free ra: nothing after this */
 }
 
@@ -336,8 +355,8 @@ static struct stream *new_stream(struct readahead *ra)
     return victim;
 }
 
-bool readahead_read(struct readahead *ra, uint64_t off, size_t size,
-                    ra_reply_fn reply, void *opaque)
+static bool read_locked(struct readahead *ra, uint64_t off, size_t size,
+                        ra_reply_fn reply, void *opaque)
 {
     uint64_t end = off + size;
     ra->tick++;
@@ -405,21 +424,123 @@ bool readahead_read(struct readahead *ra, uint64_t off, size_t size,
     return true;
 }
 
-void readahead_invalidate(struct readahead *ra)
+bool readahead_read(struct readahead *ra, uint64_t off, size_t size,
+                    ra_reply_fn reply, void *opaque)
+{
+    pthread_mutex_lock(&ra->lock);
+    bool taken = read_locked(ra, off, size, reply, opaque);
+    pthread_mutex_unlock(&ra->lock);
+    return taken;
+}
+
+/* The stream whose ready chunks cover [off, end), or NULL. */
+static struct stream *covering_stream(struct readahead *ra, uint64_t off,
+                                      uint64_t end)
+{
+    for (unsigned i = 0; i < RA_STREAMS; i++) {
+        struct stream *st = &ra->streams[i];
+        if (!st->used || !st->head || off < st->head->off ||
+            end > stream_end(st))
+            continue;
+        for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
+            if (ch->off + ch->len > off && ch->state != CH_READY)
+                return NULL;
+        return st;
+    }
+    return NULL;
+}
+
+bool readahead_try_answer(struct readahead *ra, uint64_t off, size_t size,
+                          ra_reply_fn reply, void *opaque, bool *refill)
+{
+    uint64_t end = off + size;
+    *refill = false;
+    if (!size)
+        return false;
+    pthread_mutex_lock(&ra->lock);
+    struct stream *st = covering_stream(ra, off, end);
+    if (!st) {
+        pthread_mutex_unlock(&ra->lock);
+        return false;
+    }
+    unsigned nch = 0;
+    struct chunk *first = NULL;
+    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
+        if (ch->off + ch->len > off) {
+            if (!first)
+                first = ch;
+            nch++;
+        }
+    struct iovec stackv[4];
+    struct iovec *iov = nch <= 4 ? stackv : malloc(nch * sizeof *iov);
+    if (!iov) {
+        pthread_mutex_unlock(&ra->lock);
+        return false;
+    }
+    uint64_t pos = off;
+    unsigned i = 0;
+    for (struct chunk *ch = first; i < nch; ch = ch->next, i++) {
+        uint64_t e = ch->off + ch->len < end ? ch->off + ch->len : end;
+        iov[i].iov_base = ch->buf + (pos - ch->off);
+        iov[i].iov_len = (size_t)(e - pos);
+        ch->served += iov[i].iov_len;
+        if (e == ch->off + ch->len)
+            *refill = true;     /* a chunk is used up: read further */
+        pos = e;
+    }
+    ra->tick++;
+    st->last_use = ra->tick;
+    if (end > st->next)
+        st->next = end;
+    reply(opaque, 0, iov, (int)nch);
+    if (iov != stackv)
+        free(iov);
+    stream_trim(st, 0);
+    pthread_mutex_unlock(&ra->lock);
+    return true;
+}
+
+void readahead_refill(struct readahead *ra, uint64_t pos)
+{
+    pthread_mutex_lock(&ra->lock);
+    for (unsigned i = 0; i < RA_STREAMS; i++) {
+        struct stream *st = &ra->streams[i];
+        if (!st->used || !st->head || !st->window || pos < st->head->off ||
+            pos > st->next)
+            continue;
+        stream_trim(st, pos);
+        uint64_t start = pos / ra->chunk * ra->chunk;
+        uint64_t want = st->next + (uint64_t)st->window * ra->chunk;
+        while (stream_end(st) < want && stream_extend(ra, st, start))
+            ;
+        break;
+    }
+    pthread_mutex_unlock(&ra->lock);
+}
+
+static void invalidate_locked(struct readahead *ra)
 {
     for (unsigned i = 0; i < RA_STREAMS; i++)
         stream_reset(&ra->streams[i]);
+}
+
+void readahead_invalidate(struct readahead *ra)
+{
+    pthread_mutex_lock(&ra->lock);
+    invalidate_locked(ra);
+    pthread_mutex_unlock(&ra->lock);
 }
 
 void readahead_free(struct readahead *ra)
 {
     if (!ra)
         return;
-    readahead_invalidate(ra);
+    invalidate_locked(ra);
     while (ra->orphans) {
         struct chunk *ch = ra->orphans;
         ra->orphans = ch->next;
         chunk_free(ch);
     }
+    pthread_mutex_destroy(&ra->lock);
     free(ra);
 }

@@ -8,8 +8,12 @@
  * module keeps a sequential reader's next requests in flight on the
  * image, so they are answered from memory.
  *
- * Model: a `struct readahead` belongs to one open image (one node) and is
- * used only on the image's loop thread.  It follows up to RA_STREAMS
+ * Model: a `struct readahead` belongs to one open image (one node).  Every
+ * function below runs on the image's loop thread, except
+ * readahead_try_answer, which any thread may call at any time (a FUSE
+ * worker answers a read from chunks already there without waking the loop
+ * thread: a round trip less per read(2), which small readers such as
+ * sha256sum's 32 KiB reads feel most).  It follows up to RA_STREAMS
  * readers.  A read that continues where an earlier read of a stream ended
  * (or falls inside the stream's buffered window) is sequential: the
  * stream then keeps chunks of `chunk` bytes (aligned to `chunk`) read from
@@ -80,11 +84,25 @@ struct readahead *readahead_new(struct image *img, size_t chunk,
 bool readahead_read(struct readahead *ra, uint64_t offset, size_t size,
                     ra_reply_fn reply, void *opaque);
 
+/* Any thread.  Answer [offset, offset+size) now if chunks that have
+ * finished reading cover all of it: calls reply(opaque, 0, iov, n) before
+ * returning (with the object locked: reply must not call back into it)
+ * and returns true.  Otherwise returns false and does nothing (no image
+ * read).  *refill is set to true when the answer used up a chunk: the
+ * caller should then have readahead_refill(ra, offset+size) run on the
+ * loop thread, so the reader stays ahead. */
+bool readahead_try_answer(struct readahead *ra, uint64_t offset, size_t size,
+                          ra_reply_fn reply, void *opaque, bool *refill);
+
+/* Loop thread.  Keep reading ahead of the stream whose reader is at `pos`
+ * (after readahead_try_answer asked for it); nothing if there is none. */
+void readahead_refill(struct readahead *ra, uint64_t pos);
+
 /* Forget every buffered chunk and every stream (see "Coherence"). */
 void readahead_invalidate(struct readahead *ra);
 
 /* Image reads of `ra` in flight (the image must stay open while > 0). */
-unsigned readahead_inflight(const struct readahead *ra);
+unsigned readahead_inflight(struct readahead *ra);
 
 /* Bytes of chunk buffers held by all read-ahead objects (for tests). */
 size_t readahead_bytes_total(void);

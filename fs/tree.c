@@ -162,6 +162,7 @@ void node_static_attr(const struct node *n, struct stat *st)
         st->st_nlink = 1;
         st->st_size = (off_t)n->fixed_size;
         st->st_blocks = (blkcnt_t)((n->fixed_size + 511) / 512);
+        st->st_blksize = IMAGE_BLKSIZE;
         break;
     }
 }
