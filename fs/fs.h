@@ -103,6 +103,8 @@ struct imgfs {
     pthread_t loop_thread;
     struct fuse_session *se;
     bool read_only;             /* -o ro */
+    bool page_cache;            /* -o page_cache: images not direct I/O */
+    atomic_bool bdi_tuned;
     uid_t uid;
     gid_t gid;
     char *mountpoint;

@@ -213,8 +213,10 @@ void handle_reply_opened(fuse_req_t req, struct node *n, bool write, int err,
     h->write = write;
     fi->fh = (uint64_t)(uintptr_t)h;
     /* No page cache for images: reads are answered from the mount's own
-     * read-ahead (readahead.h), writes go straight to the image. */
-    fi->direct_io = 1;
+     * read-ahead (readahead.h), writes go straight to the image.  With
+     * -o page_cache the kernel caches them (and its readahead requests are
+     * answered from ours). */
+    fi->direct_io = !the_fs->page_cache;
     int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
     if (r != 0) {
         /* The opener went away (interrupted): drop the reference. */

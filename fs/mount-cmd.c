@@ -35,7 +35,10 @@ static void mount_usage(FILE *f)
         "\n"
         "  -f            stay in the foreground\n"
         "  -d            FUSE debug output (implies -f)\n"
-        "  -o OPTIONS    FUSE mount options (allow_other, ro, ...)\n"
+        "  -o OPTIONS    FUSE mount options (allow_other, ro, ...) and:\n"
+        "     page_cache   let the kernel cache image files (faster for\n"
+        "                  tools reading < 128 KiB at a time, slower for\n"
+        "                  large sequential reads and writes)\n"
         "Unmount with: fusermount3 -u MOUNTPOINT\n");
 }
 
@@ -49,6 +52,42 @@ static bool has_ro_option(const char *opts)
             ro = true;
     free(copy);
     return ro;
+}
+
+/* Remove option `name` from the comma-separated *opts (freed and set to
+ * NULL when nothing is left).  Returns whether it was there. */
+static bool take_option(char **opts, const char *name)
+{
+    if (!*opts)
+        return false;
+    size_t len = strlen(*opts);
+    char *out = malloc(len + 1), *copy = strdup(*opts), *save = NULL;
+    bool found = false;
+    if (!out || !copy) {
+        free(out);
+        free(copy);
+        return false;
+    }
+    out[0] = '\0';
+    for (char *t = strtok_r(copy, ",", &save); t;
+         t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, name)) {
+            found = true;
+            continue;
+        }
+        if (out[0])
+            strcat(out, ",");
+        strcat(out, t);
+    }
+    free(copy);
+    free(*opts);
+    if (out[0]) {
+        *opts = out;
+    } else {
+        free(out);
+        *opts = NULL;
+    }
+    return found;
 }
 
 static bool is_nfs_dir_url(const char *url)
@@ -314,6 +353,7 @@ int cmd_mount(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &fs.mount_time);
     fs.gid = getgid();
     fs.read_only = opts && has_ro_option(opts);
+    fs.page_cache = take_option(&opts, "page_cache");
     fs.root = node_new(NODE_ROOT, NULL, "");
     fs.control = fs.root ? node_new(NODE_CONTROL, fs.root, "control") : NULL;
     if (!fs.control) {

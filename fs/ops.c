@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define MAX_WRITE (1024u * 1024u)
@@ -51,6 +52,27 @@ static bool is_control_file(const struct node *n)
     return n->kind == NODE_JOBFILE || n->kind == NODE_STATUSFILE;
 }
 
+/* With -o page_cache, raise the mount's readahead (bdi read_ahead_kb, 16
+ * MiB) so the kernel keeps many reads in flight for a sequential reader.
+ * After INIT was answered (the INIT reply would clamp it): done once, at
+ * the first lookup. */
+static void tune_bdi(void)
+{
+    if (!the_fs->page_cache || atomic_exchange(&the_fs->bdi_tuned, true))
+        return;
+    struct stat st;
+    if (!the_fs->mountpoint || stat(the_fs->mountpoint, &st) < 0)
+        return;
+    char path[128];
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb",
+             major(st.st_dev), minor(st.st_dev));
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "16384\n");
+        fclose(f);
+    }
+}
+
 static struct node *get(fuse_req_t req, fuse_ino_t ino)
 {
     struct node *n = node_get(ino);
@@ -63,6 +85,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
     conn->max_write = MAX_WRITE;
+    if (the_fs->page_cache)
+        conn->max_readahead = 16u << 20;    /* the kernel keeps the lower */
     conn->max_background = 128;
     conn->congestion_threshold = 96;
     unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC |
@@ -76,6 +100,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    tune_bdi();
     struct node *dir = get(req, parent);
     if (!dir)
         return;

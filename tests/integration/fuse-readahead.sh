@@ -21,7 +21,9 @@
 #      nothing) smaller and larger again under a warm reader: the reader
 #      sees the kept bytes, then zeroes;
 #   6. several readers of one file at once (as many as the read-ahead
-#      follows, and more): each part equals the original.
+#      follows, and more): each part equals the original;
+#   7. `-o page_cache` (the kernel caches image files): reads equal the
+#      originals, a write reads back through the mount and on the server.
 # "Warm" means the reader has read 2-3 MiB sequentially from an open fd, so
 # its read-ahead already holds the next 4-8 MiB; every change is 1-6 MiB
 # ahead of the reader, so a missing invalidation would serve the old bytes
@@ -306,4 +308,24 @@ for readers in 4 6; do
     done
     rm -f "$SCRATCH"/part*
 done
+
+# ---- 7 --------------------------------------------------------------------
+log "7. -o page_cache: the kernel caches image files (and reads ahead)"
+PC=$SCRATCH/pc
+mkdir -p "$PC"
+"$IMGFS" mount -o page_cache "$PC" "f=$(nfs_url "$NFSF")" "lun=$LUN" ||
+    fail "imgfs mount -o page_cache failed"
+on_exit _fuse_cleanup "$PC" ""
+mount | grep -F " $PC " | grep -q page_cache &&
+    fail "page_cache was passed on to the kernel as a mount option"
+check_cmp "$F_WANT" "$PC/f"
+[[ $(sha256sum < "$PC/lun") == $(sha256sum < "$LUN_WANT") ]] || fail "sha256 of lun (page_cache)"
+# A write through the cached mount, read back through it and on the server.
+head -c $((3 * MiB)) /dev/urandom > "$SCRATCH/pc.new"
+dd if="$SCRATCH/pc.new" of="$PC/lun" bs=1M seek=7 conv=notrunc,fsync status=none ||
+    fail "dd onto lun (page_cache)"
+dd if="$SCRATCH/pc.new" of="$LUN_WANT" bs=1M seek=7 conv=notrunc status=none
+check_cmp "$LUN_WANT" "$PC/lun"
+same_as_lun "$LUN_WANT" "$LUN" "LUN after a write through -o page_cache"
+fusermount3 -u "$PC" || fail "fusermount3 -u $PC"
 log "ok"
