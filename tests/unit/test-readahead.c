@@ -18,7 +18,21 @@
  *    once every object is freed;
  *  - the idle callback comes after the last image read; freeing then is
  *    clean;
- *  - RA_STREAMS interleaved sequential readers.
+ *  - RA_STREAMS interleaved sequential readers;
+ *  - readahead_try_answer (any thread) and readahead_refill (loop thread):
+ *    on a warm stream try_answer answers 4 KiB, 32 KiB, 1 MiB, unaligned
+ *    and chunk-spanning reads before it returns with the image's bytes,
+ *    and says no (no reply, no image read) for chunks still in flight,
+ *    ranges outside every stream and after readahead_invalidate; a reader
+ *    living on try_answer + refill (as the mount does) reads the whole
+ *    image right, > 90 % of its reads answered by try_answer, refill
+ *    keeping >= 8 chunks read ahead and >= 8 image reads in flight (also
+ *    for a dd-like reader that tries try_answer from its first read); a
+ *    second thread calling try_answer while the loop thread reads,
+ *    refills, completes chunks and invalidates (meant for ASan and TSan
+ *    builds: -Db_sanitize=address,undefined and -Db_sanitize=thread);
+ *    inflight/idle/free with reads issued by refill (and a free from
+ *    inside the idle callback).
  * Every reply is checked against the fake's contents; a read that is not
  * taken is read directly from the fake (fake_image_peek), as the mount
  * would read the image itself. */
@@ -28,9 +42,13 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs/readahead.h"
 #include "fake-image.h"
@@ -133,16 +151,30 @@ struct node {
     /* Watched range: set when an image read covering it is issued. */
     uint64_t watch_off, watch_len;
     bool watch_read;
+    /* Image reads issued: furthest end, and the first ones since the test
+     * last reset rlog_n. */
+    uint64_t issued_end;
+    struct { uint64_t off, len; } rlog[64];
+    unsigned rlog_n;
+    bool free_in_idle;          /* readahead_free from the idle callback */
 };
 
 static void on_idle(void *opaque)
 {
     struct node *n = opaque;
     n->idle_calls++;
+    if (!n->ra)
+        return;                 /* after a free in the idle call: counted */
     if (readahead_inflight(n->ra) != 0 || n->f->stats.reads_inflight != 0)
         n->idle_busy++;
     n->done_at_idle = n->f->stats.reads - n->f->stats.reads_inflight;
     mem_sample();
+    if (n->free_in_idle) {
+        /* "the owner may now ... free ra" */
+        readahead_free(n->ra);
+        n->ra = NULL;
+        n->free_in_idle = false;
+    }
 }
 
 static void on_issue(void *opaque, struct fake_image *f, enum fake_op op,
@@ -154,6 +186,15 @@ static void on_issue(void *opaque, struct fake_image *f, enum fake_op op,
     if (op == FAKE_READ && n->watch_len && offset <= n->watch_off &&
         offset + len >= n->watch_off + n->watch_len)
         n->watch_read = true;
+    if (op == FAKE_READ) {
+        if (offset + len > n->issued_end)
+            n->issued_end = offset + len;
+        if (n->rlog_n < sizeof n->rlog / sizeof n->rlog[0]) {
+            n->rlog[n->rlog_n].off = offset;
+            n->rlog[n->rlog_n].len = len;
+            n->rlog_n++;
+        }
+    }
 }
 
 static struct fake_config fake_cfg(uint64_t size, uint32_t block_size,
@@ -908,6 +949,592 @@ static void test_interleaved_streams(void **state)
     loop_free(loop);
 }
 
+/* ---- 10. try_answer on a warm stream ------------------------------------ */
+
+/* Ask readahead_try_answer for a->offset/a->size (reply: on_reply).  Either
+ * way it issues no image read (it runs on any thread, the image only on the
+ * loop's) and leaves *refill false when it says no; when it answers, the
+ * reply came exactly once before it returned, without error, with exactly
+ * the image's bytes. */
+static bool try_one(struct node *n, struct answer *a, bool *refill)
+{
+    uint64_t reads = n->f->stats.reads;
+    *refill = false;
+    a->taken = readahead_try_answer(n->ra, a->offset, a->size, on_reply, a,
+                                    refill);
+    assert_int_equal(n->f->stats.reads, reads);
+    if (!a->taken) {
+        assert_int_equal(a->calls, 0);
+        assert_false(*refill);
+        return false;
+    }
+    check_answer(n, a);
+    assert_true(a->iovcnt >= 1);
+    return true;
+}
+
+/* try_answer must say no to [off, +size). */
+static void expect_no_answer(struct node *n, struct answer *a, uint64_t off,
+                             size_t size, const char *why)
+{
+    bool refill;
+    answer_init(a, off, size);
+    if (try_one(n, a, &refill))
+        fail_msg("try_answer [%llu, +%zu) answered (%s)",
+                 (unsigned long long)off, size, why);
+}
+
+static void test_try_answer_warm(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    uint64_t size = 64 * MiB + 5555;
+    struct fake_config cfg = fake_cfg(size, 512, 14, 6, 1);
+    struct node n;
+    node_open(&n, loop, &cfg, 1 * MiB, 16);
+    fill_pattern(n.f, 0, size, 14);
+
+    /* Warm: 4 sequential 1 MiB reads (the window doubles to 16 chunks),
+     * then the chunks ahead finish reading: [4 MiB, 12 MiB) at least is
+     * buffered. */
+    assert_false(read_one(&n, 0, MiB));
+    for (uint64_t pos = 1 * MiB; pos < 4 * MiB; pos += MiB)
+        assert_true(read_one(&n, pos, MiB));
+    run_until(loop, node_quiet, &n, "the read-ahead to fill");
+    assert_true(n.issued_end >= 12 * MiB);      /* precondition */
+
+    /* refill: 1 must be set, 0 must not, -1 either (the header's "used up
+     * a chunk" leaves a read from inside a chunk to its end open). */
+    static const struct {
+        uint64_t off;
+        size_t size;
+        int refill;
+    } ready[] = {
+        { 4 * MiB + 12345, 4 * KiB, 0 },
+        { 5 * MiB + 777, 32 * KiB, 0 },
+        { 6 * MiB, 1 * MiB, 1 },                /* one whole chunk */
+        { 7 * MiB + 4097, 1 * MiB, -1 },        /* 1 MiB over chunks 7, 8 */
+        { 10 * MiB - 3000, 6000, -1 },          /* spans chunks 9 and 10 */
+        { 11 * MiB + 1, 4 * KiB - 2, 0 },
+    };
+    enum { NREADY = sizeof ready / sizeof ready[0] };
+    struct answer quick[NREADY];
+    for (unsigned i = 0; i < NREADY; i++) {
+        bool refill;
+        answer_init(&quick[i], ready[i].off, ready[i].size);
+        if (!try_one(&n, &quick[i], &refill))
+            fail_msg("try_answer [%llu, +%zu) on finished chunks: false",
+                     (unsigned long long)ready[i].off, ready[i].size);
+        if (ready[i].refill >= 0 && refill != (ready[i].refill == 1))
+            fail_msg("try_answer [%llu, +%zu): *refill %s",
+                     (unsigned long long)ready[i].off, ready[i].size,
+                     refill ? "set" : "not set");
+    }
+
+    /* Chunks in flight: a read inside the window moves it on; the chunks
+     * it adds are being read (the fake never completes a read inside the
+     * call that issued it, and the loop does not run here). */
+    n.rlog_n = 0;
+    struct answer mover;
+    answer_init(&mover, 12 * MiB, MiB);
+    assert_true(offer(&n, &mover));
+    assert_int_equal(mover.calls, 1);   /* its chunk is there: at once */
+    check_answer(&n, &mover);
+    assert_true(n.rlog_n >= 2);
+    uint64_t first = n.rlog[0].off;
+    uint64_t last = n.rlog[n.rlog_n - 1].off;
+    assert_true(first >= 13 * MiB);
+    struct answer busy[4];
+    expect_no_answer(&n, &busy[0], last + 100, 4 * KiB, "chunk in flight");
+    expect_no_answer(&n, &busy[1], first, n.rlog[0].len,
+                     "the whole chunk in flight");
+    expect_no_answer(&n, &busy[2], first - 2048, 4096,
+                     "a finished chunk and one in flight");
+    expect_no_answer(&n, &busy[3], first - MiB + 5, MiB,
+                     "1 MiB: a finished chunk and one in flight");
+
+    /* Outside every stream: the first read prefetched nothing; no stream
+     * reaches 40 MiB or the end (16 chunks from the reader at 13 MiB). */
+    struct answer outside[3];
+    expect_no_answer(&n, &outside[0], 0, 4 * KiB, "never read ahead");
+    expect_no_answer(&n, &outside[1], 40 * MiB + 3, 32 * KiB,
+                     "beyond every window");
+    expect_no_answer(&n, &outside[2], size - 4 * KiB, 4 * KiB,
+                     "beyond every window");
+
+    /* After readahead_invalidate: nothing, although every chunk is there. */
+    run_until(loop, node_quiet, &n, "the chunks in flight");
+    struct answer before;
+    bool refill;
+    answer_init(&before, 13 * MiB + 5, 32 * KiB);
+    assert_true(try_one(&n, &before, &refill));     /* precondition */
+    readahead_invalidate(n.ra);
+    struct answer after[3];
+    expect_no_answer(&n, &after[0], 14 * MiB + 5, 32 * KiB,
+                     "after invalidate");
+    expect_no_answer(&n, &after[1], 13 * MiB + 5 + 32 * KiB, 4 * KiB,
+                     "after invalidate");
+    expect_no_answer(&n, &after[2], first, MiB, "after invalidate");
+
+    node_close(&n);
+    /* still one reply each once the loop ran dry, none for a "no" */
+    struct answer *all[] = { quick, busy, outside, after, &mover, &before };
+    size_t counts[] = { NREADY, 4, 3, 3, 1, 1 };
+    for (unsigned k = 0; k < 6; k++) {
+        for (size_t i = 0; i < counts[k]; i++) {
+            assert_int_equal(all[k][i].calls, all[k][i].taken ? 1 : 0);
+            answer_free(&all[k][i]);
+        }
+    }
+    assert_int_equal(held(), 0);
+    loop_free(loop);
+}
+
+/* ---- 11. a reader living on try_answer + refill ------------------------- */
+
+/* One read the way the mount serves it: try_answer (and readahead_refill
+ * at the reader's new position when it asks for it), else readahead_read
+ * on the loop thread, else directly from the image.  Every answer is
+ * checked.  Returns whether try_answer answered it. */
+struct fast_stats {
+    unsigned reads, quick, refills, direct;
+    bool check_ahead;           /* refill must have read >= 8 chunks ahead */
+};
+
+static bool fast_read(struct node *n, uint64_t pos, size_t len,
+                      struct fast_stats *s)
+{
+    struct answer a;
+    bool refill;
+    answer_init(&a, pos, len);
+    s->reads++;
+    bool quick = try_one(n, &a, &refill);
+    if (quick) {
+        s->quick++;
+        if (refill) {
+            s->refills++;
+            readahead_refill(n->ra, pos + len);
+            uint64_t ahead = pos + len + 8 * MiB;
+            if (ahead > n->f->img->size)
+                ahead = n->f->img->size;
+            if (s->check_ahead && n->issued_end < ahead)
+                fail_msg("after readahead_refill(%llu) the image is read "
+                         "up to %llu only", (unsigned long long)(pos + len),
+                         (unsigned long long)n->issued_end);
+        }
+    } else if (offer(n, &a)) {
+        run_until(n->loop, answered, &a, "a reply");
+        check_answer(n, &a);
+    } else {
+        s->direct++;                    /* offer read it from the image */
+    }
+    answer_free(&a);
+    return quick;
+}
+
+static void test_try_answer_refill_reader(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    uint64_t size = 48 * MiB + 3333;
+    /* delays in loop rounds only: the same run every time */
+    struct fake_config cfg = fake_cfg(size, 512, 15, 8, 0);
+    struct node n;
+    node_open(&n, loop, &cfg, 1 * MiB, 16);
+    fill_pattern(n.f, 0, size, 15);
+
+    /* warm-up through readahead_read: the window reaches 16 chunks; then
+     * every image read issued from here on comes from readahead_refill */
+    assert_false(read_one(&n, 0, MiB));
+    for (uint64_t pos = 1 * MiB; pos < 4 * MiB; pos += MiB)
+        assert_true(read_one(&n, pos, MiB));
+    run_until(loop, node_quiet, &n, "the read-ahead to fill");
+    n.f->stats.max_reads_inflight = 0;
+    uint64_t warm_reads = n.f->stats.reads;
+
+    /* 32 KiB reads after one of 5000 bytes (so they straddle chunk
+     * boundaries).  In even 12 MiB stretches the image keeps pace (a loop
+     * round every 8 reads); in odd ones the reader outruns it (no loop
+     * round unless it waits). */
+    struct fast_stats s = { .check_ahead = true };
+    for (uint64_t pos = 4 * MiB; pos < size;) {
+        size_t len = clip(pos, s.reads == 0 ? 5000 : 32 * KiB, size);
+        fast_read(&n, pos, len, &s);
+        pos += len;
+        if ((pos / (12 * MiB)) % 2 == 0 && s.reads % 8 == 0)
+            assert_int_equal(loop_run_once(loop, 0), 0);
+    }
+    print_message("    %u reads: %u by try_answer, %u refills, %u direct; "
+                  "%u image reads in flight at most, %llu issued\n",
+                  s.reads, s.quick, s.refills, s.direct,
+                  n.f->stats.max_reads_inflight,
+                  (unsigned long long)(n.f->stats.reads - warm_reads));
+    if (s.quick * 10 <= s.reads * 9)
+        fail_msg("only %u of %u reads answered by try_answer", s.quick,
+                 s.reads);
+    assert_true(s.refills > 0);
+    if (n.f->stats.max_reads_inflight < 8)
+        fail_msg("at most %u image reads in flight after the warm-up",
+                 n.f->stats.max_reads_inflight);
+    node_close(&n);
+
+    /* (b) Cold, like the mount serves `dd bs=1M`: every read tries
+     * try_answer first, from the very first one.  The window must still
+     * grow: >= 8 image reads in flight (as in test 1). */
+    cfg = fake_cfg(size, 512, 19, 8, 3);
+    node_open(&n, loop, &cfg, 1 * MiB, 16);
+    fill_pattern(n.f, 0, size, 19);
+    struct fast_stats c = { .check_ahead = false };
+    for (uint64_t pos = 0; pos < size; pos += MiB)
+        fast_read(&n, pos, clip(pos, MiB, size), &c);
+    print_message("    cold: %u reads: %u by try_answer, %u refills, %u "
+                  "direct; %u image reads in flight at most\n", c.reads,
+                  c.quick, c.refills, c.direct,
+                  n.f->stats.max_reads_inflight);
+    if (n.f->stats.max_reads_inflight < 8)
+        fail_msg("cold reader: at most %u image reads in flight",
+                 n.f->stats.max_reads_inflight);
+    node_close(&n);
+    assert_int_equal(held(), 0);
+    loop_free(loop);
+}
+
+/* ---- 12. try_answer from another thread --------------------------------- */
+
+/* The second thread: try_answer on ranges around the loop thread's reader,
+ * each answer checked against the pattern (computed, never read from the
+ * fake, which belongs to the loop thread).  No cmocka call here: the first
+ * failure is written to `why` for the main thread. */
+struct prober {
+    struct readahead *ra;
+    uint64_t size, salt, chunk;
+    _Atomic uint64_t reader_pos;        /* the loop thread's reader */
+    atomic_bool stop;
+    atomic_uint tries, answered, refills_asked;
+    _Atomic uint64_t refill_pos;        /* pos + 1 to refill at; 0: none */
+    atomic_bool failed;
+    char why[256];
+    /* prober thread only */
+    pthread_t self;
+    unsigned char *buf;
+    size_t got;
+    unsigned calls;
+    bool other_thread;
+};
+
+#define PROBE_MAX_TRIES 2000000u
+#define PROBE_MAX_SIZE (512 * KiB)
+
+static void probe_reply(void *opaque, int err, const struct iovec *iov,
+                        int iovcnt)
+{
+    struct prober *p = opaque;
+    p->calls++;
+    if (!pthread_equal(pthread_self(), p->self))
+        p->other_thread = true;
+    if (err) {
+        p->got = SIZE_MAX;
+        return;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        if (p->got + iov[i].iov_len <= PROBE_MAX_SIZE)
+            memcpy(p->buf + p->got, iov[i].iov_base, iov[i].iov_len);
+        p->got += iov[i].iov_len;
+    }
+}
+
+static void probe_fail(struct prober *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void probe_fail(struct prober *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->why, sizeof p->why, fmt, ap);
+    va_end(ap);
+    atomic_store(&p->failed, true);
+}
+
+/* Index of the first byte of buf (the image at off) that differs from
+ * fill_pattern's, or len. */
+static size_t pattern_mismatch(const unsigned char *buf, uint64_t off,
+                               size_t len, uint64_t salt)
+{
+    uint64_t word = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint64_t pos = off + i;
+        if (i == 0 || (pos & 7) == 0)
+            word = mix64((pos >> 3) ^ salt);
+        if (buf[i] != (unsigned char)(word >> (8 * (pos & 7))))
+            return i;
+    }
+    return len;
+}
+
+/* Leave the lock to the loop thread between tries: a mutex taken again
+ * at once starves the other thread (under TSan, for seconds). */
+static void probe_pause(unsigned i)
+{
+    if (i % 8 == 7) {
+        struct timespec pause = { 0, 10000 };
+        nanosleep(&pause, NULL);
+    } else {
+        sched_yield();
+    }
+}
+
+static void *prober_main(void *arg)
+{
+    struct prober *p = arg;
+    p->self = pthread_self();
+    static const size_t sizes[] = { 4 * KiB, 32 * KiB, 512 * KiB, 0 };
+    uint64_t r = p->salt;
+    for (unsigned i = 0; i < PROBE_MAX_TRIES && !atomic_load(&p->stop) &&
+                         !atomic_load(&p->failed); i++) {
+        r = mix64(r);
+        uint64_t base = atomic_load(&p->reader_pos);
+        size_t len = sizes[r % 4] ? sizes[r % 4]
+                                  : (size_t)(1 + (r >> 40) % 200000);
+        /* from a chunk behind the reader to 16 chunks ahead */
+        uint64_t lo = base > p->chunk ? base - p->chunk : 0;
+        uint64_t off = lo + (r >> 8) % (17 * p->chunk);
+        if (off >= p->size)
+            continue;
+        len = clip(off, len, p->size);
+        p->calls = 0;
+        p->got = 0;
+        bool refill = false;
+        atomic_fetch_add(&p->tries, 1);
+        if (!readahead_try_answer(p->ra, off, len, probe_reply, p,
+                                  &refill)) {
+            if (p->calls || refill)
+                probe_fail(p, "try_answer [%llu, +%zu): false, but %u "
+                           "replies, refill %d", (unsigned long long)off,
+                           len, p->calls, refill);
+            probe_pause(i);
+            continue;
+        }
+        if (p->calls != 1 || p->other_thread || p->got != len) {
+            probe_fail(p, "try_answer [%llu, +%zu): %u replies (before "
+                       "returning), %zu bytes, %s thread",
+                       (unsigned long long)off, len, p->calls, p->got,
+                       p->other_thread ? "another" : "the calling");
+            continue;
+        }
+        size_t bad = pattern_mismatch(p->buf, off, len, p->salt);
+        if (bad < len)
+            probe_fail(p, "try_answer [%llu, +%zu) from another thread: "
+                       "byte %llu is wrong", (unsigned long long)off, len,
+                       (unsigned long long)(off + bad));
+        atomic_fetch_add(&p->answered, 1);
+        if (refill) {
+            /* as the mount posts readahead_refill to the loop thread */
+            atomic_store(&p->refill_pos, off + len + 1);
+            atomic_fetch_add(&p->refills_asked, 1);
+        }
+        probe_pause(i);
+    }
+    return NULL;
+}
+
+/* The running prober, stopped by prober_teardown if its test failed. */
+static struct prober *running_prober;
+static pthread_t running_thread;
+
+static void prober_stop(void)
+{
+    if (!running_prober)
+        return;
+    atomic_store(&running_prober->stop, true);
+    pthread_join(running_thread, NULL);
+    running_prober = NULL;
+}
+
+static int prober_teardown(void **state)
+{
+    (void)state;
+    prober_stop();
+    return 0;
+}
+
+/* Loop thread: run the refill the prober asked for, if any. */
+static void serve_prober(struct node *n, struct prober *p)
+{
+    uint64_t pos = atomic_exchange(&p->refill_pos, 0);
+    if (pos)
+        readahead_refill(n->ra, pos - 1);
+}
+
+static void test_try_answer_threads(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    /* 256 KiB chunks and a 12 MiB image: TSan makes every fresh buffer
+     * page costly (shadow page faults, TLB flushes across threads) */
+    const uint64_t chunk = 256 * KiB;
+    uint64_t size = 12 * MiB + 1234;
+    struct fake_config cfg = fake_cfg(size, 512, 16, 4, 1);
+    struct node n;
+    node_open(&n, loop, &cfg, chunk, 16);
+    fill_pattern(n.f, 0, size, 16);     /* fixed from here on */
+
+    assert_false(read_one(&n, 0, chunk));
+    for (uint64_t pos = chunk; pos < 4 * chunk; pos += chunk)
+        assert_true(read_one(&n, pos, chunk));
+    run_until(loop, node_quiet, &n, "the read-ahead to fill");
+
+    static struct prober p;
+    memset(&p, 0, sizeof p);
+    p.ra = n.ra;
+    p.size = size;
+    p.salt = 16;
+    p.chunk = chunk;
+    p.buf = malloc(PROBE_MAX_SIZE);
+    assert_non_null(p.buf);
+    atomic_store(&p.reader_pos, 4 * chunk);
+    assert_int_equal(pthread_create(&running_thread, NULL, prober_main, &p),
+                     0);
+    running_prober = &p;
+
+    /* The loop thread: 5 passes of a reader (try_answer, refill,
+     * readahead_read), loop rounds completing chunks, an invalidate every
+     * 97 reads, and now and then a wait until the prober got an answer (so
+     * that both threads really work on the same stream). */
+    static const size_t sizes[] = { 32 * KiB, 64 * KiB + 123, 4 * KiB,
+                                    200 * KiB };
+    struct fast_stats s = { .check_ahead = false };
+    unsigned invalidates = 0, waits = 0;
+    for (unsigned pass = 0; pass < 5 && !atomic_load(&p.failed); pass++) {
+        for (uint64_t pos = pass ? 0 : 4 * chunk; pos < size;) {
+            atomic_store(&p.reader_pos, pos);
+            serve_prober(&n, &p);
+            size_t len = clip(pos, sizes[(s.reads / 50) % 4], size);
+            fast_read(&n, pos, len, &s);
+            pos += len;
+            if (s.reads % 3 == 0)
+                assert_int_equal(loop_run_once(loop, 0), 0);
+            if (s.reads % 97 == 0) {
+                readahead_invalidate(n.ra);
+                invalidates++;
+            }
+            if (s.reads % 100 == 0) {
+                unsigned seen = atomic_load(&p.answered);
+                uint64_t give_up = loop_now_ns() + STUCK_NS;
+                while (atomic_load(&p.answered) == seen &&
+                       !atomic_load(&p.failed)) {
+                    assert_int_equal(loop_run_once(loop, 1), 0);
+                    serve_prober(&n, &p);
+                    if (loop_now_ns() > give_up)
+                        fail_msg("the prober never got an answer");
+                }
+                waits++;
+            }
+        }
+    }
+    prober_stop();
+    free(p.buf);
+    if (atomic_load(&p.failed))
+        fail_msg("%s", p.why);
+    print_message("    loop thread: %u reads (%u by try_answer), %u "
+                  "invalidates, %u waits; prober: %u of %u answered, %u "
+                  "refills asked\n", s.reads, s.quick, invalidates, waits,
+                  atomic_load(&p.answered), atomic_load(&p.tries),
+                  atomic_load(&p.refills_asked));
+    assert_true(atomic_load(&p.answered) >= waits);
+    assert_true(waits > 0 && invalidates > 0);
+    node_close(&n);
+    assert_int_equal(held(), 0);
+    loop_free(loop);
+}
+
+/* ---- 13. inflight, idle and free with the refill path ------------------- */
+
+/* Warm up, then read [4 MiB, 8 MiB) with try_answer only, refilling when
+ * asked, without running the loop: reads issued by refill are left in
+ * flight. */
+static void refill_reader(struct node *n)
+{
+    for (uint64_t pos = 0; pos < 4 * MiB; pos += MiB)
+        read_one(n, pos, MiB);
+    run_until(n->loop, node_quiet, n, "the read-ahead to fill");
+    uint64_t by_refill = 0;
+    for (uint64_t pos = 4 * MiB; pos < 8 * MiB; pos += 64 * KiB) {
+        struct answer a;
+        bool refill;
+        answer_init(&a, pos, 64 * KiB);
+        if (!try_one(n, &a, &refill))
+            fail_msg("try_answer at %llu: false", (unsigned long long)pos);
+        answer_free(&a);
+        if (refill) {
+            uint64_t reads = n->f->stats.reads;
+            readahead_refill(n->ra, pos + 64 * KiB);
+            by_refill += n->f->stats.reads - reads;
+        }
+        /* in flight for read-ahead exactly when the image has reads */
+        assert_int_equal(readahead_inflight(n->ra) > 0,
+                         n->f->stats.reads_inflight > 0);
+    }
+    assert_true(by_refill > 0);
+    assert_true(readahead_inflight(n->ra) > 0);     /* refill's reads */
+}
+
+static bool ra_freed(void *arg)
+{
+    struct node *n = arg;
+    return n->ra == NULL;
+}
+
+static void test_refill_idle_then_free(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    uint64_t size = 32 * MiB;
+    /* slow reads, each chunk read in 4 pieces */
+    struct fake_config cfg = fake_cfg(size, 512, 17, 3, 0);
+    cfg.latency = slow_reads;
+    cfg.max_request = 256 * KiB;
+    struct node n;
+
+    /* (a) wait for the idle call, then free */
+    node_open(&n, loop, &cfg, 1 * MiB, 8);
+    fill_pattern(n.f, 0, size, 17);
+    refill_reader(&n);
+    n.idle_calls = 0;
+    run_until(loop, idle_now, &n, "the idle call");
+    assert_int_equal(n.idle_busy, 0);
+    assert_int_equal(n.f->stats.reads_inflight, 0);
+    assert_int_equal(n.done_at_idle, n.f->stats.reads);
+    assert_int_equal(n.f->stats.too_long, 0);
+    readahead_free(n.ra);
+    n.ra = NULL;
+    run_dry(loop);
+    assert_int_equal(held(), 0);
+    n.f->on_issue = NULL;
+    assert_int_equal(fake_image_close(n.f), 0);
+
+    /* (b) free from inside the idle callback */
+    node_open(&n, loop, &cfg, 1 * MiB, 8);
+    fill_pattern(n.f, 0, size, 18);
+    refill_reader(&n);
+    n.idle_calls = 0;
+    n.free_in_idle = true;
+    run_until(loop, ra_freed, &n, "the idle call");
+    assert_int_equal(n.idle_calls, 1);
+    assert_int_equal(n.idle_busy, 0);
+    assert_int_equal(n.f->stats.reads_inflight, 0);
+    assert_int_equal(n.done_at_idle, n.f->stats.reads);
+    run_dry(loop);
+    assert_int_equal(n.idle_calls, 1);
+    assert_int_equal(held(), 0);
+    n.f->on_issue = NULL;
+    assert_int_equal(fake_image_close(n.f), 0);
+    loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -921,6 +1548,11 @@ int main(void)
         cmocka_unit_test_setup(test_memory_bounds, setup),
         cmocka_unit_test_setup(test_idle_then_free, setup),
         cmocka_unit_test_setup(test_interleaved_streams, setup),
+        cmocka_unit_test_setup(test_try_answer_warm, setup),
+        cmocka_unit_test_setup(test_try_answer_refill_reader, setup),
+        cmocka_unit_test_setup_teardown(test_try_answer_threads, setup,
+                                        prober_teardown),
+        cmocka_unit_test_setup(test_refill_idle_then_free, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
