@@ -231,7 +231,9 @@ static bool stream_extend(struct readahead *ra, struct stream *st,
         image_read(img, buf + pos, off + pos, l, chunk_read_done, ch);
     }
     chunk_read_done(ch, 0);
-    return true;
+    /* A backend breaking the no-inline-completion rule with a failure
+     * would have reset the stream: stop extending rather than loop. */
+    return st->tail != NULL;
 }
 
 /* ---- waiting reads ------------------------------------------------------ */
