@@ -368,6 +368,15 @@ static bool read_one(struct node *n, uint64_t offset, size_t size)
     return taken;
 }
 
+/* Make a stream sequential: read [0, mib MiB) in 1 MiB reads from offset
+ * 0 (the first read is not taken, the others are). */
+static void warm_up(struct node *n, unsigned mib)
+{
+    assert_false(read_one(n, 0, MiB));
+    for (uint64_t pos = 1 * MiB; pos < (uint64_t)mib * MiB; pos += MiB)
+        assert_true(read_one(n, pos, MiB));
+}
+
 static size_t clip(uint64_t offset, size_t size, uint64_t end)
 {
     return offset + size > end ? (size_t)(end - offset) : size;
@@ -737,9 +746,7 @@ static void test_read_error(void **state)
     n.f->error_errno = -EREMOTEIO;
     n.f->error_count = 1;
 
-    assert_false(read_one(&n, 0, MiB));
-    for (uint64_t pos = 1 * MiB; pos < 7 * MiB; pos += MiB)
-        assert_true(read_one(&n, pos, MiB));
+    warm_up(&n, 7);
 
     /* the read covering the failing chunk gets its error and no data */
     struct answer bad;
@@ -998,9 +1005,7 @@ static void test_try_answer_warm(void **state)
     /* Warm: 4 sequential 1 MiB reads (the window doubles to 16 chunks),
      * then the chunks ahead finish reading: [4 MiB, 12 MiB) at least is
      * buffered. */
-    assert_false(read_one(&n, 0, MiB));
-    for (uint64_t pos = 1 * MiB; pos < 4 * MiB; pos += MiB)
-        assert_true(read_one(&n, pos, MiB));
+    warm_up(&n, 4);
     run_until(loop, node_quiet, &n, "the read-ahead to fill");
     assert_true(n.issued_end >= 12 * MiB);      /* precondition */
 
@@ -1147,9 +1152,7 @@ static void test_try_answer_refill_reader(void **state)
 
     /* warm-up through readahead_read: the window reaches 16 chunks; then
      * every image read issued from here on comes from readahead_refill */
-    assert_false(read_one(&n, 0, MiB));
-    for (uint64_t pos = 1 * MiB; pos < 4 * MiB; pos += MiB)
-        assert_true(read_one(&n, pos, MiB));
+    warm_up(&n, 4);
     run_until(loop, node_quiet, &n, "the read-ahead to fill");
     n.f->stats.max_reads_inflight = 0;
     uint64_t warm_reads = n.f->stats.reads;
