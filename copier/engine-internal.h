@@ -84,11 +84,33 @@ struct copy_planner {
     uint64_t block_status_calls;
 };
 
+/* How many extents of one block-status answer the verify pass keeps per
+ * image (the backends answer with at most 64). */
+#define VERIFY_CACHE_EXTENTS 64u
+
+/* The verify pass's view of one image's allocation: the contiguous prefix
+ * of its latest block-status answer, covering [start, end).  Asked again
+ * (from the verify position to the source end) only when the position
+ * reaches `end`. */
+struct verify_side {
+    struct copy_job *job;
+    struct image *img;
+    struct extent cache[VERIFY_CACHE_EXTENTS];
+    size_t count;
+    uint64_t start, end;            /* covered range; start == end: none */
+    bool querying;                  /* block status in flight */
+    uint64_t block_status_calls;
+};
+
 struct copy_verifier {
     uint64_t next;                  /* next offset to compare */
     uint64_t diff;                  /* first differing offset found */
     bool differs;
     unsigned pairs;                 /* buffer pairs in use */
+    /* Ranges that both images report as reading as zeroes (HOLE or ZERO,
+     * never BACKING) are counted as verified without being read. */
+    struct verify_side side[2];     /* [0] source, [1] target */
+    uint64_t skipped;               /* bytes verified that way */
 };
 
 struct copy_job {
@@ -172,7 +194,9 @@ bool pipeline_finished(const struct copy_job *job);
 
 /* verify.c */
 void verify_start(struct copy_job *job);
-/* Issue more compare reads; returns true when the pass is complete. */
+/* Skip ranges both images report as zeroes, ask block status when a side's
+ * answer is used up, and issue more compare reads; returns true when the
+ * pass is complete (nothing in flight). */
 bool verify_pump(struct copy_job *job);
 
 #endif
