@@ -23,7 +23,8 @@
  * started with start_offset = watermark resumes there.
  *
  * At the end the target is flushed; with `verify` both images are then read
- * again and compared, and a difference fails the job naming the first
+ * again and compared, except ranges that both report (block status) as
+ * reading as zeroes, and a difference fails the job naming the first
  * differing byte offset.
  *
  * Errors name the operation, the image and the byte offset, e.g.
