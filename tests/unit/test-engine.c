@@ -14,6 +14,7 @@
 #include "copier/engine.h"
 #include "copier/engine-internal.h"
 #include "fake-image.h"
+#include "fake-util.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -21,16 +22,6 @@
 #define TiB (1024ull * GiB)
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
 
 static uint64_t round_up(uint64_t v, uint64_t a)
 {
@@ -43,7 +34,7 @@ static uint64_t round_up(uint64_t v, uint64_t a)
 static void make_source_content(struct fake_image *f, uint64_t unit,
                                 unsigned seed)
 {
-    rng_state = 0x9e3779b97f4a7c15ull ^ seed;
+    rng_seed(0x9e3779b97f4a7c15ull ^ seed);
     uint64_t size = f->img->size;
     size_t cap = 16, n = 0;
     struct extent *map = malloc(cap * sizeof *map);
@@ -78,59 +69,6 @@ static void make_source_content(struct fake_image *f, uint64_t unit,
     assert_int_equal(fake_image_set_map(f, map, n), 0);
     free(map);
     free(buf);
-}
-
-static void fill_pattern(struct fake_image *f, uint64_t off, uint64_t len,
-                         unsigned char v)
-{
-    unsigned char *b = malloc(len);
-    memset(b, v, len);
-    fake_image_poke(f, off, b, len);
-    free(b);
-}
-
-/* First offset in [off, off+len) where a and b differ, or -1. */
-static int64_t first_diff(struct fake_image *a, struct fake_image *b,
-                          uint64_t off, uint64_t len)
-{
-    static unsigned char x[256 * 1024], y[256 * 1024];
-    while (len) {
-        size_t n = len < sizeof x ? len : sizeof x;
-        fake_image_peek(a, off, x, n);
-        fake_image_peek(b, off, y, n);
-        if (memcmp(x, y, n)) {
-            size_t i = 0;
-            while (x[i] == y[i])
-                i++;
-            return (int64_t)(off + i);
-        }
-        off += n;
-        len -= n;
-    }
-    return -1;
-}
-
-static void assert_same(struct fake_image *a, struct fake_image *b,
-                        uint64_t off, uint64_t len)
-{
-    int64_t d = first_diff(a, b, off, len);
-    if (d >= 0)
-        fail_msg("images differ at byte %lld", (long long)d);
-}
-
-static bool is_zero_range(struct fake_image *f, uint64_t off, uint64_t len)
-{
-    static unsigned char x[64 * 1024];
-    while (len) {
-        size_t n = len < sizeof x ? len : sizeof x;
-        fake_image_peek(f, off, x, n);
-        for (size_t i = 0; i < n; i++)
-            if (x[i])
-                return false;
-        off += n;
-        len -= n;
-    }
-    return true;
 }
 
 struct run {
@@ -222,29 +160,6 @@ static void run_job(struct fake_image *src, struct fake_image *dst,
     src->on_issue = dst->on_issue = NULL;
     copy_job_free(r->job);
     r->job = NULL;
-}
-
-struct pair {
-    struct loop *loop;
-    struct fake_image *src, *dst;
-};
-
-static void pair_open(struct pair *p, const struct fake_config *sc,
-                      const struct fake_config *dc)
-{
-    p->loop = loop_new();
-    assert_non_null(p->loop);
-    p->src = fake_image_new(p->loop, "src", sc);
-    p->dst = fake_image_new(p->loop, "dst", dc);
-    assert_non_null(p->src);
-    assert_non_null(p->dst);
-}
-
-static void pair_close(struct pair *p)
-{
-    assert_int_equal(fake_image_close(p->src), 0);
-    assert_int_equal(fake_image_close(p->dst), 0);
-    loop_free(p->loop);
 }
 
 /* ---- data correctness ---------------------------------------------------- */
@@ -938,7 +853,7 @@ static void skip_backing_case(enum copy_order order, uint64_t sparse,
     struct pair p;
     pair_open(&p, &sc, &dc);
     fill_pattern(p.dst, 0, size, 0xBB);
-    rng_state = 0x51ab5eedull ^ seed;
+    rng_seed(0x51ab5eedull ^ seed);
     struct extent map[256];
     size_t n = 0;
     uint64_t data_bytes = 0;

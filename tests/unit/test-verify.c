@@ -16,6 +16,7 @@
 #include "copier/engine.h"
 #include "copier/engine-internal.h"
 #include "fake-image.h"
+#include "fake-util.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -24,16 +25,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
-
 static void fill_random(struct fake_image *f, uint64_t off, uint64_t len)
 {
     unsigned char *b = malloc(len);
@@ -41,44 +32,6 @@ static void fill_random(struct fake_image *f, uint64_t off, uint64_t len)
         b[i] = (unsigned char)(1 + rng() % 255);
     fake_image_poke(f, off, b, len);
     free(b);
-}
-
-static void fill_pattern(struct fake_image *f, uint64_t off, uint64_t len,
-                         unsigned char v)
-{
-    unsigned char *b = malloc(len);
-    memset(b, v, len);
-    fake_image_poke(f, off, b, len);
-    free(b);
-}
-
-static bool is_zero_range(struct fake_image *f, uint64_t off, uint64_t len)
-{
-    static unsigned char x[64 * 1024];
-    while (len) {
-        size_t n = len < sizeof x ? len : sizeof x;
-        fake_image_peek(f, off, x, n);
-        for (size_t i = 0; i < n; i++)
-            if (x[i])
-                return false;
-        off += n;
-        len -= n;
-    }
-    return true;
-}
-
-static void assert_same(struct fake_image *a, struct fake_image *b,
-                        uint64_t size)
-{
-    static unsigned char x[256 * 1024], y[256 * 1024];
-    for (uint64_t off = 0; off < size;) {
-        size_t n = size - off < sizeof x ? size - off : sizeof x;
-        fake_image_peek(a, off, x, n);
-        fake_image_peek(b, off, y, n);
-        if (memcmp(x, y, n))
-            fail_msg("images differ near byte %llu", (unsigned long long)off);
-        off += n;
-    }
 }
 
 /* Sum of the lengths of the map's extents of type DATA or BACKING. */
@@ -213,29 +166,6 @@ static void run_verify(struct fake_image *src, struct fake_image *dst,
     r->job = NULL;
 }
 
-struct pair {
-    struct loop *loop;
-    struct fake_image *src, *dst;
-};
-
-static void pair_open(struct pair *p, const struct fake_config *sc,
-                      const struct fake_config *dc)
-{
-    p->loop = loop_new();
-    assert_non_null(p->loop);
-    p->src = fake_image_new(p->loop, "src", sc);
-    p->dst = fake_image_new(p->loop, "dst", dc);
-    assert_non_null(p->src);
-    assert_non_null(p->dst);
-}
-
-static void pair_close(struct pair *p)
-{
-    assert_int_equal(fake_image_close(p->src), 0);
-    assert_int_equal(fake_image_close(p->dst), 0);
-    loop_free(p->loop);
-}
-
 /* Poke random data into the map's DATA extents. */
 static void fill_data_extents(struct fake_image *f, const struct extent *m,
                               size_t n)
@@ -290,7 +220,7 @@ static void test_sparse_reads_only_data(void **state)
                                       .seed = seed + 100 };
             struct pair p;
             pair_open(&p, &sc, &dc);
-            rng_state = 0x1234567ull + seed;
+            rng_seed(0x1234567ull + seed);
             fake_image_set_map(p.src, sparse_map, SPARSE_MAP_LEN);
             fill_data_extents(p.src, sparse_map, SPARSE_MAP_LEN);
             struct extent dm[SPARSE_MAP_LEN];
@@ -308,7 +238,7 @@ static void test_sparse_reads_only_data(void **state)
             run_verify(p.src, p.dst, &o, &r);
             if (r.final.state != COPY_DONE)
                 fail_msg("%s", r.final.error);
-            assert_same(p.src, p.dst, size);
+            assert_same(p.src, p.dst, 0, size);
             assert_int_equal(r.final.verified, size);
             assert_int_equal(r.skipped, size - data);
             /* Exactly the data ranges, on both sides. */
@@ -341,7 +271,7 @@ static void test_huge_sparse_image(void **state)
         { 300 * GiB + 4 * MiB, 1 * MiB, EXTENT_DATA },
         { 300 * GiB + 5 * MiB, size - 300 * GiB - 5 * MiB, EXTENT_HOLE },
     };
-    rng_state = 99;
+    rng_seed(99);
     fake_image_set_map(p.src, m, 4);
     fill_data_extents(p.src, m, 4);
     fake_image_set_map(p.dst, m, 4);
@@ -407,7 +337,7 @@ static void test_garbage_in_source_hole_caught(void **state)
             }
             struct pair p;
             pair_open(&p, &sc, &dc);
-            rng_state = 2121;
+            rng_seed(2121);
             fake_image_set_map(p.src, sm, 2);
             fill_data_extents(p.src, sm, 2);
             if (variant == 0 || variant == 3)
@@ -493,7 +423,7 @@ static void test_data_everywhere_reads_everything(void **state)
                                   .no_block_status = variant == 1 };
         struct pair p;
         pair_open(&p, &sc, &dc);
-        rng_state = 4141;
+        rng_seed(4141);
         /* The first six extents of sparse_map (up to 23 MiB), then a
          * hole to the end. */
         struct extent sm[7];
@@ -519,7 +449,7 @@ static void test_data_everywhere_reads_everything(void **state)
         if (r.final.state != COPY_DONE)
             fail_msg("variant %d: %s", variant, r.final.error);
         assert_int_equal(r.final.verified, size);
-        assert_same(p.src, p.dst, size);
+        assert_same(p.src, p.dst, 0, size);
         if (variant < 3) {
             assert_int_equal(r.bytes_read[0], size);
             assert_int_equal(r.bytes_read[1], size);
@@ -651,7 +581,7 @@ static void test_short_answers_odd_boundaries(void **state)
                                   .seed = 61 + c };
         struct pair p;
         pair_open(&p, &sc, &dc);
-        rng_state = 5151 + c;
+        rng_seed(5151 + c);
         size_t ns, nd;
         /* Extents at 512-byte boundaries even where a side has 4 KiB
          * blocks: the pass must keep its reads aligned. */
@@ -670,7 +600,7 @@ static void test_short_answers_odd_boundaries(void **state)
         run_verify(p.src, p.dst, &o, &r);
         if (r.final.state != COPY_DONE)
             fail_msg("case %u: %s", c, r.final.error);
-        assert_same(p.src, p.dst, size);
+        assert_same(p.src, p.dst, 0, size);
         assert_int_equal(r.final.verified, size);
         uint64_t align = cases[c].sbs > cases[c].dbs ? cases[c].sbs
                                                      : cases[c].dbs;
@@ -716,7 +646,7 @@ static void test_block_status_error_fails_job(void **state)
                                      .seed = 71 + side };
             struct pair p;
             pair_open(&p, &c, &c);
-            rng_state = 7171;
+            rng_seed(7171);
             struct extent m[8];
             for (int i = 0; i < 8; i++)
                 m[i] = (struct extent){ (uint64_t)i * 2 * MiB, 2 * MiB,
@@ -740,7 +670,7 @@ static void test_block_status_error_fails_job(void **state)
             assert_int_equal(r.status_calls[side], nth);
             if (nth == 3)
                 assert_true(r.failed_status_offset > 0);
-            assert_same(p.src, p.dst, size);    /* the copy itself was fine */
+            assert_same(p.src, p.dst, 0, size);    /* the copy itself was fine */
             pair_close(&p);
         }
     }
@@ -761,7 +691,7 @@ static void test_cancel_during_verify(void **state)
             c.latency = slow_block_status;
         struct pair p;
         pair_open(&p, &c, &c);
-        rng_state = 8181;
+        rng_seed(8181);
         struct extent m[16];
         for (int i = 0; i < 16; i++)
             m[i] = (struct extent){ (uint64_t)i * 2 * MiB, 2 * MiB,
