@@ -155,8 +155,8 @@ static void orphan(struct chunk *ch)
     ch->ra->orphans = ch;
 }
 
-/* Remove every chunk of `st` and forget its history. */
-static void stream_reset(struct stream *st)
+/* Remove every chunk of `st` (its history stays). */
+static void stream_drop_chunks(struct stream *st)
 {
     struct chunk *ch = st->head;
     while (ch) {
@@ -164,6 +164,14 @@ static void stream_reset(struct stream *st)
         orphan(ch);
         ch = next;
     }
+    st->head = st->tail = NULL;
+    st->nchunks = 0;
+}
+
+/* Remove every chunk of `st` and forget its history. */
+static void stream_reset(struct stream *st)
+{
+    stream_drop_chunks(st);
     memset(st, 0, sizeof *st);
 }
 
@@ -238,8 +246,35 @@ static bool stream_extend(struct readahead *ra, struct stream *st,
 
 /* ---- waiting reads ------------------------------------------------------ */
 
+/* A waiting read of [off, off+size) on the chunks of `st` covering it
+ * (each gets a reference), or NULL when out of memory. */
+static struct waiter *waiter_new(struct stream *st, uint64_t off,
+                                 size_t size, ra_reply_fn reply, void *opaque)
+{
+    uint64_t end = off + size;
+    unsigned nch = 0;
+    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
+        if (ch->off + ch->len > off)
+            nch++;
+    struct waiter *w = calloc(1, sizeof *w + nch * sizeof w->ch[0] +
+                                     nch * sizeof *w->iov);
+    if (!w)
+        return NULL;
+    w->iov = (struct iovec *)(void *)&w->ch[nch];
+    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
+        if (ch->off + ch->len > off) {
+            ch->refs++;
+            w->ch[w->nch++] = ch;
+        }
+    w->off = off;
+    w->size = size;
+    w->reply = reply;
+    w->opaque = opaque;
+    return w;
+}
+
 /* Answer `w` (all its chunks finished) and release its chunks. */
-static void waiter_answer(struct readahead *ra, struct waiter *w)
+static void waiter_answer(struct waiter *w)
 {
     int err = 0;
     for (unsigned i = 0; i < w->nch; i++)
@@ -268,7 +303,6 @@ static void waiter_answer(struct readahead *ra, struct waiter *w)
     }
     if (st)
         stream_trim(st, 0);
-    (void)ra;
     free(w);
 }
 
@@ -291,7 +325,7 @@ static void run_waiters(struct readahead *ra)
             continue;
         }
         *pp = w->next;
-        waiter_answer(ra, w);
+        waiter_answer(w);
     }
 }
 
@@ -380,15 +414,8 @@ static bool read_locked(struct readahead *ra, uint64_t off, size_t size,
         st->next = end;
 
     /* Restart the window where the reader is when it left the chunks. */
-    if (st->head && (off < st->head->off || off >= stream_end(st))) {
-        unsigned window = st->window;
-        uint64_t next = st->next, last = st->last_use;
-        stream_reset(st);
-        st->used = true;
-        st->window = window;
-        st->next = next;
-        st->last_use = last;
-    }
+    if (st->head && (off < st->head->off || off >= stream_end(st)))
+        stream_drop_chunks(st);
     stream_trim(st, off);
     uint64_t start = off / ra->chunk * ra->chunk;
     uint64_t want = end + (uint64_t)st->window * ra->chunk;
@@ -399,26 +426,11 @@ static bool read_locked(struct readahead *ra, uint64_t off, size_t size,
     /* Covered? */
     if (!st->head || st->head->off > off || stream_end(st) < end)
         return false;
-    unsigned nch = 0;
-    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
-        if (ch->off + ch->len > off)
-            nch++;
-    struct waiter *w = calloc(1, sizeof *w + nch * sizeof w->ch[0] +
-                                     nch * sizeof *w->iov);
+    struct waiter *w = waiter_new(st, off, size, reply, opaque);
     if (!w)
         return false;
-    w->iov = (struct iovec *)(void *)&w->ch[nch];
-    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
-        if (ch->off + ch->len > off)
-            w->ch[w->nch++] = ch;
-    w->off = off;
-    w->size = size;
-    w->reply = reply;
-    w->opaque = opaque;
-    for (unsigned i = 0; i < w->nch; i++)
-        w->ch[i]->refs++;
     if (waiter_ready(w)) {
-        waiter_answer(ra, w);
+        waiter_answer(w);
         return true;
     }
     w->next = ra->waiters;
@@ -465,39 +477,19 @@ bool readahead_try_answer(struct readahead *ra, uint64_t off, size_t size,
         pthread_mutex_unlock(&ra->lock);
         return false;
     }
-    unsigned nch = 0;
-    struct chunk *first = NULL;
-    for (struct chunk *ch = st->head; ch && ch->off < end; ch = ch->next)
-        if (ch->off + ch->len > off) {
-            if (!first)
-                first = ch;
-            nch++;
-        }
-    struct iovec stackv[4];
-    struct iovec *iov = nch <= 4 ? stackv : malloc(nch * sizeof *iov);
-    if (!iov) {
+    struct waiter *w = waiter_new(st, off, size, reply, opaque);
+    if (!w) {
         pthread_mutex_unlock(&ra->lock);
         return false;
     }
-    uint64_t pos = off;
-    unsigned i = 0;
-    for (struct chunk *ch = first; i < nch; ch = ch->next, i++) {
-        uint64_t e = ch->off + ch->len < end ? ch->off + ch->len : end;
-        iov[i].iov_base = ch->buf + (pos - ch->off);
-        iov[i].iov_len = (size_t)(e - pos);
-        ch->served += iov[i].iov_len;
-        if (e == ch->off + ch->len)
+    for (unsigned i = 0; i < w->nch; i++)
+        if (end >= w->ch[i]->off + w->ch[i]->len)
             *refill = true;     /* a chunk is used up: read further */
-        pos = e;
-    }
     ra->tick++;
     st->last_use = ra->tick;
     if (end > st->next)
         st->next = end;
-    reply(opaque, 0, iov, (int)nch);
-    if (iov != stackv)
-        free(iov);
-    stream_trim(st, 0);
+    waiter_answer(w);           /* every chunk is ready (covering_stream) */
     pthread_mutex_unlock(&ra->lock);
     return true;
 }
