@@ -312,8 +312,8 @@ static void park(struct node *n, struct io_op *op)
 }
 
 /* Answer a read from read-ahead chunks: the copy into the reader's pages
- * (direct I/O) happens here, on the loop thread, while the chunks are
- * valid. */
+ * (direct I/O) happens here, on the loop or a FUSE thread, while the
+ * chunks are valid (the read-ahead object is locked). */
 static void ra_reply(void *opaque, int err, const struct iovec *iov,
                      int iovcnt)
 {
@@ -324,6 +324,17 @@ static void ra_reply(void *opaque, int err, const struct iovec *iov,
         fuse_reply_iov(req, iov, iovcnt);
 }
 
+/* Whether the loop may read ahead for `n` now.  Not while writes of ours
+ * are in flight or parked (reads must see them: parking) nor while a job
+ * writes the image around us.  Every such write drops the cache when it
+ * starts (io_write, node_cache_drop in jobs.c / copy-range.c), so while
+ * this is false the read-ahead holds no chunk a read could use. */
+static bool may_read_ahead(const struct node *n)
+{
+    return n->ra && !n->inflight && !n->parked_head &&
+           !atomic_load(&n->job_writers);
+}
+
 struct refill_ctx {
     struct node *node;
     uint64_t pos;
@@ -332,19 +343,18 @@ struct refill_ctx {
 static void refill_on_loop(void *opaque)
 {
     struct refill_ctx *c = opaque;
-    struct readahead *ra = c->node->ra;
     /* The handle may have been closed meanwhile (then ra is gone or new:
      * readahead_refill finds no stream at pos and does nothing). */
-    if (ra && !c->node->inflight && !c->node->parked_head &&
-        !atomic_load(&c->node->job_writers))
-        readahead_refill(ra, c->pos);
+    if (may_read_ahead(c->node))
+        readahead_refill(c->node->ra, c->pos);
     free(c);
 }
 
 bool io_read_fast(fuse_req_t req, struct node *n, size_t size, off_t off)
 {
+    /* No check of writes or jobs here: see may_read_ahead. */
     struct readahead *ra = n->ra;
-    if (!ra || atomic_load(&n->job_writers))
+    if (!ra)
         return false;
     bool refill = false;
     if (!readahead_try_answer(ra, (uint64_t)off, size, ra_reply, req,
@@ -384,15 +394,9 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
     }
     if ((uint64_t)off + size > isize)
         size = (size_t)(isize - (uint64_t)off);
-    if (n->ra) {
-        /* Only while nothing else changes the image: writes of ours in
-         * flight must be read back (parking), and a job writing it goes
-         * around us. */
-        if (n->inflight || n->parked_head || atomic_load(&n->job_writers))
-            readahead_invalidate(n->ra);
-        else if (readahead_read(n->ra, (uint64_t)off, size, ra_reply, req))
-            return;
-    }
+    if (may_read_ahead(n) &&
+        readahead_read(n->ra, (uint64_t)off, size, ra_reply, req))
+        return;
     struct io_op *op = calloc(1, sizeof *op);
     if (!op) {
         fuse_reply_err(req, ENOMEM);
