@@ -42,26 +42,15 @@ static void mount_usage(FILE *f)
         "Unmount with: fusermount3 -u MOUNTPOINT\n");
 }
 
-static bool has_ro_option(const char *opts)
-{
-    char *copy = strdup(opts), *save = NULL;
-    bool ro = false;
-    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
-         t = strtok_r(NULL, ",", &save))
-        if (!strcmp(t, "ro"))
-            ro = true;
-    free(copy);
-    return ro;
-}
-
-/* Remove option `name` from the comma-separated *opts (freed and set to
- * NULL when nothing is left).  Returns whether it was there. */
-static bool take_option(char **opts, const char *name)
+/* Whether the comma-separated *opts contain option `name`; with `take`,
+ * also remove it (*opts is freed and set to NULL when nothing is left).
+ * Out of memory: false, *opts unchanged. */
+static bool find_option(char **opts, const char *name, bool take)
 {
     if (!*opts)
         return false;
-    size_t len = strlen(*opts);
-    char *out = malloc(len + 1), *copy = strdup(*opts), *save = NULL;
+    char *out = malloc(strlen(*opts) + 1), *copy = strdup(*opts);
+    char *save = NULL;
     bool found = false;
     if (!out || !copy) {
         free(out);
@@ -73,20 +62,22 @@ static bool take_option(char **opts, const char *name)
          t = strtok_r(NULL, ",", &save)) {
         if (!strcmp(t, name)) {
             found = true;
-            continue;
+            if (take)
+                continue;
         }
         if (out[0])
             strcat(out, ",");
         strcat(out, t);
     }
     free(copy);
-    free(*opts);
-    if (out[0]) {
-        *opts = out;
-    } else {
+    if (!take) {
         free(out);
-        *opts = NULL;
+        return found;
     }
+    free(*opts);
+    *opts = out[0] ? out : NULL;
+    if (!*opts)
+        free(out);
     return found;
 }
 
@@ -352,8 +343,8 @@ int cmd_mount(int argc, char **argv)
     fs.uid = getuid();
     clock_gettime(CLOCK_REALTIME, &fs.mount_time);
     fs.gid = getgid();
-    fs.read_only = opts && has_ro_option(opts);
-    fs.page_cache = take_option(&opts, "page_cache");
+    fs.read_only = find_option(&opts, "ro", false);
+    fs.page_cache = find_option(&opts, "page_cache", true);
     fs.root = node_new(NODE_ROOT, NULL, "");
     fs.control = fs.root ? node_new(NODE_CONTROL, fs.root, "control") : NULL;
     if (!fs.control) {

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #define MAX_WRITE (1024u * 1024u)
+/* Kernel readahead with -o page_cache (16 MiB). */
+#define PAGE_CACHE_READAHEAD (16u << 20)
 
 int dirlist_add(struct dirlist *l, const char *name, mode_t mode,
                 uint64_t ino)
@@ -68,7 +70,7 @@ static void tune_bdi(void)
              major(st.st_dev), minor(st.st_dev));
     FILE *f = fopen(path, "w");
     if (f) {
-        fprintf(f, "16384\n");
+        fprintf(f, "%u\n", PAGE_CACHE_READAHEAD / 1024);
         fclose(f);
     }
 }
@@ -86,7 +88,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     (void)userdata;
     conn->max_write = MAX_WRITE;
     if (the_fs->page_cache)
-        conn->max_readahead = 16u << 20;    /* the kernel keeps the lower */
+        conn->max_readahead = PAGE_CACHE_READAHEAD; /* kernel keeps the lower */
     conn->max_background = 128;
     conn->congestion_threshold = 96;
     unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_ATOMIC_O_TRUNC |
