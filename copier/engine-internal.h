@@ -165,6 +165,14 @@ void job_fail(struct copy_job *job, const char *op, struct image *img,
               int64_t offset, int err);
 /* Same with a ready-made message. */
 void job_fail_msg(struct copy_job *job, int err, const char *msg);
+/* Copy into `out` (at most `max`) the contiguous prefix of a block-status
+ * answer asked at `asked`, clipped to the job's size.  Returns how many;
+ * 0 fails the job ("OP on IMAGE at offset N: backend returned no usable
+ * extent"). */
+size_t job_keep_extents(struct copy_job *job, const char *op,
+                        struct image *img, uint64_t asked,
+                        const struct extent *ext, size_t n,
+                        struct extent *out, size_t max);
 /* Update the thread-visible progress (under the lock). */
 void job_set_state(struct copy_job *job, enum copy_state s);
 void job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark);

@@ -324,6 +324,32 @@ void job_fail(struct copy_job *job, const char *op, struct image *img,
     job_fail_msg(job, err, msg.text);
 }
 
+size_t job_keep_extents(struct copy_job *job, const char *op,
+                        struct image *img, uint64_t asked,
+                        const struct extent *ext, size_t n,
+                        struct extent *out, size_t max)
+{
+    size_t count = 0;
+    uint64_t at = asked;
+    for (size_t i = 0; i < n && count < max && at < job->size; i++) {
+        if (ext[i].offset != at || ext[i].length == 0)
+            break;
+        struct extent e = ext[i];
+        if (e.length > job->size - at)
+            e.length = job->size - at;
+        out[count++] = e;
+        at += e.length;
+    }
+    if (count == 0) {
+        char msg[sizeof job->prog.error];
+        snprintf(msg, sizeof msg,
+                 "%s on %s at offset %llu: backend returned no usable extent",
+                 op, img->name, (unsigned long long)asked);
+        job_fail_msg(job, -EIO, msg);
+    }
+    return count;
+}
+
 /* ---- the pump ---------------------------------------------------------- */
 
 static void flush_done(void *opaque, int err)

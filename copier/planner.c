@@ -16,7 +16,6 @@
  * image size.
  */
 #include <errno.h>
-#include <stdio.h>
 
 #include "engine-internal.h"
 
@@ -86,28 +85,8 @@ static void block_status_done(void *opaque, int err, const struct extent *ext,
         job_pump(job);
         return;
     }
-    /* Keep a contiguous prefix that starts where we asked (an extent
-     * running past the image end is clipped). */
-    uint64_t at = asked;
-    for (size_t i = 0; i < n && p->count < PLANNER_CACHE_EXTENTS; i++) {
-        if (ext[i].offset != at || ext[i].length == 0)
-            break;
-        struct extent e = ext[i];
-        if (e.length > job->size - at)
-            e.length = job->size - at;
-        p->cache[p->count++] = e;
-        at += e.length;
-        if (at == job->size)
-            break;
-    }
-    if (p->count == 0) {
-        char msg[sizeof job->prog.error];
-        snprintf(msg, sizeof msg,
-                 "block status on %s at offset %llu: backend returned "
-                 "no usable extent", job->src->name,
-                 (unsigned long long)asked);
-        job_fail_msg(job, -EIO, msg);
-    }
+    p->count = job_keep_extents(job, "block status", job->src, asked, ext,
+                                n, p->cache, PLANNER_CACHE_EXTENTS);
     job_pump(job);
 }
 

@@ -26,8 +26,6 @@
  * A block-status error fails the job: "verify: block status on IMAGE at
  * offset N: ..." (like read errors; no silent fallback to reading).
  */
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "engine-internal.h"
@@ -88,27 +86,13 @@ static void status_done(void *opaque, int err, const struct extent *ext,
         job_pump(job);
         return;
     }
-    /* Keep a contiguous prefix that starts where we asked, clipped to the
-     * source's end (the target may be larger). */
-    uint64_t at = asked;
-    for (size_t i = 0; i < n && s->count < VERIFY_CACHE_EXTENTS &&
-                       at < job->size; i++) {
-        if (ext[i].offset != at || ext[i].length == 0)
-            break;
-        struct extent e = ext[i];
-        if (e.length > job->size - at)
-            e.length = job->size - at;
-        s->cache[s->count++] = e;
-        at += e.length;
-    }
-    s->end = at;
-    if (s->count == 0) {
-        char msg[sizeof job->prog.error];
-        snprintf(msg, sizeof msg,
-                 "verify: block status on %s at offset %llu: backend "
-                 "returned no usable extent", s->img->name,
-                 (unsigned long long)asked);
-        job_fail_msg(job, -EIO, msg);
+    /* The prefix is clipped to the source's end (the target may be
+     * larger). */
+    s->count = job_keep_extents(job, "verify: block status", s->img, asked,
+                                ext, n, s->cache, VERIFY_CACHE_EXTENTS);
+    if (s->count) {
+        const struct extent *last = &s->cache[s->count - 1];
+        s->end = last->offset + last->length;
     }
     job_pump(job);
 }
