@@ -46,6 +46,14 @@ struct image_open_opts {
     bool compress;          /* deflate each cluster */
     const char *backing;    /* keep-backing: backing file name to record */
     const char *backing_format; /* "raw" / "qcow2" or NULL */
+    /* Backing files a qcow2 image may open beyond the confined ones (see
+     * "Backing files" above): NULL-terminated list of URL/path prefixes
+     * the user allowed explicitly (--allow-backing), or NULL. */
+    const char *const *allow_backing;
+    /* Targets: refuse (-EINVAL, nothing created, truncated or written) when
+     * the image opened is the same image (image-id.h) as `distinct_from`
+     * or any image of its backing chain.  NULL: no check. */
+    const struct image *distinct_from;
 };
 
 /* Open `url` on `loop` (synchronously: connects, logs in, mounts, reads

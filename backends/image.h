@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "errmsg.h"
+#include "image-id.h"
 #include "loop.h"
 
 struct image;
@@ -117,6 +118,10 @@ struct image {
                              * sparse file, null:, target-is-zero) */
     bool can_unmap;         /* write_zeroes MAY_UNMAP really deallocates */
     struct errmsg last_error;
+    struct image_id id;     /* what the image is (image-id.h); filled by
+                             * the protocol at open, copied by formats */
+    struct image *backing;  /* format layers: the opened backing image
+                             * (owned by the layer), NULL when none */
     void *priv;             /* backend state */
 };
 
