@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "protocols.h"
 #include "qcow2.h"
@@ -43,11 +45,29 @@ int image_open_protocol(struct loop *loop, const char *url,
     return file_image_open(loop, url, opts, out, err);
 }
 
-/* Read the first bytes of `img` to decide its format. */
-static int detect_format(struct image *img, enum image_format *fmt,
-                         struct errmsg *err)
+enum image_name_kind image_name_kind(const char *url)
 {
-    *fmt = IMAGE_FORMAT_RAW;
+    if (has_prefix(url, "iscsi://") || has_prefix(url, "null:") ||
+        has_prefix(url, "zero:"))
+        return IMAGE_NAME_RAW;
+    size_t len = strlen(url);
+    if (has_prefix(url, "nfs://"))
+        len = strcspn(url, "?");
+    static const char qcow2[] = ".qcow2", raw[] = ".raw";
+    if (len >= sizeof qcow2 - 1 &&
+        strncasecmp(url + len - (sizeof qcow2 - 1), qcow2,
+                    sizeof qcow2 - 1) == 0)
+        return IMAGE_NAME_QCOW2;
+    if (len >= sizeof raw - 1 &&
+        strncasecmp(url + len - (sizeof raw - 1), raw, sizeof raw - 1) == 0)
+        return IMAGE_NAME_RAW;
+    return IMAGE_NAME_PROBE;
+}
+
+/* Does `img` start with the qcow2 magic?  Reads its first block. */
+static int has_qcow2_magic(struct image *img, bool *magic, struct errmsg *err)
+{
+    *magic = false;
     if (img->size < 4)
         return 0;
     uint32_t bs = img->block_size ? img->block_size : 1;
@@ -62,15 +82,47 @@ static int detect_format(struct image *img, enum image_format *fmt,
         return -ENOMEM;
     }
     int r = image_read_sync(img, buf, 0, len);
-    if (r < 0) {
+    if (r < 0)
         errmsg_set(err, "%s: reading header at offset 0: %s%s%s", img->name,
                    strerror(-r), img->last_error.text[0] ? ": " : "",
                    img->last_error.text);
-    } else if (qcow2_probe(buf, len)) {
-        *fmt = IMAGE_FORMAT_QCOW2;
-    }
+    else
+        *magic = qcow2_probe(buf, len);
     free(buf);
     return r < 0 ? r : 0;
+}
+
+/* The format of `img` (opened from `url`) under IMAGE_FORMAT_AUTO: the
+ * rule stated in image-open.h. */
+static int auto_format(const char *url, struct image *img,
+                       enum image_format *fmt, struct errmsg *err)
+{
+    *fmt = IMAGE_FORMAT_RAW;
+    enum image_name_kind kind = image_name_kind(url);
+    struct stat st;
+    if (kind == IMAGE_NAME_RAW)
+        return 0;
+    if (!strstr(url, "://") && stat(url, &st) == 0 && S_ISBLK(st.st_mode))
+        return 0;
+    bool magic;
+    int r = has_qcow2_magic(img, &magic, err);
+    if (r < 0)
+        return r;
+    if (kind == IMAGE_NAME_QCOW2 && !magic) {
+        errmsg_set(err, "%s: named *.qcow2 but has no qcow2 header; state "
+                   "the format (--source-format raw, job key source-format "
+                   "= raw)", url);
+        return -EINVAL;
+    }
+    if (kind == IMAGE_NAME_PROBE && magic) {
+        errmsg_set(err, "%s has a qcow2 header but is not named *.qcow2: "
+                   "state the format (--source-format qcow2 or raw; job key "
+                   "source-format)", url);
+        return -EINVAL;
+    }
+    if (magic)
+        *fmt = IMAGE_FORMAT_QCOW2;
+    return 0;
 }
 
 int image_open(struct loop *loop, const char *url,
@@ -91,7 +143,7 @@ int image_open(struct loop *loop, const char *url,
     if (create_qcow2)
         return qcow2_create(proto, opts->create_size, opts, out, err);
     if (fmt == IMAGE_FORMAT_AUTO && !opts->create) {
-        r = detect_format(proto, &fmt, err);
+        r = auto_format(url, proto, &fmt, err);
         if (r < 0) {
             image_close(proto);
             return r;
