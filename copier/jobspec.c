@@ -47,11 +47,37 @@ int parse_bool(const char *s, bool *out)
  * should have been (used as "line N: KEY: 'VALUE' is not DESCRIPTION"). */
 typedef const char *(*value_parser)(const char *v, struct job_spec *s);
 
+static bool is_control(char c)
+{
+    return (unsigned char)c < 0x20 || c == 0x7f;
+}
+
+/* True if `path` has a ".." component ("..", "../x", "x/..", "x/../y"). */
+static bool has_dotdot(const char *path)
+{
+    while (*path) {
+        size_t len = strcspn(path, "/");
+        if (len == 2 && path[0] == '.' && path[1] == '.')
+            return true;
+        path += len;
+        path += *path == '/';
+    }
+    return false;
+}
+
+/* source and target name images inside the mount: no control characters
+ * (they would reach status files and logs) and no ".." component (it would
+ * leave the directory the mount was given, up to the NFS server's export). */
 static const char *set_path(const char *v, char *dst, size_t cap)
 {
     size_t n = strlen(v);
     if (n >= cap)
         return "a path of fewer than 1024 bytes";
+    for (size_t i = 0; i < n; i++)
+        if (is_control(v[i]))
+            return "a path without control characters";
+    if (has_dotdot(v))
+        return "a path without '..' components";
     memcpy(dst, v, n + 1);
     return NULL;
 }
@@ -190,18 +216,36 @@ static char *trim(char *b, char *e)
     return b;
 }
 
+/* At most 64 bytes of `v` for an error message, control characters
+ * written as \xNN so that the message stays one printable line. */
+#define SHOWN_MAX (64 * 4 + 1)
+static const char *shown(const char *v, char out[SHOWN_MAX])
+{
+    size_t o = 0;
+    for (size_t i = 0; v[i] && i < 64; i++) {
+        if (is_control(v[i]))
+            o += (size_t)snprintf(out + o, SHOWN_MAX - o, "\\x%02x",
+                                  (unsigned char)v[i]);
+        else
+            out[o++] = v[i];
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* Parse one line (NUL-terminated copy, comment already cut). */
 static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
                       struct job_spec *spec, struct errmsg *err)
 {
     char *end = line + strlen(line);
     char *eq = strchr(line, '=');
+    char buf[SHOWN_MAX];
     if (!eq) {
         char *text = trim(line, end);
         if (!*text)
             return 0;
-        errmsg_set(err, "line %u: expected 'key = value', got '%.64s'",
-                   lineno, text);
+        errmsg_set(err, "line %u: expected 'key = value', got '%s'",
+                   lineno, shown(text, buf));
         return -EINVAL;
     }
     char *key = trim(line, eq);
@@ -224,13 +268,13 @@ static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
         }
         const char *want = keys[i].parse(value, spec);
         if (want) {
-            errmsg_set(err, "line %u: %s: '%.64s' is not %s", lineno, key,
-                       value, want);
+            errmsg_set(err, "line %u: %s: '%s' is not %s", lineno, key,
+                       shown(value, buf), want);
             return -EINVAL;
         }
         return 0;
     }
-    errmsg_set(err, "line %u: unknown key '%.64s'", lineno, key);
+    errmsg_set(err, "line %u: unknown key '%s'", lineno, shown(key, buf));
     return -EINVAL;
 }
 

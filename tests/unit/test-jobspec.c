@@ -149,6 +149,54 @@ static void test_error_messages(void **state)
     expect_error("Source = a\ntarget = b\n", "line 1: unknown key 'Source'");
 }
 
+/* source/target are paths inside the mount: a ".." component would walk
+ * out of the directory the mount was given, a control character would
+ * reach status files and logs (and is echoed escaped, never raw). */
+static void test_path_components_and_control_chars(void **state)
+{
+    (void)state;
+    expect_error("source = ../x\ntarget = b\n",
+                 "line 1: source: '../x' is not a path without '..' "
+                 "components");
+    expect_error("source = a\ntarget = dir/..\n",
+                 "line 2: target: 'dir/..' is not a path without '..' "
+                 "components");
+    expect_error("source = a\ntarget = dir/../../etc/x\n",
+                 "line 2: target: 'dir/../../etc/x' is not a path without "
+                 "'..' components");
+    expect_error("source = ..\ntarget = b\n",
+                 "line 1: source: '..' is not a path without '..' "
+                 "components");
+    expect_error("source = a\ntarget = dir//..//x\n",
+                 "line 2: target: 'dir//..//x' is not a path without '..' "
+                 "components");
+    expect_error("source = a\tb\ntarget = c\n",
+                 "line 1: source: 'a\\x09b' is not a path without control "
+                 "characters");
+    expect_error("source = a\ntarget = dir/x\x1b[2Jy\n",
+                 "line 2: target: 'dir/x\\x1b[2Jy' is not a path without "
+                 "control characters");
+    expect_error("source = a\ntarget = b\rc\n",
+                 "line 2: target: 'b\\x0dc' is not a path without control "
+                 "characters");
+    expect_error("source = a\x7f\ntarget = b\n",
+                 "line 1: source: 'a\\x7f' is not a path without control "
+                 "characters");
+    expect_error("source = \x01\ntarget = b\n",
+                 "line 1: source: '\\x01' is not a path without control "
+                 "characters");
+    expect_error("sour\x1b" "ce = a\ntarget = b\n",
+                 "line 1: unknown key 'sour\\x1bce'");
+
+    /* ".." inside a name is not a component; blanks around still trim */
+    struct job_spec s;
+    struct errmsg e;
+    assert_int_equal(parse("source = x..y/..a/b..\ntarget = dir/.../c\t\r\n",
+                           &s, &e), 0);
+    assert_string_equal(s.source, "x..y/..a/b..");
+    assert_string_equal(s.target, "dir/.../c");
+}
+
 static void test_nul_and_long_lines(void **state)
 {
     (void)state;
@@ -205,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_whitespace_comments_crlf),
         cmocka_unit_test(test_error_messages),
+        cmocka_unit_test(test_path_components_and_control_chars),
         cmocka_unit_test(test_nul_and_long_lines),
         cmocka_unit_test(test_parse_bool),
     };
