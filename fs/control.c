@@ -126,14 +126,26 @@ static void reset_text_locked(struct job *j)
     j->dirty = true;
 }
 
+/* True if `s` holds a control character (0x01-0x1f, 0x7f): job names
+ * reach status files, `imgfs wait` output and the system log, where a
+ * newline or an escape sequence would forge or hide lines. */
+static bool has_control_char(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
 void control_op_create(fuse_req_t req, const char *name,
                        struct fuse_file_info *fi)
 {
     char base[256];
     enum node_kind kind;
     if (!split_name(name, base, sizeof base, &kind) || !base[0] ||
-        kind != NODE_JOBFILE) {
-        fuse_reply_err(req, EINVAL);    /* only x.job can be created */
+        kind != NODE_JOBFILE || has_control_char(base)) {
+        /* only x.job can be created, x without control characters */
+        fuse_reply_err(req, EINVAL);
         return;
     }
     struct handle *h = calloc(1, sizeof *h);
