@@ -1,6 +1,8 @@
-/* iscsi-portal.c — a plain TCP reachability check of an iSCSI portal,
- * used only to explain a failed login ("cannot connect: Connection
- * refused" rather than libiscsi's generic text). */
+/* iscsi-portal.c — what a login to an iSCSI portal needs besides
+ * libiscsi: a plain TCP reachability check, used only to explain a failed
+ * login ("cannot connect: Connection refused" rather than libiscsi's
+ * generic text), and the CHAP secret file, read only if no one but its
+ * owner can reach it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "iscsi-priv.h"
@@ -102,5 +105,72 @@ int iscsi_probe_portal(const char *portal, int timeout_ms)
             break;
     }
     freeaddrinfo(res);
+    return r;
+}
+
+/* Read the first line of the open secret file `fd` into `pw`; returns
+ * the length or -errno. */
+static ssize_t read_first_line(int fd, char *pw, size_t size)
+{
+    size_t got = 0;
+    while (got + 1 < size) {
+        ssize_t n = read(fd, pw + got, size - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+        if (memchr(pw, '\n', got))
+            break;
+    }
+    pw[got] = '\0';
+    pw[strcspn(pw, "\r\n")] = '\0';
+    return (ssize_t)strlen(pw);
+}
+
+int iscsi_read_secret_file(const char *file, char *pw, size_t size,
+                           struct errmsg *err)
+{
+    if (size < 2)
+        return -EINVAL;
+    /* O_NONBLOCK: a FIFO must not hang the open; it is refused below. */
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        errmsg_set(err, "cannot read CHAP secret file %s "
+                   "($IMGFS_ISCSI_SECRET_FILE): %s", file, strerror(e));
+        return -e;
+    }
+    struct stat st;
+    int r = 0;
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        errmsg_set(err, "cannot stat CHAP secret file %s "
+                   "($IMGFS_ISCSI_SECRET_FILE): %s", file, strerror(-r));
+    } else if (!S_ISREG(st.st_mode)) {
+        r = -EINVAL;
+        errmsg_set(err, "IMGFS_ISCSI_SECRET_FILE %s is not a regular file",
+                   file);
+    } else if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        r = -EPERM;
+        errmsg_set(err, "IMGFS_ISCSI_SECRET_FILE %s has mode %04o: it must "
+                   "not be accessible by group or others (chmod 600 %s)",
+                   file, (unsigned)(st.st_mode & 07777), file);
+    } else {
+        ssize_t n = read_first_line(fd, pw, size);
+        if (n < 0) {
+            r = (int)n;
+            errmsg_set(err, "cannot read CHAP secret file %s "
+                       "($IMGFS_ISCSI_SECRET_FILE): %s", file, strerror(-r));
+        } else if (n == 0) {
+            r = -EINVAL;
+            errmsg_set(err, "CHAP secret file %s is empty", file);
+        }
+    }
+    close(fd);
+    if (r < 0)
+        memset(pw, 0, size);
     return r;
 }
