@@ -34,6 +34,10 @@ void copy_args_usage(FILE *f)
         "  --target-format FMT    raw (default) or qcow2\n"
         "  --cluster-size SIZE    qcow2 target cluster size (default 64K)\n"
         "  --compress             compress qcow2 target clusters\n"
+        "  --allow-backing PREFIX a qcow2 SOURCE may open backing files whose\n"
+        "                         resolved name starts with PREFIX (repeatable);\n"
+        "                         without it only backing files in the image's\n"
+        "                         own export (NFS) or directory tree (local)\n"
         "  --keep-backing         copy only SOURCE's top qcow2 layer; the qcow2\n"
         "                         target records SOURCE's backing file (its stored\n"
         "                         name if it resolves to the same file from TARGET,\n"
@@ -54,7 +58,7 @@ void copy_args_usage(FILE *f)
 /* Options that take a value. */
 enum opt_id {
     O_REQUESTS, O_REQUEST_SIZE, O_ORDER, O_SPARSE, O_SOURCE_FORMAT,
-    O_TARGET_FORMAT, O_CLUSTER_SIZE, O_RESUME_FROM,
+    O_TARGET_FORMAT, O_CLUSTER_SIZE, O_RESUME_FROM, O_ALLOW_BACKING,
     /* flags */
     O_TARGET_IS_ZERO, O_VERIFY, O_CREATE, O_OVERWRITE, O_COMPRESS,
     O_KEEP_BACKING, O_PROGRESS, O_QUIET, O_HELP,
@@ -75,6 +79,7 @@ static const struct opt_def opt_defs[] = {
     { "--target-format", O_TARGET_FORMAT, true },
     { "--cluster-size", O_CLUSTER_SIZE, true },
     { "--resume-from", O_RESUME_FROM, true },
+    { "--allow-backing", O_ALLOW_BACKING, true },
     { "--target-is-zero", O_TARGET_IS_ZERO, false },
     { "--verify", O_VERIFY, false },
     { "--create", O_CREATE, false },
@@ -122,7 +127,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
                        d->name, val, COPY_MAX_REQUESTS);
             return -EINVAL;
         }
-        a->copy.requests = (unsigned)n;
+        a->spec.copy.requests = (unsigned)n;
         return 0;
     }
     case O_REQUEST_SIZE:
@@ -133,10 +138,10 @@ static int apply(struct copy_args *a, const struct opt_def *d,
                        d->name, val, COPY_MAX_REQUEST_SIZE >> 20);
             return -EINVAL;
         }
-        a->copy.request_size = (size_t)v;
+        a->spec.copy.request_size = (size_t)v;
         return 0;
     case O_ORDER:
-        if (copy_order_parse(val, &a->copy.order) < 0)
+        if (copy_order_parse(val, &a->spec.copy.order) < 0)
             return bad(err, "%s: '%s' is not strict, pipelined or any",
                        d->name, val);
         return 0;
@@ -146,14 +151,14 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         if (v % 512)
             return bad(err, "%s: '%s' must be 0 or a multiple of 512",
                        d->name, val);
-        a->copy.sparse = v;
+        a->spec.copy.sparse = v;
         return 0;
     case O_SOURCE_FORMAT:
-        if (image_format_parse(val, true, &a->source_format) < 0)
+        if (image_format_parse(val, true, &a->spec.source_format) < 0)
             return bad(err, "%s: '%s' is not auto, raw or qcow2", d->name, val);
         return 0;
     case O_TARGET_FORMAT:
-        if (image_format_parse(val, false, &a->target_format) < 0)
+        if (image_format_parse(val, false, &a->spec.target_format) < 0)
             return bad(err, "%s: '%s' is not raw or qcow2", d->name, val);
         return 0;
     case O_CLUSTER_SIZE:
@@ -162,19 +167,28 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         if (v < 512 || v > 2 * 1024 * 1024 || (v & (v - 1)))
             return bad(err, "%s: '%s' is not a power of two from 512 to 2M",
                        d->name, val);
-        a->cluster_size = (uint32_t)v;
+        a->spec.cluster_size = (uint32_t)v;
         return 0;
     case O_RESUME_FROM:
         if (parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a byte offset", d->name, val);
-        a->copy.start_offset = v;
+        a->spec.copy.start_offset = v;
         return 0;
-    case O_TARGET_IS_ZERO: a->copy.target_is_zero = true; return 0;
-    case O_VERIFY: a->copy.verify = true; return 0;
+    case O_ALLOW_BACKING:
+        if (job_spec_allow_backing(&a->spec, val) < 0) {
+            errmsg_set(err, "%s: '%.64s' is not a prefix of fewer than %u "
+                       "bytes without control characters, or more than %u "
+                       "were given", d->name, val, JOB_PATH_MAX,
+                       JOB_MAX_ALLOW_BACKING);
+            return -EINVAL;
+        }
+        return 0;
+    case O_TARGET_IS_ZERO: a->spec.copy.target_is_zero = true; return 0;
+    case O_VERIFY: a->spec.copy.verify = true; return 0;
     case O_CREATE: a->create = true; return 0;
-    case O_OVERWRITE: a->overwrite = true; return 0;
-    case O_COMPRESS: a->compress = true; return 0;
-    case O_KEEP_BACKING: a->keep_backing = true; return 0;
+    case O_OVERWRITE: a->spec.overwrite = true; return 0;
+    case O_COMPRESS: a->spec.compress = true; return 0;
+    case O_KEEP_BACKING: a->spec.keep_backing = true; return 0;
     case O_PROGRESS: a->progress = true; return 0;
     case O_QUIET: a->quiet = true; return 0;
     case O_HELP: a->help = true; return 0;
@@ -188,33 +202,12 @@ static int validate(struct copy_args *a, bool sparse_given,
 {
     /* The default zero-run size shrinks with a small --request-size; an
      * explicit --sparse larger than a request could never match. */
-    if (!sparse_given && a->copy.sparse > a->copy.request_size)
-        a->copy.sparse = a->copy.request_size / 512 * 512;
-    if (a->copy.sparse > a->copy.request_size) {
-        errmsg_set(err, "--sparse (%" PRIu64 ") must not exceed "
-                   "--request-size (%zu)", a->copy.sparse,
-                   a->copy.request_size);
-        return -EINVAL;
-    }
-    if (a->target_format != IMAGE_FORMAT_QCOW2) {
-        const char *opt = a->compress ? "--compress"
-                        : a->cluster_size ? "--cluster-size"
-                        : a->keep_backing ? "--keep-backing" : NULL;
-        if (opt) {
-            errmsg_set(err, "%s needs --target-format qcow2", opt);
-            return -EINVAL;
-        }
-    }
-    if (a->keep_backing && (a->copy.verify || a->copy.target_is_zero)) {
-        errmsg_set(err, "--keep-backing cannot be combined with %s",
-                   a->copy.verify ? "--verify (the target reads its backing "
-                   "where the copied layer is unallocated; compare with "
-                   "qemu-img compare)" : "--target-is-zero (the target "
-                   "reads its backing file)");
-        return -EINVAL;
-    }
-    a->copy.skip_backing = a->keep_backing;
-    if (a->copy.start_offset && a->create) {
+    if (!sparse_given && a->spec.copy.sparse > a->spec.copy.request_size)
+        a->spec.copy.sparse = a->spec.copy.request_size / 512 * 512;
+    int r = job_spec_check(&a->spec, JOB_SPEC_CLI, err);
+    if (r < 0)
+        return r;
+    if (a->spec.copy.start_offset && a->create) {
         errmsg_set(err, "--resume-from cannot be combined with --create "
                    "(the target would be recreated); resume with "
                    "--overwrite instead");
@@ -231,9 +224,7 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
                     struct errmsg *err)
 {
     struct copy_args a = { 0 };
-    copy_options_init(&a.copy);
-    a.source_format = IMAGE_FORMAT_AUTO;
-    a.target_format = IMAGE_FORMAT_RAW;
+    job_spec_init(&a.spec);
     const char *operands[2];
     int noperands = 0;
     bool options_done = false;
@@ -290,8 +281,15 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
         errmsg_set(err, "expected SOURCE and TARGET (see imgfs copy --help)");
         return -EINVAL;
     }
-    a.source = operands[0];
-    a.target = operands[1];
+    for (int k = 0; k < 2; k++) {
+        char *dst = k ? a.spec.target : a.spec.source;
+        if (strlen(operands[k]) >= JOB_PATH_MAX) {
+            errmsg_set(err, "%s is longer than %u bytes",
+                       k ? "TARGET" : "SOURCE", JOB_PATH_MAX - 1);
+            return -EINVAL;
+        }
+        strcpy(dst, operands[k]);
+    }
     int r = validate(&a, sparse_given, err);
     if (r < 0)
         return r;

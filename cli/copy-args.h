@@ -10,21 +10,15 @@
 #include "backends/errmsg.h"
 #include "backends/image-open.h"
 #include "copier/engine.h"
+#include "copier/jobspec.h"
 
 struct copy_args {
-    const char *source;             /* URL or path (points into argv) */
-    const char *target;
-    struct copy_options copy;       /* engine options; start_offset is
-                                     * --resume-from */
+    /* What to copy, as a job file would say it: source/target are the
+     * operands; copy.start_offset is --resume-from; --keep-backing sets
+     * keep_backing (and copy.skip_backing), --allow-backing adds to
+     * allow_backing.  job_spec_check has passed. */
+    struct job_spec spec;
     bool create;                    /* --create */
-    bool overwrite;                 /* --overwrite */
-    enum image_format source_format;    /* --source-format, AUTO default */
-    enum image_format target_format;    /* --target-format, RAW default */
-    uint32_t cluster_size;          /* --cluster-size, 0: qcow2 default */
-    bool compress;                  /* --compress */
-    bool keep_backing;              /* --keep-backing (sets
-                                     * copy.skip_backing; refused with
-                                     * --verify, --target-is-zero) */
     bool progress;                  /* -p */
     bool quiet;                     /* -q */
     bool help;                      /* --help / -h: print usage, nothing else */

@@ -1,16 +1,9 @@
 /* copy-cmd.c — `imgfs copy [options] SOURCE TARGET`.
  *
- * Order of work, so that bad input touches nothing: parse and validate the
- * options, open the source read-only, check what can be checked against
- * it, open the target (which may create or truncate it), let the engine
- * validate the pair (copy_job_new refuses a too-small target before any
- * write), run the job, close both images.
- *
- * --keep-backing: the source is opened with no_backing (its top qcow2
- * layer only), the engine skips what that layer inherits
- * (copy_options.skip_backing), and the qcow2 target records the backing
- * name chosen by keep_backing_name() (backends/keep-backing.h) with the
- * source's backing format.
+ * Parse and validate the options (copy-args.c) into a job spec, open
+ * both images and prepare the job through copy_open() — the path mount
+ * jobs take too, which refuses bad input before any target byte is
+ * touched — run the job, close both images.
  *
  * Output: on failure exactly one line on stderr, "imgfs copy: MESSAGE";
  * on success a summary line on stdout unless -q.  SIGINT/SIGTERM cancel
@@ -26,12 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "backends/image-open.h"
-#include "backends/keep-backing.h"
 #include "commands.h"
+#include "copier/copy-open.h"
 #include "copier/engine.h"
 #include "copy-args.h"
 #include "progress.h"
@@ -221,28 +212,6 @@ static void on_done(void *opaque, const struct copy_progress *final)
 
 /* ---- the command ------------------------------------------------------ */
 
-static bool is_local_path(const char *s)
-{
-    return !strstr(s, "://") && strncmp(s, "null:", 5) != 0 &&
-           strncmp(s, "zero:", 5) != 0;
-}
-
-/* True if `source` and `target` name the same image, so that opening the
- * target (which may truncate it) would destroy the source. */
-static bool same_image(const char *source, const char *target)
-{
-    if (strcmp(source, target) == 0)
-        return strcmp(source, "null:") != 0;
-    if (!is_local_path(source) || !is_local_path(target))
-        return false;
-    struct stat a, b;
-    if (stat(source, &a) < 0 || stat(target, &b) < 0)
-        return false;
-    if (S_ISBLK(a.st_mode) && S_ISBLK(b.st_mode))
-        return a.st_rdev == b.st_rdev;
-    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-}
-
 static int fail(const char *msg)
 {
     report("%s", msg);
@@ -261,13 +230,13 @@ static void print_summary(const struct copy_args *a,
                           const struct copy_progress *p)
 {
     double secs = (double)p->elapsed_ns / 1e9;
-    uint64_t bytes = p->total - a->copy.start_offset;
+    uint64_t bytes = p->total - a->spec.copy.start_offset;
     char human[32], rate[32];
     progress_format_bytes(human, sizeof human, (double)bytes);
     progress_format_bytes(rate, sizeof rate,
                           secs > 0 ? (double)bytes / secs : 0);
     printf("copied %" PRIu64 " bytes (%s) in %.2f s, %s/s%s\n", bytes, human,
-           secs, rate, a->copy.verify ? ", verified" : "");
+           secs, rate, a->spec.copy.verify ? ", verified" : "");
     fflush(stdout);
 }
 
@@ -291,71 +260,18 @@ int cmd_copy(int argc, char **argv)
         return fail(err.text);
     }
     int status = 1;
-    struct image *src = NULL, *dst = NULL;
-    struct copy_job *job = NULL;
-    char *backing = NULL;
-
-    /* Source first: read-only, nothing can be harmed. */
-    /* --keep-backing: only the source's top layer is opened and copied. */
-    struct image_open_opts so = { .format = a.source_format,
-                                  .no_backing = a.keep_backing };
-    if (image_open(loop, a.source, &so, &src, &err) < 0) {
-        fail(err.text);
-        goto out;
-    }
-    /* What can be checked before the target is opened (and perhaps
-     * truncated). */
-    uint32_t sbs = src->block_size ? src->block_size : 1;
-    if (a.copy.start_offset > src->size) {
-        snprintf(err.text, sizeof err.text, "--resume-from %" PRIu64
-                 " is past the end of %s (%" PRIu64 " bytes)",
-                 a.copy.start_offset, src->name, src->size);
-        fail(err.text);
-        goto out;
-    }
-    if (a.copy.start_offset % sbs || a.copy.request_size % sbs) {
-        snprintf(err.text, sizeof err.text, "%s has %" PRIu32 "-byte blocks: "
-                 "--request-size and --resume-from must be multiples of it",
-                 src->name, sbs);
-        fail(err.text);
-        goto out;
-    }
-    if (same_image(a.source, a.target)) {
-        snprintf(err.text, sizeof err.text, "%s and %s are the same image",
-                 a.source, a.target);
-        fail(err.text);
-        goto out;
-    }
-    const char *backing_format = NULL;
-    if (a.keep_backing &&
-        keep_backing_name(a.source, a.target, src, &backing,
-                          &backing_format, &err) < 0) {
-        errmsg_prefix(&err, "--keep-backing");
-        fail(err.text);
-        goto out;
-    }
-
-    struct image_open_opts to = {
-        .write = true,
+    struct copy_session cs = { 0 };
+    const struct copy_endpoints ep = {
+        .source_url = a.spec.source,
+        .target_url = a.spec.target,
         .create = a.create,
-        .overwrite = a.overwrite,
-        .create_size = src->size,
-        .format = a.target_format,
-        .cluster_size = a.cluster_size,
-        .compress = a.compress,
-        .backing = backing,
-        .backing_format = backing_format,
+        .overwrite = a.spec.overwrite,
     };
-    if (image_open(loop, a.target, &to, &dst, &err) < 0) {
+    if (copy_open(loop, &a.spec, &ep, &cs, &err) < 0) {
         fail(err.text);
         goto out;
     }
-
-    job = copy_job_new(src, dst, &a.copy, &err);
-    if (!job) {
-        fail(err.text);
-        goto out;
-    }
+    struct copy_job *job = cs.job;
 
     struct run_state rs = { .job = job, .loop = loop,
                             .show_progress = a.progress };
@@ -390,7 +306,7 @@ int cmd_copy(int argc, char **argv)
     }
 
     const struct copy_progress *p = &rs.final;
-    const char *hint = target_is_file(a.target) ? " --overwrite" : "";
+    const char *hint = target_is_file(a.spec.target) ? " --overwrite" : "";
     if (p->state == COPY_CANCELLED) {
         report("cancelled at byte %" PRIu64 "; resume with --resume-from %"
                PRIu64 "%s", p->watermark, p->watermark, hint);
@@ -411,15 +327,10 @@ int cmd_copy(int argc, char **argv)
         goto out;
     }
 
-    /* Close the target now: closing may still write (qcow2 metadata) and
+    /* Close now: closing the target may still write (qcow2 metadata) and
      * its failure fails the copy. */
-    copy_job_free(job);
-    job = NULL;
-    struct image *d = dst;
-    dst = NULL;
-    int cr = image_close(d);
-    if (cr < 0) {
-        report("closing %s: %s", a.target, strerror(-cr));
+    if (copy_session_close(&cs, &err) < 0) {
+        fail(err.text);
         goto out;
     }
     status = 0;
@@ -427,13 +338,7 @@ int cmd_copy(int argc, char **argv)
         print_summary(&a, p);
 
 out:
-    if (job)
-        copy_job_free(job);
-    if (dst)
-        image_close(dst);
-    if (src)
-        image_close(src);
-    free(backing);
+    copy_session_close(&cs, NULL);
     loop_free(loop);
     return status;
 }

@@ -111,7 +111,8 @@ const char *copy_order_name(enum copy_order o);
  * request_size a multiple of both block sizes, start_offset <= src->size
  * and block aligned, skip_backing only without verify and target_is_zero
  * and on byte-addressable images.  Allocates the request pool.  Returns NULL with `err`
- * filled on failure.  The job does not own the images. */
+ * filled and errno set (ENOSPC: target too small, EROFS, ENOMEM, else
+ * EINVAL) on failure.  The job does not own the images. */
 struct copy_job *copy_job_new(struct image *src, struct image *dst,
                               const struct copy_options *opts,
                               struct errmsg *err);
@@ -134,16 +135,5 @@ void copy_job_progress(struct copy_job *job, struct copy_progress *out);
 
 /* Free a job that has not been started or has finished (after `done`). */
 void copy_job_free(struct copy_job *job);
-
-/* Convenience for command-line use: run a job to completion on the
- * images' loop, calling `tick(opaque, progress)` about every `tick_ms`
- * milliseconds (tick may be NULL).  Returns 0 on success or the job's
- * -errno; `final` (may be NULL) receives the final progress, and `err`
- * the message on failure. */
-int copy_run(struct image *src, struct image *dst,
-             const struct copy_options *opts,
-             void (*tick)(void *opaque, const struct copy_progress *p),
-             void *opaque, unsigned tick_ms, struct copy_progress *final,
-             struct errmsg *err);
 
 #endif

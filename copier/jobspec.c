@@ -2,7 +2,7 @@
  *
  * Grammar, one item per line:  key = value   (# comment anywhere, blank
  * lines ignored, spaces/tabs/CR around tokens ignored).  A value cannot
- * contain '#'.  Every key may appear once; unknown keys, bad values, NUL
+ * contain '#'.  Every key but allow-backing may appear once; unknown keys, bad values, NUL
  * bytes and lines longer than JOB_LINE_MAX are errors naming the line.
  */
 #include "jobspec.h"
@@ -167,6 +167,15 @@ static const char *p_backing(const char *v, struct job_spec *s)
     return NULL;
 }
 
+static const char *p_allow_backing(const char *v, struct job_spec *s)
+{
+    if (s->n_allow_backing >= JOB_MAX_ALLOW_BACKING)
+        return "allowed: at most 8 allow-backing lines";
+    if (job_spec_allow_backing(s, v) < 0)
+        return "a URL or path prefix of fewer than 1024 bytes";
+    return NULL;
+}
+
 #define BOOL_PARSER(fn, field)                                           \
     static const char *fn(const char *v, struct job_spec *s)             \
     {                                                                    \
@@ -181,6 +190,7 @@ BOOL_PARSER(p_target_is_zero, copy.target_is_zero)
 static const struct {
     const char *key;
     value_parser parse;
+    bool repeats;           /* may be given more than once */
 } keys[] = {
     { "source", p_source },
     { "target", p_target },
@@ -197,6 +207,7 @@ static const struct {
     { "resume", p_resume },
     { "overwrite", p_overwrite },
     { "target-is-zero", p_target_is_zero },
+    { "allow-backing", p_allow_backing, true },
 };
 #define NKEYS (sizeof keys / sizeof *keys)
 
@@ -257,7 +268,7 @@ static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
     for (size_t i = 0; i < NKEYS; i++) {
         if (strcmp(key, keys[i].key) != 0)
             continue;
-        if (seen[i]) {
+        if (seen[i] && !keys[i].repeats) {
             errmsg_set(err, "line %u: '%s' given twice", lineno, key);
             return -EINVAL;
         }
@@ -322,5 +333,62 @@ int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
         errmsg_set(err, "missing 'target'");
         return -EINVAL;
     }
+    return 0;
+}
+
+int job_spec_allow_backing(struct job_spec *spec, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (spec->n_allow_backing >= JOB_MAX_ALLOW_BACKING || n == 0 ||
+        n >= JOB_PATH_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)prefix[i]))
+            return -EINVAL;
+    memcpy(spec->allow_backing[spec->n_allow_backing++], prefix, n + 1);
+    return 0;
+}
+
+/* A setting's name in messages: the job-file key, or "--key". */
+#define SETTING(style, key) ((style) == JOB_SPEC_CLI ? "--" key : key)
+
+int job_spec_check(struct job_spec *spec, enum job_spec_style style,
+                   struct errmsg *err)
+{
+    bool cli = style == JOB_SPEC_CLI;
+    if (spec->copy.sparse > spec->copy.request_size) {
+        errmsg_set(err, "%s (%llu) must not exceed %s (%zu)",
+                   SETTING(style, "sparse"),
+                   (unsigned long long)spec->copy.sparse,
+                   SETTING(style, "request-size"), spec->copy.request_size);
+        return -EINVAL;
+    }
+    if (spec->target_format != IMAGE_FORMAT_QCOW2) {
+        const char *what = spec->compress ? SETTING(style, "compress")
+                         : spec->cluster_size ? SETTING(style, "cluster-size")
+                         : spec->keep_backing
+                             ? (cli ? "--keep-backing" : "backing = keep")
+                             : NULL;
+        if (what) {
+            errmsg_set(err, "%s needs %s", what,
+                       cli ? "--target-format qcow2" : "target-format = qcow2");
+            return -EINVAL;
+        }
+    }
+    if (spec->keep_backing &&
+        (spec->copy.verify || spec->copy.target_is_zero)) {
+        errmsg_set(err, "%s cannot be combined with %s",
+                   cli ? "--keep-backing" : "backing = keep",
+                   spec->copy.verify
+                   ? (cli ? "--verify (the target reads its backing where "
+                            "the copied layer is unallocated; compare with "
+                            "qemu-img compare)"
+                          : "verify (compare with qemu-img compare)")
+                   : (cli ? "--target-is-zero (the target reads its backing "
+                            "file)"
+                          : "target-is-zero"));
+        return -EINVAL;
+    }
+    spec->copy.skip_backing = spec->keep_backing;
     return 0;
 }

@@ -16,9 +16,16 @@
  *   resume        = no
  *   overwrite     = no
  *   target-is-zero = no
+ *   allow-backing = nfs://filer/vol/base/   # may repeat (up to 8)
  *
  * `key = value` per line; `#` starts a comment anywhere; blank lines are
- * ignored; keys may appear once.  source and target are required.
+ * ignored; keys may appear once, except allow-backing.  source and target
+ * are required.
+ *
+ * allow-backing: a prefix of backing-file names (resolved URLs or paths)
+ * that qcow2 sources may open beyond the confined ones (same export, same
+ * directory tree; see backends/image-open.h), like imgfs copy
+ * --allow-backing.
  */
 #ifndef IMGFS_JOBSPEC_H
 #define IMGFS_JOBSPEC_H
@@ -29,9 +36,12 @@
 #include "../backends/image-open.h"
 #include "engine.h"
 
+#define JOB_MAX_ALLOW_BACKING 8
+#define JOB_PATH_MAX 1024
+
 struct job_spec {
-    char source[1024];
-    char target[1024];
+    char source[JOB_PATH_MAX];
+    char target[JOB_PATH_MAX];
     enum image_format source_format;    /* AUTO by default */
     enum image_format target_format;    /* RAW by default */
     struct copy_options copy;
@@ -44,6 +54,15 @@ struct job_spec {
                                          * to match */
     bool resume;
     bool overwrite;
+    /* allow-backing prefixes, in the order given */
+    char allow_backing[JOB_MAX_ALLOW_BACKING][JOB_PATH_MAX];
+    unsigned n_allow_backing;
+};
+
+/* How job_spec_check names settings in its messages. */
+enum job_spec_style {
+    JOB_SPEC_FILE,      /* job-file keys: "compress needs target-format = qcow2" */
+    JOB_SPEC_CLI,       /* options: "--compress needs --target-format qcow2" */
 };
 
 /* Fill `spec` with defaults (empty source/target). */
@@ -55,6 +74,18 @@ void job_spec_init(struct job_spec *spec);
  * size", "missing 'target'". */
 int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
                    struct errmsg *err);
+
+/* Check the combinations of settings that no single key can: qcow2-only
+ * settings (compress, cluster-size, backing = keep) without a qcow2
+ * target, keep-backing with verify or target-is-zero, sparse larger than
+ * request-size.  Sets copy.skip_backing from keep_backing.  Returns 0 or
+ * -EINVAL with `err` naming the settings in `style`. */
+int job_spec_check(struct job_spec *spec, enum job_spec_style style,
+                   struct errmsg *err);
+
+/* Add an allow-backing prefix.  Returns 0, or -EINVAL when the list is
+ * full, the prefix is empty or too long, or it holds control characters. */
+int job_spec_allow_backing(struct job_spec *spec, const char *prefix);
 
 /* Parse yes/no/true/false/on/off/1/0.  Returns 0 or -EINVAL. */
 int parse_bool(const char *s, bool *out);

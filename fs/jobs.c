@@ -20,7 +20,7 @@
 #include <string.h>
 #include <syslog.h>
 
-#include "../backends/keep-backing.h"
+#include "../copier/copy-open.h"
 #include "../copier/jobspec.h"
 
 struct job *job_find_locked(const char *name)
@@ -102,6 +102,7 @@ static void job_fail(struct job *j, int err, const char *msg)
 {
     pthread_mutex_lock(&the_fs->jobs_lock);
     j->state = JOB_FAILED;
+    j->final_state = JOB_FAILED;
     j->err = err;
     snprintf(j->error, sizeof j->error, "%s", msg);
     j->end_ns = loop_now_ns();
@@ -204,6 +205,76 @@ static bool is_file_node(const struct node *n)
     return n && (n->kind == NODE_IMAGE || n->kind == NODE_NFSFILE);
 }
 
+/* What the job may do to its target: create it in an NFS directory,
+ * replace it (overwrite = yes), or write it in place (top-level images,
+ * resume).  Returns 0 or -errno with `em` set. */
+static int target_policy(const struct job_spec *spec, struct node *dst,
+                         bool resume, struct copy_endpoints *ep,
+                         struct errmsg *em)
+{
+    if (dst->kind == NODE_IMAGE) {
+        /* Top-level images are block-device-like: written in place. */
+        ep->create = false;
+        ep->overwrite = true;
+        return 0;
+    }
+    struct stat st;
+    bool exists = node_attr(dst, &st) == 0;
+    uint64_t old_size = exists ? (uint64_t)st.st_size : 0;
+    if (exists && old_size > 0 && !spec->overwrite && !resume) {
+        errmsg_set(em, "target '%s' exists and is not empty (set "
+                   "overwrite = yes to replace it)", spec->target);
+        return -EEXIST;
+    }
+    ep->overwrite = spec->overwrite || resume;
+    ep->create = !resume && (!exists || old_size == 0 || spec->overwrite);
+    if (spec->keep_backing && !ep->create && !resume) {
+        /* The qcow2 target records the source's backing file, so it must
+         * be created by this job (or be the one a stopped job created). */
+        errmsg_set(em, "backing = keep: target '%s' must be a file the job "
+                   "creates in an NFS directory", spec->target);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Open both images through copy_open (the path imgfs copy takes) and start
+ * the engine.  `resume`: the previous run of this job stopped on the same
+ * target at `prev_watermark`, and the spec asks to resume. */
+static int open_and_start(struct job *j, struct job_spec *spec,
+                          struct node *dst,
+                          const char *src_url, const char *dst_url,
+                          bool prev_resumable, uint64_t prev_watermark,
+                          struct errmsg *em)
+{
+    bool resume = spec->resume && prev_resumable;
+    struct copy_endpoints ep = { .source_url = src_url,
+                                 .target_url = dst_url,
+                                 .source_label = spec->source,
+                                 .target_label = spec->target };
+    int r = target_policy(spec, dst, resume, &ep, em);
+    if (r < 0)
+        return r;
+    spec->copy.start_offset = resume ? prev_watermark : 0;
+    struct copy_session cs;
+    r = copy_open(the_fs->loop, spec, &ep, &cs, em);
+    if (r < 0)
+        return r;
+    j->src = cs.src;
+    j->dst = cs.dst;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    j->cj = cs.job;
+    j->state = JOB_RUNNING;
+    j->total = j->src->size;
+    j->done = spec->copy.start_offset;
+    j->watermark = spec->copy.start_offset;
+    j->start_ns = loop_now_ns();
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    the_fs->active_jobs++;
+    copy_job_start(cs.job, job_done, j);
+    return 0;
+}
+
 /* Validate, open and start; returns 0 or -errno with `em` set. */
 static int job_try_start(struct job *j, const char *text, size_t len,
                          bool prev_stopped, uint64_t prev_watermark,
@@ -217,10 +288,9 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
     pthread_mutex_unlock(&the_fs->jobs_lock);
-    if (spec.keep_backing && spec.target_format != IMAGE_FORMAT_QCOW2) {
-        errmsg_set(em, "backing = keep needs target-format = qcow2");
-        return -EINVAL;
-    }
+    r = job_spec_check(&spec, JOB_SPEC_FILE, em);
+    if (r < 0)
+        return r;
     struct node *src = node_resolve(spec.source, false);
     if (!is_file_node(src)) {
         errmsg_set(em, "source '%s': %s", spec.source,
@@ -233,6 +303,10 @@ static int job_try_start(struct job *j, const char *text, size_t len,
                    dst ? "not an image file" : "no such image or directory");
         return dst ? -EINVAL : -ENOENT;
     }
+    /* The job writer's rights, as the kernel checks them on opens. */
+    r = job_check_access(j, src, dst, em);
+    if (r < 0)
+        return r;
     if (src == dst) {
         errmsg_set(em, "source and target are the same image '%s'",
                    spec.source);
@@ -262,107 +336,14 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     j->dst_node = dst;
 
     char *src_url = node_url(src), *dst_url = node_url(dst);
-    char *backing = NULL;
     if (!src_url || !dst_url) {
         free(src_url);
         free(dst_url);
         errmsg_set(em, "out of memory");
         return -ENOMEM;
     }
-    /* backing = keep: only the source's top qcow2 layer is opened. */
-    struct image_open_opts so = { .write = false,
-                                  .format = spec.source_format,
-                                  .no_backing = spec.keep_backing };
-    r = image_open(the_fs->loop, src_url, &so, &j->src, em);
-    if (r < 0) {
-        errmsg_prefix(em, "source '%s'", spec.source);
-        goto out;
-    }
-
-    bool resume = spec.resume && prev_stopped &&
-                  !strcmp(prev_target, spec.target);
-    bool exists = true;
-    uint64_t old_size = 0;
-    if (dst->kind == NODE_NFSFILE) {
-        struct stat st;
-        int sr = node_attr(dst, &st);
-        exists = sr == 0;
-        old_size = exists ? (uint64_t)st.st_size : 0;
-    }
-    struct image_open_opts to = {
-        .write = true,
-        .format = spec.target_format,
-        .overwrite = spec.overwrite || resume,
-        .create = !resume && (!exists || old_size == 0 || spec.overwrite),
-        .create_size = j->src->size,
-        .compress = spec.compress,
-        .cluster_size = spec.cluster_size,
-    };
-    if (dst->kind == NODE_IMAGE) {
-        /* Top-level images are block-device-like: written in place. */
-        to.create = false;
-        to.overwrite = true;
-    }
-    if (dst->kind == NODE_NFSFILE && exists && old_size > 0 &&
-        !spec.overwrite && !resume) {
-        errmsg_set(em, "target '%s' exists and is not empty (set "
-                   "overwrite = yes to replace it)", spec.target);
-        r = -EEXIST;
-        goto out;
-    }
-    if (spec.keep_backing) {
-        /* The qcow2 target records the source's backing file (name chosen
-         * like imgfs copy --keep-backing does), so it must be created by
-         * this job (or be the one a stopped job created). */
-        if (!to.create && !resume) {
-            errmsg_set(em, "backing = keep: target '%s' must be a file the "
-                       "job creates in an NFS directory", spec.target);
-            r = -EINVAL;
-            goto out;
-        }
-        r = keep_backing_name(src_url, dst_url, j->src, &backing,
-                              &to.backing_format, em);
-        if (r < 0) {
-            errmsg_prefix(em, "backing = keep");
-            goto out;
-        }
-        to.backing = to.create ? backing : NULL;
-        if (!to.create)
-            to.backing_format = NULL;
-    }
-    r = image_open(the_fs->loop, dst_url, &to, &j->dst, em);
-    if (r < 0) {
-        errmsg_prefix(em, "target '%s'", spec.target);
-        goto out;
-    }
-    if (j->dst->size < j->src->size) {
-        errmsg_set(em, "target '%s' too small: %llu bytes, source needs "
-                   "%llu", spec.target, (unsigned long long)j->dst->size,
-                   (unsigned long long)j->src->size);
-        r = -ENOSPC;
-        goto out;
-    }
-    struct copy_options co = spec.copy;
-    co.target_is_zero = co.target_is_zero || j->dst->reads_as_zero;
-    co.start_offset = resume ? prev_watermark : 0;
-    struct copy_job *cj = copy_job_new(j->src, j->dst, &co, em);
-    if (!cj) {
-        r = -EINVAL;
-        goto out;
-    }
-    pthread_mutex_lock(&the_fs->jobs_lock);
-    j->cj = cj;
-    j->state = JOB_RUNNING;
-    j->total = j->src->size;
-    j->done = co.start_offset;
-    j->watermark = co.start_offset;
-    j->start_ns = loop_now_ns();
-    pthread_mutex_unlock(&the_fs->jobs_lock);
-    the_fs->active_jobs++;
-    copy_job_start(cj, job_done, j);
-    r = 0;
-out:
-    free(backing);
+    r = open_and_start(j, &spec, dst, src_url, dst_url, prev_stopped &&
+                       !strcmp(prev_target, spec.target), prev_watermark, em);
     free(src_url);
     free(dst_url);
     return r;
@@ -371,7 +352,10 @@ out:
 void job_start(struct job *j, fuse_req_t req)
 {
     pthread_mutex_lock(&the_fs->jobs_lock);
-    bool prev_stopped = j->state == JOB_FAILED || j->state == JOB_CANCELLED;
+    /* The outcome of the previous run: j->state already says "starting"
+     * (control_op_flush set it, so that nothing starts twice). */
+    bool prev_stopped = j->final_state == JOB_FAILED ||
+                        j->final_state == JOB_CANCELLED;
     uint64_t prev_watermark = j->watermark;
     char prev_target[sizeof j->target];
     memcpy(prev_target, j->target, sizeof prev_target);

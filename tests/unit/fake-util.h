@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../../copier/engine.h"
 #include "fake-image.h"
 
 /* xorshift64: the same sequence for the same seed (seed != 0). */
@@ -34,5 +35,16 @@ struct pair {
 void pair_open(struct pair *p, const struct fake_config *sc,
                const struct fake_config *dc);
 void pair_close(struct pair *p);
+
+/* Run a job from copy_job_new to its end on the images' loop, calling
+ * `tick(opaque, progress)` about every `tick_ms` ms (tick may be NULL).
+ * Returns 0 when the job is DONE, else the job's -errno with `err` set;
+ * `final` (may be NULL) receives the final progress.  The harness the
+ * engine tests drive jobs with. */
+int copy_run(struct image *src, struct image *dst,
+             const struct copy_options *opts,
+             void (*tick)(void *opaque, const struct copy_progress *p),
+             void *opaque, unsigned tick_ms, struct copy_progress *final,
+             struct errmsg *err);
 
 #endif

@@ -44,24 +44,24 @@ static void test_defaults(void **state)
     struct copy_args a;
     struct errmsg err;
     assert_int_equal(parse(&a, &err, "src.raw", "nfs://h/e/t.raw", NULL), 0);
-    assert_string_equal(a.source, "src.raw");
-    assert_string_equal(a.target, "nfs://h/e/t.raw");
+    assert_string_equal(a.spec.source, "src.raw");
+    assert_string_equal(a.spec.target, "nfs://h/e/t.raw");
     struct copy_options d;
     copy_options_init(&d);
-    assert_int_equal(a.copy.requests, d.requests);
-    assert_int_equal(a.copy.request_size, d.request_size);
-    assert_int_equal(a.copy.order, COPY_ORDER_PIPELINED);
-    assert_int_equal(a.copy.sparse, d.sparse);
-    assert_false(a.copy.target_is_zero);
-    assert_false(a.copy.verify);
-    assert_int_equal(a.copy.start_offset, 0);
+    assert_int_equal(a.spec.copy.requests, d.requests);
+    assert_int_equal(a.spec.copy.request_size, d.request_size);
+    assert_int_equal(a.spec.copy.order, COPY_ORDER_PIPELINED);
+    assert_int_equal(a.spec.copy.sparse, d.sparse);
+    assert_false(a.spec.copy.target_is_zero);
+    assert_false(a.spec.copy.verify);
+    assert_int_equal(a.spec.copy.start_offset, 0);
     assert_false(a.create);
-    assert_false(a.overwrite);
-    assert_int_equal(a.source_format, IMAGE_FORMAT_AUTO);
-    assert_int_equal(a.target_format, IMAGE_FORMAT_RAW);
-    assert_int_equal(a.cluster_size, 0);
-    assert_false(a.compress);
-    assert_false(a.keep_backing);
+    assert_false(a.spec.overwrite);
+    assert_int_equal(a.spec.source_format, IMAGE_FORMAT_AUTO);
+    assert_int_equal(a.spec.target_format, IMAGE_FORMAT_RAW);
+    assert_int_equal(a.spec.cluster_size, 0);
+    assert_false(a.spec.compress);
+    assert_false(a.spec.keep_backing);
     assert_false(a.progress);
     assert_false(a.quiet);
     assert_false(a.help);
@@ -79,45 +79,45 @@ static void test_every_option(void **state)
                            "--target-format=qcow2", "--cluster-size", "1M",
                            "--compress", "-p",
                            "in.qcow2", "out.qcow2", NULL), 0);
-    assert_int_equal(a.copy.requests, 64);
-    assert_int_equal(a.copy.request_size, 4u << 20);
-    assert_int_equal(a.copy.order, COPY_ORDER_STRICT);
-    assert_int_equal(a.copy.sparse, 0);
-    assert_true(a.copy.target_is_zero);
-    assert_true(a.copy.verify);
+    assert_int_equal(a.spec.copy.requests, 64);
+    assert_int_equal(a.spec.copy.request_size, 4u << 20);
+    assert_int_equal(a.spec.copy.order, COPY_ORDER_STRICT);
+    assert_int_equal(a.spec.copy.sparse, 0);
+    assert_true(a.spec.copy.target_is_zero);
+    assert_true(a.spec.copy.verify);
     assert_true(a.create);
-    assert_true(a.overwrite);
-    assert_int_equal(a.source_format, IMAGE_FORMAT_QCOW2);
-    assert_int_equal(a.target_format, IMAGE_FORMAT_QCOW2);
-    assert_int_equal(a.cluster_size, 1u << 20);
-    assert_true(a.compress);
-    assert_false(a.keep_backing);
-    assert_false(a.copy.skip_backing);
+    assert_true(a.spec.overwrite);
+    assert_int_equal(a.spec.source_format, IMAGE_FORMAT_QCOW2);
+    assert_int_equal(a.spec.target_format, IMAGE_FORMAT_QCOW2);
+    assert_int_equal(a.spec.cluster_size, 1u << 20);
+    assert_true(a.spec.compress);
+    assert_false(a.spec.keep_backing);
+    assert_false(a.spec.copy.skip_backing);
     assert_true(a.progress);
     assert_int_equal(parse(&a, &err, "--target-format", "qcow2",
                            "--keep-backing", "in.qcow2", "out.qcow2", NULL),
                      0);
-    assert_true(a.keep_backing);
-    assert_true(a.copy.skip_backing);
+    assert_true(a.spec.keep_backing);
+    assert_true(a.spec.copy.skip_backing);
     assert_false(a.quiet);
 
     assert_int_equal(parse(&a, &err, "-q", "--order=any", "--resume-from",
                            "3G", "--overwrite", "a", "b", NULL), 0);
     assert_true(a.quiet);
-    assert_int_equal(a.copy.order, COPY_ORDER_ANY);
-    assert_int_equal(a.copy.start_offset, 3ull << 30);
+    assert_int_equal(a.spec.copy.order, COPY_ORDER_ANY);
+    assert_int_equal(a.spec.copy.start_offset, 3ull << 30);
     /* A small request size lowers the default zero-run size with it. */
     assert_int_equal(parse(&a, &err, "--request-size", "1000", "a", "b",
                            NULL), 0);
-    assert_int_equal(a.copy.request_size, 1000);
-    assert_int_equal(a.copy.sparse, 512);
+    assert_int_equal(a.spec.copy.request_size, 1000);
+    assert_int_equal(a.spec.copy.sparse, 512);
     assert_int_equal(parse(&a, &err, "--request-size", "300", "a", "b",
                            NULL), 0);
-    assert_int_equal(a.copy.sparse, 0);
+    assert_int_equal(a.spec.copy.sparse, 0);
     assert_int_equal(parse(&a, &err, "--order", "pipelined", "--source-format",
                            "raw", "a", "b", NULL), 0);
-    assert_int_equal(a.copy.order, COPY_ORDER_PIPELINED);
-    assert_int_equal(a.source_format, IMAGE_FORMAT_RAW);
+    assert_int_equal(a.spec.copy.order, COPY_ORDER_PIPELINED);
+    assert_int_equal(a.spec.source_format, IMAGE_FORMAT_RAW);
 }
 
 static void test_operand_placement(void **state)
@@ -127,16 +127,16 @@ static void test_operand_placement(void **state)
     struct errmsg err;
     /* Options after the operands. */
     assert_int_equal(parse(&a, &err, "a", "b", "--verify", NULL), 0);
-    assert_string_equal(a.source, "a");
-    assert_string_equal(a.target, "b");
-    assert_true(a.copy.verify);
+    assert_string_equal(a.spec.source, "a");
+    assert_string_equal(a.spec.target, "b");
+    assert_true(a.spec.copy.verify);
     /* "--" ends the options: a file named like an option. */
     assert_int_equal(parse(&a, &err, "--create", "--", "-odd", "--verify",
                            NULL), 0);
-    assert_string_equal(a.source, "-odd");
-    assert_string_equal(a.target, "--verify");
+    assert_string_equal(a.spec.source, "-odd");
+    assert_string_equal(a.spec.target, "--verify");
     assert_true(a.create);
-    assert_false(a.copy.verify);
+    assert_false(a.spec.copy.verify);
 }
 
 static void test_help(void **state)
