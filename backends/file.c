@@ -16,6 +16,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,6 +493,17 @@ static const struct image_ops file_ops = {
 
 /* ---- open ----------------------------------------------------------- */
 
+/* Fill `id` from `st`: "file:DEV:INO" for a regular file, "blk:RDEV" for
+ * a block device, nothing for anything else. */
+static void file_identity(const struct stat *st, struct image_id *id)
+{
+    if (S_ISREG(st->st_mode))
+        image_id_add(id, "file:%ju:%ju", (uintmax_t)st->st_dev,
+                     (uintmax_t)st->st_ino);
+    else if (S_ISBLK(st->st_mode))
+        image_id_add(id, "blk:%ju", (uintmax_t)st->st_rdev);
+}
+
 /* Open `path` following the rules of image-open.h.  On success *fd_out is
  * open, *created says whether a new file was made (to remove it if later
  * setup fails) and *fresh whether it now reads as zeroes. */
@@ -516,7 +528,8 @@ static int open_fd(const char *path, const struct image_open_opts *opts,
 
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT && opts->create) {
-        fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0666);
+        /* Owner-only: an image holds a whole disk. */
+        fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
         if (fd >= 0)
             *created = true;
         else if (errno == EEXIST)   /* lost a race: look at what is there */
@@ -537,6 +550,17 @@ static int open_fd(const char *path, const struct image_open_opts *opts,
         errmsg_set(err, "%s: fstat: %s", path, strerror(e));
         close(fd);
         return -e;
+    }
+    /* Before anything is truncated or written (a file just created
+     * cannot be the source, and is never it). */
+    struct image_id id = { 0 };
+    file_identity(&st, &id);
+    int r = image_id_check_distinct(&id, path, opts->distinct_from, err);
+    if (r < 0) {
+        close(fd);
+        if (*created)
+            unlink(path);
+        return r;
     }
     if (S_ISBLK(st.st_mode)) {
         /* O_EXCL on a block device: refuse one that is mounted or
@@ -635,6 +659,7 @@ int file_image_open(struct loop *loop, const char *path,
         img->can_unmap = true;
         fp->growable = opts->write && opts->growable;
     }
+    file_identity(&st, &img->id);
     img->read_only = !opts->write;
     img->reads_as_zero = fresh;
     img->max_request = 0;

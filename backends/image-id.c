@@ -1,10 +1,12 @@
 /* image-id.c — image identity keys.  See image-id.h. */
 #include "image-id.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "image.h"
 
 void image_id_add(struct image_id *id, const char *fmt, ...)
@@ -47,4 +49,20 @@ const struct image *image_chain_find(const struct image *chain,
         if (image_id_same(&i->id, id))
             return i;
     return NULL;
+}
+
+int image_id_check_distinct(const struct image_id *id, const char *name,
+                            const struct image *source, struct errmsg *err)
+{
+    if (!source || image_id_empty(id))
+        return 0;
+    const struct image *hit = image_chain_find(source, id);
+    if (!hit)
+        return 0;
+    if (hit == source || image_id_same(&hit->id, &source->id))
+        errmsg_set(err, "%s is the same image as %s", name, source->name);
+    else
+        errmsg_set(err, "%s is the backing file %s of %s", name, hit->name,
+                   source->name);
+    return -EINVAL;
 }

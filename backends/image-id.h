@@ -10,9 +10,10 @@
  *                             NFSv3 file handle in hex (handles are unique
  *                             per server, whatever export or path led there)
  *   iSCSI  "iscsi:IQN:LUN"    the target name and LUN (portal-independent),
- *          "naa:HEX"          and, in the second key, the LU's device
+ *          "lu:TYPE:HEX"      and, in the second key, the LU's device
  *                             identifier from VPD page 0x83 when the target
- *                             reports one (two targets exporting one LU)
+ *                             reports a globally unique one (two targets
+ *                             exporting one LU; see iscsi_lu_identity)
  *   local  "file:DEV:INO"     st_dev and st_ino of a regular file
  *          "blk:RDEV"         st_rdev of a block device
  *   null:, zero:              no key (never the same as anything)
@@ -54,5 +55,15 @@ bool image_id_empty(const struct image_id *id);
  * that is the same image as `id`, or NULL.  `chain` may be NULL. */
 const struct image *image_chain_find(const struct image *chain,
                                      const struct image_id *id);
+
+struct errmsg;
+
+/* Refuse a target: when `id` (of the image `name` being opened) is the
+ * same image as `source` or as an image of its backing chain, fill `err`
+ * ("NAME is the same image as SOURCE" / "NAME is the backing file B of
+ * SOURCE") and return -EINVAL; else return 0.  `source` NULL or an empty
+ * `id`: 0. */
+int image_id_check_distinct(const struct image_id *id, const char *name,
+                            const struct image *source, struct errmsg *err);
 
 #endif

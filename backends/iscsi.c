@@ -270,10 +270,20 @@ static int read_chap_password(const char *url, char *pw, size_t size,
 {
     const char *file = getenv("IMGFS_ISCSI_SECRET_FILE");
     if (file && *file) {
-        int r = iscsi_read_secret_file(file, pw, size, err);
-        if (r < 0) {
-            errmsg_prefix(err, "%s", url);
-            return r;
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            int e = errno;
+            errmsg_set(err, "%s: cannot read CHAP secret file %s "
+                       "($IMGFS_ISCSI_SECRET_FILE): %s", url, file,
+                       strerror(e));
+            return -e;
+        }
+        bool got = fgets(pw, (int)size, f) != NULL;
+        fclose(f);
+        pw[got ? strcspn(pw, "\r\n") : 0] = '\0';
+        if (!pw[0]) {
+            errmsg_set(err, "%s: CHAP secret file %s is empty", url, file);
+            return -EINVAL;
         }
         return 1;
     }
@@ -475,6 +485,25 @@ static void read_vpd(struct iscsi_lun *l)
     }
 }
 
+/* Device Identification VPD page: the LU's own designator as a second
+ * identity key (one LU reached through two targets).  Optional. */
+static void read_identity(struct iscsi_lun *l)
+{
+    struct errmsg ignored;
+    struct iscsi_wait *w = new_wait(l);
+    struct scsi_task *t = finish_command(l, w,
+        iscsi_inquiry_task(l->ctx, l->lun, 1,
+                           SCSI_INQUIRY_PAGECODE_DEVICE_IDENTIFICATION, 255,
+                           wait_cb, w),
+        "INQUIRY Device Identification", &ignored);
+    if (!t)
+        return;
+    struct scsi_inquiry_device_identification *di = scsi_datain_unmarshall(t);
+    if (di)
+        iscsi_lu_identity(di, &l->img->id);
+    scsi_free_scsi_task(t);
+}
+
 static uint32_t clamp_blocks(uint32_t blocks, uint64_t max_bytes, uint32_t bs)
 {
     uint64_t cap = max_bytes / bs;
@@ -584,12 +613,21 @@ int iscsi_image_open(struct loop *loop, const char *url,
         l->tick_timer = id > 0 ? id : 0;
         r = connect_lun(l, u, err);
     }
+    if (r == 0)
+        iscsi_target_identity(u->target, u->lun, &img->id);
     if (u)
         iscsi_destroy_url(u);
     if (r == 0)
         r = check_disk(l, err);
     if (r == 0)
         r = read_capacity(l, err);
+    if (r == 0) {
+        read_identity(l);
+        /* LUNs are never created or truncated: refusing before the
+         * first write is enough, and nothing was written yet. */
+        r = image_id_check_distinct(&img->id, url, opts->distinct_from,
+                                    err);
+    }
     if (r == 0) {
         read_vpd(l);
         uint32_t bs = l->block_size;

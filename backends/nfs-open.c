@@ -5,12 +5,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
 #include <nfsc/libnfs.h>
 
+#include "nfs-id.h"
 #include "nfs-image.h"
 #include "protocols.h"
 
@@ -19,12 +21,50 @@
  * (libnfs takes whole seconds). */
 #define DATA_TIMEOUT_MS 60000
 
-#define CREATE_MODE 0644
+/* New files (targets, backups) are the owner's only: an image holds a
+ * whole disk. */
+#define CREATE_MODE 0600
 
-/* Apply the source/target rules; on success *fh is open and *size set. */
+/* Close *fh when `r` < 0; returns `r`. */
+static int close_on_error(struct nfs_mounted *m, struct nfsfh **fh, int r)
+{
+    if (r < 0) {
+        nfs_close(m->nfs, *fh);
+        *fh = NULL;
+    }
+    return r;
+}
+
+/* Fill `id` with "nfs:ADDR:FH" of the open file `fh`.  Returns 0 or
+ * -errno with `err` set. */
+static int file_identity(const char *url, struct nfs_mounted *m,
+                         struct nfsfh *fh, struct image_id *id,
+                         struct errmsg *err)
+{
+    char addr[INET6_ADDRSTRLEN + 8], hex[2 * 64 + 1];
+    int r = nfs_server_address(m->nfs, m->server, addr, sizeof addr);
+    if (r < 0) {
+        errmsg_set(err, "%s: cannot tell the address of server %s", url,
+                   m->server);
+        return r;
+    }
+    r = nfs_fh_hex(fh, hex, sizeof hex);
+    if (r < 0) {
+        errmsg_set(err, "%s: no file handle for %s", url, m->file);
+        return r;
+    }
+    *id = (struct image_id){ 0 };
+    image_id_add(id, "nfs:%s:%s", addr, hex);
+    return 0;
+}
+
+/* Apply the source/target rules; on success *fh is open, *size set and
+ * `id` filled.  An existing target is checked against
+ * opts->distinct_from before it is truncated. */
 static int open_file(const char *url, struct nfs_mounted *m,
                      const struct image_open_opts *opts, struct nfsfh **fh,
-                     uint64_t *size, bool *created, struct errmsg *err)
+                     uint64_t *size, bool *created, struct image_id *id,
+                     struct errmsg *err)
 {
     struct nfs_stat_64 st;
     int r = nfs_stat64(m->nfs, m->file, &st);
@@ -56,7 +96,7 @@ static int open_file(const char *url, struct nfs_mounted *m,
             return r;
         }
         *size = st.nfs_size;
-        return 0;
+        return close_on_error(m, fh, file_identity(url, m, *fh, id, err));
     }
     if (!exists && !opts->create) {
         errmsg_set(err, "%s: no such file (%s on export %s); use --create "
@@ -77,6 +117,14 @@ static int open_file(const char *url, struct nfs_mounted *m,
                    nfs_get_error(m->nfs));
         return r;
     }
+    r = file_identity(url, m, *fh, id, err);
+    /* Before anything is truncated or written.  (A file just created
+     * cannot be the source; checking it anyway covers one that appeared
+     * between the stat and the create.) */
+    if (r == 0)
+        r = image_id_check_distinct(id, url, opts->distinct_from, err);
+    if (r < 0)
+        return close_on_error(m, fh, r);
     if (!opts->create) {
         *size = st.nfs_size;
         return 0;
@@ -110,7 +158,8 @@ int nfs_image_open(struct loop *loop, const char *url,
     struct nfsfh *fh = NULL;
     uint64_t size = 0;
     bool created = false;
-    r = open_file(url, &m, opts, &fh, &size, &created, err);
+    struct image_id id = { 0 };
+    r = open_file(url, &m, opts, &fh, &size, &created, &id, err);
     if (r < 0) {
         nfs_mounted_release(&m);
         return r;
@@ -142,6 +191,7 @@ int nfs_image_open(struct loop *loop, const char *url,
     nfs_set_timeout(ni->nfs, DATA_TIMEOUT_MS);
 
     img->priv = ni;
+    img->id = id;
     img->size = size;
     img->block_size = 1;
     img->max_request = 0;       /* requests are split here */
