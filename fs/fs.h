@@ -57,6 +57,7 @@ struct nfs_export {
     pthread_mutex_t lock;
     char *url_prefix;   /* "nfs://server/path" (no trailing '/', no query) */
     char *query;        /* "" or "?nfsport=...&..." */
+    char server_addr[64]; /* numeric server address (nfs-id.h), for st_ino */
 };
 
 struct node {
@@ -105,8 +106,9 @@ struct imgfs {
     bool read_only;             /* -o ro */
     bool page_cache;            /* -o page_cache: images not direct I/O */
     atomic_bool bdi_tuned;
-    uid_t uid;
-    gid_t gid;
+    uid_t uid;                  /* -o uid=: owner of root, images, control/ */
+    gid_t gid;                  /* -o gid=: their group */
+    mode_t umask;               /* -o umask=: their modes (default 077) */
     char *mountpoint;
     struct timespec mount_time;
 
@@ -157,11 +159,24 @@ char *node_path(const struct node *n);
 int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
                     char **file, struct errmsg *err);
 void nfs_export_close(struct nfs_export *e);
+/* st_ino (and readdir d_ino) of an NFS entry: NFS_INO_FLAG set, the
+ * rest the server's fileid mixed with a key of (server address, fsid), so
+ * two names for one server file (two mount names of one export, a hard
+ * link) show one st_ino and `cp` sees "the same file", while the small
+ * node numbers of root, control/ and top-level images never collide. */
+#define NFS_INO_FLAG (1ull << 63)
+uint64_t nfs_meta_ino(const struct nfs_export *e, uint64_t fsid,
+                      uint64_t fileid);
+/* Stat `rel`; st_ino is nfs_meta_ino() of the entry. */
 int nfs_meta_stat(struct nfs_export *e, const char *rel, struct stat *st);
 int nfs_meta_create(struct nfs_export *e, const char *rel, mode_t mode);
 int nfs_meta_unlink(struct nfs_export *e, const char *rel);
 int nfs_meta_rmdir(struct nfs_export *e, const char *rel);
-int nfs_meta_mkdir(struct nfs_export *e, const char *rel);
+int nfs_meta_mkdir(struct nfs_export *e, const char *rel, mode_t mode);
+/* Give `rel` to `uid`:`gid` on the server (the meta context's identity
+ * must be allowed to: root with no_root_squash). */
+int nfs_meta_chown(struct nfs_export *e, const char *rel, uid_t uid,
+                   gid_t gid);
 int nfs_meta_rename(struct nfs_export *e, const char *from, const char *to);
 int nfs_meta_truncate(struct nfs_export *e, const char *rel, uint64_t size);
 int nfs_meta_utimes(struct nfs_export *e, const char *rel,
@@ -190,7 +205,9 @@ void nfs_meta_list_free(struct nfs_meta_dirent *v, size_t n);
 
 typedef void (*node_open_cb)(void *opaque, int err);
 /* Take an open reference on `n`'s image, opening it if needed (trunc:
- * truncate NFS files to 0 first).  cb(opaque, 0 or -errno) runs on the
+ * then node_truncate to 0 before answering: an NFS file becomes empty, a
+ * LUN reads as zeroes; if that fails, no reference is kept and the
+ * error is the result).  cb(opaque, 0 or -errno) runs on the
  * loop thread, possibly before node_open returns. */
 void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
                void *opaque);
@@ -204,6 +221,14 @@ int node_take_error(struct node *n);
 /* Forget what the mount has read ahead of `n` (its contents may change
  * other than through the mount's own writes: a job or a copy writes it). */
 void node_cache_drop(struct node *n);
+/* Truncate `n` to `size` once every write accepted so far has completed,
+ * then cb(opaque, 0 or -errno).  An NFS file gets that size (the image
+ * need not be open).  A fixed-size image (LUN) keeps its size: [size, end)
+ * is made to read as zeroes (write_zeroes, may unmap; the image is opened
+ * for it if needed); a size beyond the end is -EFBIG.  Read-ahead of `n`
+ * is dropped. */
+void node_truncate(struct node *n, uint64_t size, node_open_cb cb,
+                   void *opaque);
 
 /* Any thread: answer a read from read-ahead chunks that are already
  * there; false if it cannot (then post io_read to the loop). */
@@ -291,6 +316,37 @@ void control_op_release(fuse_req_t req, struct node *n,
                         struct fuse_file_info *fi);
 void control_op_unlink(fuse_req_t req, const char *name);
 
+/* ---- access.c: whose rights a job uses -------------------------------- */
+
+#define ACCESS_MAX_GROUPS 64
+
+/* The credentials of the process that wrote a job file. */
+struct access_cred {
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[ACCESS_MAX_GROUPS];    /* supplementary groups */
+    unsigned ngroups;
+    bool groups_incomplete;     /* more groups than kept, or unknown */
+};
+
+/* Fill `c` from the FUSE request `req` (uid, gid, supplementary groups
+ * read from /proc by libfuse).  Never fails: groups it cannot learn make
+ * `groups_incomplete`, which access_permitted treats strictly. */
+void access_cred_from_req(fuse_req_t req, struct access_cred *c);
+/* Whether `c` may access an object with `st` for `mask` (R_OK, W_OK, X_OK
+ * bits) as the kernel's generic check would: owner bits if the uid owns
+ * it, else group bits if the gid or a supplementary group matches, else
+ * other bits; uid 0 may read, write and search anything.  0 or -EACCES. */
+int access_permitted(const struct access_cred *c, const struct stat *st,
+                     int mask);
+/* Loop thread: whether the writer of job `j` (j->writer) may read `src`
+ * and write `dst` (a `dst` that does not exist yet: write and search on
+ * its directory), with search on every directory above them.  0, or
+ * -EACCES with `em` "permission denied: uid N may not write target 'x'",
+ * or another -errno from the server with `em` set. */
+int job_check_access(struct job *j, struct node *src, struct node *dst,
+                     struct errmsg *em);
+
 /* ---- jobs.c: the job table -------------------------------------------- */
 
 enum job_state {
@@ -316,6 +372,8 @@ struct job {
     char error[512];
     char source[1024], target[1024];
     uint64_t total, done, watermark;
+    bool resumed;               /* this run resumed the previous one ... */
+    uint64_t resumed_from;      /* ... at this offset (its watermark) */
     uint64_t start_ns, end_ns;
     struct copy_job *cj;        /* while RUNNING */
     /* loop thread */
@@ -324,6 +382,8 @@ struct job {
     fuse_req_t flush_req;       /* answered when the start is decided */
     fuse_req_t *unlink_reqs;    /* answered when the job stopped */
     size_t n_unlink_reqs;
+    /* guarded by jobs_lock: who last changed the text (control.c) */
+    struct access_cred writer;
 };
 
 /* Find or create the job `name` (jobs_lock held by the caller). */

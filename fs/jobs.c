@@ -268,6 +268,8 @@ static int open_and_start(struct job *j, struct job_spec *spec,
     j->total = j->src->size;
     j->done = spec->copy.start_offset;
     j->watermark = spec->copy.start_offset;
+    j->resumed = resume;
+    j->resumed_from = spec->copy.start_offset;
     j->start_ns = loop_now_ns();
     pthread_mutex_unlock(&the_fs->jobs_lock);
     the_fs->active_jobs++;
@@ -369,6 +371,8 @@ void job_start(struct job *j, fuse_req_t req)
     j->error[0] = '\0';
     j->source[0] = j->target[0] = '\0';
     j->total = j->done = j->watermark = 0;
+    j->resumed = false;
+    j->resumed_from = 0;
     j->start_ns = j->end_ns = 0;
     pthread_mutex_unlock(&the_fs->jobs_lock);
 
@@ -489,6 +493,9 @@ char *job_status_text_locked(struct job *j)
     fprintf(f, "bytes-total: %llu\n", (unsigned long long)total);
     fprintf(f, "bytes-done: %llu\n", (unsigned long long)done);
     fprintf(f, "watermark: %llu\n", (unsigned long long)wm);
+    if (j->resumed)
+        fprintf(f, "resumed-from: %llu\n",
+                (unsigned long long)j->resumed_from);
     if (phase && !strcmp(phase, "verifying"))
         fprintf(f, "bytes-verified: %llu\n", (unsigned long long)verified);
     fprintf(f, "rate: %.1f MiB/s\n", rate / (1024.0 * 1024.0));
