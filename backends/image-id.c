@@ -60,7 +60,7 @@ int image_id_check_distinct(const struct image_id *id, const char *name,
     if (!hit)
         return 0;
     if (hit == source || image_id_same(&hit->id, &source->id))
-        errmsg_set(err, "%s is the same image as %s", name, source->name);
+        errmsg_set(err, "%s and %s are the same image", name, source->name);
     else
         errmsg_set(err, "%s is the backing file %s of %s", name, hit->name,
                    source->name);

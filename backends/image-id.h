@@ -60,7 +60,7 @@ struct errmsg;
 
 /* Refuse a target: when `id` (of the image `name` being opened) is the
  * same image as `source` or as an image of its backing chain, fill `err`
- * ("NAME is the same image as SOURCE" / "NAME is the backing file B of
+ * ("NAME and SOURCE are the same image" / "NAME is the backing file B of
  * SOURCE") and return -EINVAL; else return 0.  `source` NULL or an empty
  * `id`: 0. */
 int image_id_check_distinct(const struct image_id *id, const char *name,

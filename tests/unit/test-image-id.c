@@ -157,7 +157,7 @@ static void test_chain_and_check(void **state)
     assert_int_equal(image_id_check_distinct(&empty, "null:", &top, &em), 0);
     assert_int_equal(image_id_check_distinct(&top.id, "t", &top, &em),
                      -EINVAL);
-    assert_string_equal(em.text, "t is the same image as top.qcow2");
+    assert_string_equal(em.text, "t and top.qcow2 are the same image");
     assert_int_equal(image_id_check_distinct(&base.id, "t", &top, &em),
                      -EINVAL);
     assert_string_equal(em.text,
@@ -202,7 +202,7 @@ static void test_file_spellings(void **state)
         assert_int_equal(open_target(f, aliases[i], src, &t, &em), -EINVAL);
         assert_null(t);
         char msg[1200];
-        snprintf(msg, sizeof msg, "%s is the same image as %s", aliases[i],
+        snprintf(msg, sizeof msg, "%s and %s are the same image", aliases[i],
                  f->src);
         assert_string_equal(em.text, msg);
         assert_source_intact(f);
