@@ -9,7 +9,11 @@
  *  - x.status: `key: value` text built at open (direct_io: no size is
  *    cached, `cat` and `watch` see fresh content on every open);
  *  - rm x.job: cancels a running job (answered once it stopped; x.status
- *    stays) or forgets a finished one; rm x.status forgets a stopped job.
+ *    stays) or forgets a finished one; rm x.status forgets a stopped job;
+ *  - whoever creates, writes or truncates x.job becomes its writer
+ *    (j->writer: uid, gid, groups of the request); the job starts only if
+ *    that writer may read its source and write its target (access.c).
+ *    Owner, group and modes of control/ files come from -o uid/gid/umask.
  */
 #include "fs.h"
 
@@ -49,11 +53,13 @@ static void job_attr_locked(struct node *n, struct stat *st)
     st->st_nlink = 1;
     st->st_blksize = 4096;
     struct job *j = n->job;
+    /* Modes from -o umask: with default_permissions they decide who may
+     * write jobs and read their status. */
     if (n->kind == NODE_JOBFILE) {
-        st->st_mode = S_IFREG | 0644;
+        st->st_mode = S_IFREG | (0666 & ~the_fs->umask);
         st->st_size = j ? (off_t)j->len : 0;
     } else {
-        st->st_mode = S_IFREG | 0444;
+        st->st_mode = S_IFREG | (0444 & ~the_fs->umask);
         st->st_size = 0;
     }
     struct timespec ts;
@@ -153,6 +159,8 @@ void control_op_create(fuse_req_t req, const char *name,
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    struct access_cred cred;
+    access_cred_from_req(req, &cred);
     pthread_mutex_lock(&the_fs->jobs_lock);
     struct job *j = job_find_locked(base);
     if (j && job_active(j)) {
@@ -171,6 +179,7 @@ void control_op_create(fuse_req_t req, const char *name,
     }
     if (!j->job_visible || (fi->flags & O_TRUNC) || j->state != JOB_NEW)
         reset_text_locked(j);
+    j->writer = cred;           /* a job never runs with no one's rights */
     if (j->state != JOB_NEW) {
         /* Keep the old outcome for resume until the new text starts. */
         j->state = j->state == JOB_DONE ? JOB_NEW : j->state;
@@ -204,6 +213,8 @@ void control_op_getattr(fuse_req_t req, struct node *n)
 void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
                         int to_set)
 {
+    struct access_cred cred;
+    access_cred_from_req(req, &cred);
     pthread_mutex_lock(&the_fs->jobs_lock);
     struct job *j = n->job;
     int err = 0;
@@ -219,6 +230,7 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
         else {
             j->len = (size_t)attr->st_size;
             j->dirty = true;
+            j->writer = cred;
         }
     }
     pthread_mutex_unlock(&the_fs->jobs_lock);
@@ -240,6 +252,9 @@ void control_op_open(fuse_req_t req, struct node *n,
     h->node = n;
     h->write = write;
     int err = 0;
+    struct access_cred cred;
+    if (write)
+        access_cred_from_req(req, &cred);
     pthread_mutex_lock(&the_fs->jobs_lock);
     struct job *j = n->job;
     if (!j) {
@@ -256,8 +271,10 @@ void control_op_open(fuse_req_t req, struct node *n,
     } else if (write) {
         if (job_active(j))
             err = EBUSY;
-        else if (fi->flags & O_TRUNC)
+        else if (fi->flags & O_TRUNC) {
             reset_text_locked(j);
+            j->writer = cred;
+        }
     }
     pthread_mutex_unlock(&the_fs->jobs_lock);
     if (err) {
@@ -318,6 +335,8 @@ void control_op_write(fuse_req_t req, struct node *n, const char *buf,
 {
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     int err = 0;
+    struct access_cred cred;
+    access_cred_from_req(req, &cred);
     pthread_mutex_lock(&the_fs->jobs_lock);
     struct job *j = n->job;
     if (!j || n->kind != NODE_JOBFILE)
@@ -345,6 +364,7 @@ void control_op_write(fuse_req_t req, struct node *n, const char *buf,
             if (end > j->len)
                 j->len = end;
             j->dirty = true;
+            j->writer = cred;   /* the job runs with the last writer's rights */
             h->wrote = true;
         }
     }

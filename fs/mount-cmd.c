@@ -35,50 +35,166 @@ static void mount_usage(FILE *f)
         "\n"
         "  -f            stay in the foreground\n"
         "  -d            FUSE debug output (implies -f)\n"
-        "  -o OPTIONS    FUSE mount options (allow_other, ro, ...) and:\n"
+        "  -o OPTIONS    comma-separated mount options:\n"
+        "     ro           open no image for writing, start no job\n"
         "     page_cache   let the kernel cache image files (faster for\n"
         "                  tools reading < 128 KiB at a time, slower for\n"
         "                  large sequential reads and writes)\n"
+        "     uid=N,gid=N  owner and group of the mount root, the top-level\n"
+        "                  images, control/ and its files (default: yours)\n"
+        "     umask=OCTAL  their modes: files 0666 & ~umask (no write bits\n"
+        "                  on read-only images), directories 0777 & ~umask\n"
+        "                  (default 077: the owner only).  NFS directories\n"
+        "                  and their files show the server's owners and modes\n"
+        "     allow_other  let other local users in (see below)\n"
+        "     allow_root   let root in\n"
+        "     and FUSE's own options (fsname=, max_read=, ...)\n"
+        "\n"
+        "Only the mounting user can use the mount unless allow_other or\n"
+        "allow_root is given.  Both imply default_permissions: the kernel\n"
+        "checks each access against the owners and modes above, and a job\n"
+        "runs only if whoever wrote its job file may read its source and\n"
+        "write its target.  Whoever may write an image file may overwrite\n"
+        "it, and the mount acts on the NFS server with its own identity\n"
+        "(root when mounted by root; new files and directories are then\n"
+        "given to the user who created them), so choose uid, gid and umask\n"
+        "before opening a mount to other users.\n"
         "Unmount with: fusermount3 -u MOUNTPOINT\n");
 }
 
-/* Whether the comma-separated *opts contain option `name`; with `take`,
- * also remove it (*opts is freed and set to NULL when nothing is left).
- * Out of memory: false, *opts unchanged. */
-static bool find_option(char **opts, const char *name, bool take)
+/* What -o sets besides the options passed on to FUSE. */
+struct mount_opts {
+    bool read_only, page_cache;
+    bool allow_other, allow_root, default_permissions;
+    uid_t uid;
+    gid_t gid;
+    mode_t umask;
+    char error[256];            /* why an option was refused */
+};
+
+enum {
+    KEY_RO,
+    KEY_PAGE_CACHE,
+    KEY_ALLOW_OTHER,
+    KEY_ALLOW_ROOT,
+    KEY_DEFAULT_PERMISSIONS,
+    KEY_UID,
+    KEY_GID,
+    KEY_UMASK,
+};
+
+static const struct fuse_opt mount_opt_spec[] = {
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("page_cache", KEY_PAGE_CACHE),
+    FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+    FUSE_OPT_KEY("allow_root", KEY_ALLOW_ROOT),
+    FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
+    FUSE_OPT_KEY("uid=", KEY_UID),
+    FUSE_OPT_KEY("gid=", KEY_GID),
+    FUSE_OPT_KEY("umask=", KEY_UMASK),
+    FUSE_OPT_END,
+};
+
+/* Parse the value of "name=VALUE" in `arg` as an unsigned number in
+ * `base` (only digits: no sign, no spaces, nothing after) of at most
+ * `max`.  Returns false, with mo->error set, when it is not one. */
+static bool option_number(struct mount_opts *mo, const char *arg, int base,
+                          unsigned long max, unsigned long *out)
 {
-    if (!*opts)
+    const char *v = strchr(arg, '=') + 1;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, base);
+    bool digits = *v >= '0' && *v <= (base == 8 ? '7' : '9');
+    if (!digits || *end || errno || n > max) {
+        if (base == 8)
+            snprintf(mo->error, sizeof mo->error, "bad option '%s': "
+                     "expected an octal mask from 0 to %lo", arg, max);
+        else
+            snprintf(mo->error, sizeof mo->error, "bad option '%s': "
+                     "expected a number from 0 to %lu", arg, max);
         return false;
-    char *out = malloc(strlen(*opts) + 1), *copy = strdup(*opts);
-    char *save = NULL;
-    bool found = false;
-    if (!out || !copy) {
-        free(out);
-        free(copy);
-        return false;
     }
-    out[0] = '\0';
-    for (char *t = strtok_r(copy, ",", &save); t;
-         t = strtok_r(NULL, ",", &save)) {
-        if (!strcmp(t, name)) {
-            found = true;
-            if (take)
-                continue;
-        }
-        if (out[0])
-            strcat(out, ",");
-        strcat(out, t);
+    *out = n;
+    return true;
+}
+
+/* fuse_opt_parse callback: note imgfs's options; keep (1) those FUSE
+ * needs, drop (0) imgfs's own, refuse (-1) bad values. */
+static int mount_opt_proc(void *data, const char *arg, int key,
+                          struct fuse_args *outargs)
+{
+    struct mount_opts *mo = data;
+    unsigned long n;
+    (void)outargs;
+    switch (key) {
+    case KEY_RO:
+        mo->read_only = true;
+        return 1;
+    case KEY_PAGE_CACHE:
+        mo->page_cache = true;
+        return 0;
+    case KEY_ALLOW_OTHER:
+        mo->allow_other = true;
+        return 1;
+    case KEY_ALLOW_ROOT:
+        mo->allow_root = true;
+        return 1;
+    case KEY_DEFAULT_PERMISSIONS:
+        mo->default_permissions = true;
+        return 1;
+    case KEY_UID:
+    case KEY_GID:
+        /* (uid_t)-1 means "no change" to chown(2): not an owner. */
+        if (!option_number(mo, arg, 10, 0xfffffffeUL, &n))
+            return -1;
+        if (key == KEY_UID)
+            mo->uid = (uid_t)n;
+        else
+            mo->gid = (gid_t)n;
+        return 0;
+    case KEY_UMASK:
+        if (!option_number(mo, arg, 8, 0777, &n))
+            return -1;
+        mo->umask = (mode_t)n;
+        return 0;
+    default:
+        return 1;               /* FUSE's own options */
     }
-    free(copy);
-    if (!take) {
-        free(out);
-        return found;
+}
+
+/* Parse the joined -o string `opts` (may be NULL) into `mo` (defaults:
+ * the caller's uid and gid, umask 077) and `fuse_opts`, the options left
+ * for FUSE, plus default_permissions when allow_other or allow_root asks
+ * for it.  Returns 0, or -1 with mo->error set. */
+static int parse_mount_options(const char *opts, struct mount_opts *mo,
+                               struct fuse_args *fuse_opts)
+{
+    memset(mo, 0, sizeof *mo);
+    mo->uid = getuid();
+    mo->gid = getgid();
+    mo->umask = 077;
+    *fuse_opts = (struct fuse_args)FUSE_ARGS_INIT(0, NULL);
+    if (fuse_opt_add_arg(fuse_opts, "imgfs") != 0)
+        goto nomem;
+    if (opts && (fuse_opt_add_arg(fuse_opts, "-o") != 0 ||
+                 fuse_opt_add_arg(fuse_opts, opts) != 0))
+        goto nomem;
+    /* On success fuse_opt_parse replaces *fuse_opts with what is kept. */
+    if (fuse_opt_parse(fuse_opts, mo, mount_opt_spec, mount_opt_proc) != 0) {
+        if (!mo->error[0])
+            snprintf(mo->error, sizeof mo->error, "bad options '%s'",
+                     opts ? opts : "");
+        return -1;
     }
-    free(*opts);
-    *opts = out[0] ? out : NULL;
-    if (!*opts)
-        free(out);
-    return found;
+    /* Other users are let in only with the kernel checking modes. */
+    if ((mo->allow_other || mo->allow_root) && !mo->default_permissions &&
+        fuse_opt_add_arg(fuse_opts, "-odefault_permissions") != 0)
+        goto nomem;
+    return 0;
+nomem:
+    snprintf(mo->error, sizeof mo->error, "out of memory");
+    return -1;
 }
 
 static bool is_nfs_dir_url(const char *url)
@@ -329,6 +445,14 @@ int cmd_mount(int argc, char **argv)
         return 2;
     }
     const char *mountpoint = argv[i++];
+    struct mount_opts mo;
+    struct fuse_args args;
+    if (parse_mount_options(opts, &mo, &args) < 0) {
+        fprintf(stderr, "imgfs mount: %s\n", mo.error);
+        fuse_opt_free_args(&args);
+        free(opts);
+        return 2;
+    }
 
     /* Keep the 1 MiB I/O buffers (one per FUSE request in flight) on the
      * heap and reuse them: left to mmap, every read reply and every write
@@ -340,46 +464,39 @@ int cmd_mount(int argc, char **argv)
     the_fs = &fs;
     pthread_mutex_init(&fs.tree_lock, NULL);
     pthread_mutex_init(&fs.jobs_lock, NULL);
-    fs.uid = getuid();
+    fs.uid = mo.uid;
+    fs.gid = mo.gid;
+    fs.umask = mo.umask;
     clock_gettime(CLOCK_REALTIME, &fs.mount_time);
-    fs.gid = getgid();
-    fs.read_only = find_option(&opts, "ro", false);
-    fs.page_cache = find_option(&opts, "page_cache", true);
+    fs.read_only = mo.read_only;
+    fs.page_cache = mo.page_cache;
+    int status = 1;
     fs.root = node_new(NODE_ROOT, NULL, "");
     fs.control = fs.root ? node_new(NODE_CONTROL, fs.root, "control") : NULL;
     if (!fs.control) {
         fprintf(stderr, "imgfs mount: out of memory\n");
-        return 1;
+        goto out_args;
     }
 
     struct loop *tmp = loop_new();
     if (!tmp) {
         fprintf(stderr, "imgfs mount: %s\n", strerror(errno));
-        return 1;
+        goto out_args;
     }
-    int status = 1;
     for (; i < argc; i++)
         if (add_spec(tmp, argv[i]) < 0) {
             loop_free(tmp);
-            fs_free();
-            free(opts);
-            return 1;
+            goto out_free;
         }
     loop_free(tmp);
 
-    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-    fuse_opt_add_arg(&args, "imgfs");
-    fuse_opt_add_arg(&args, "-o");
-    fuse_opt_add_arg(&args, "fsname=imgfs,subtype=imgfs");
-    if (opts) {
-        fuse_opt_add_arg(&args, "-o");
-        fuse_opt_add_arg(&args, opts);
+    if (fuse_opt_add_arg(&args, "-ofsname=imgfs,subtype=imgfs") != 0 ||
+        (debug && fuse_opt_add_arg(&args, "-d") != 0)) {
+        fprintf(stderr, "imgfs mount: out of memory\n");
+        goto out_free;
     }
-    if (debug)
-        fuse_opt_add_arg(&args, "-d");
     struct fuse_session *se = fuse_session_new(&args, &imgfs_ops,
                                                sizeof imgfs_ops, NULL);
-    fuse_opt_free_args(&args);
     if (!se) {
         fprintf(stderr, "imgfs mount: bad FUSE options '%s'\n",
                 opts ? opts : "");
@@ -430,6 +547,8 @@ out_destroy:
     fuse_session_destroy(se);
 out_free:
     fs_free();
+out_args:
+    fuse_opt_free_args(&args);
     free(opts);
     return status;
 }

@@ -152,13 +152,16 @@ void node_static_attr(const struct node *n, struct stat *st)
     st->st_blksize = 4096;
     st->st_atim = st->st_mtim = st->st_ctim = the_fs->mount_time;
     switch (n->kind) {
+    /* Owner, group and modes from -o uid/gid/umask: with
+     * default_permissions the kernel checks every access against them. */
     case NODE_ROOT:
     case NODE_CONTROL:
-        st->st_mode = S_IFDIR | 0755;
+        st->st_mode = S_IFDIR | (0777 & ~the_fs->umask);
         st->st_nlink = 2;
         break;
     default:
-        st->st_mode = S_IFREG | (n->read_only ? 0444 : 0644);
+        st->st_mode = S_IFREG | ((n->read_only ? 0444 : 0666) &
+                                 ~the_fs->umask);
         st->st_nlink = 1;
         st->st_size = (off_t)n->fixed_size;
         st->st_blocks = (blkcnt_t)((n->fixed_size + 511) / 512);
