@@ -176,13 +176,23 @@ int nfs_meta_rmdir(struct nfs_export *e, const char *rel)
     return r;
 }
 
-int nfs_meta_mkdir(struct nfs_export *e, const char *rel)
+int nfs_meta_mkdir(struct nfs_export *e, const char *rel, mode_t mode)
 {
     pthread_mutex_lock(&e->lock);
-    int r = fix(nfs_mkdir(e->nfs, rel));
+    int r = fix(nfs_mkdir2(e->nfs, rel, (int)(mode & 07777)));
     pthread_mutex_unlock(&e->lock);
     return r;
 }
+
+int nfs_meta_chown(struct nfs_export *e, const char *rel, uid_t uid,
+                   gid_t gid)
+{
+    pthread_mutex_lock(&e->lock);
+    int r = fix(nfs_chown(e->nfs, p(rel), (int)uid, (int)gid));
+    pthread_mutex_unlock(&e->lock);
+    return r;
+}
+
 
 int nfs_meta_rename(struct nfs_export *e, const char *from, const char *to)
 {

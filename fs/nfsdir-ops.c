@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char *child_rel(struct node *dir, const char *name)
 {
@@ -83,6 +84,34 @@ int nfsdir_list(struct node *dir, struct dirlist *l)
 
 /* ---- create / mkdir ---------------------------------------------------- */
 
+/* Give the entry `rel` that the meta context has just created in `dir` to
+ * the process behind `req`, as a local file system would: its uid, and
+ * its gid unless `dir` is set-group-ID (then the entry keeps the
+ * directory's group).  The meta context creates with the mount's own NFS
+ * identity (AUTH_SYS with the mount process's uid and gid); a chown as
+ * root makes later permission checks (the kernel's, the server's and
+ * job_check_access) match the creator.  If the entry cannot be given
+ * away, it is removed again.  Returns 0 or -errno. */
+static int give_to_creator(fuse_req_t req, struct node *dir, const char *rel,
+                           bool is_dir)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct stat dst;
+    int r = node_attr(dir, &dst);
+    gid_t gid = ctx->gid;
+    if (r == 0 && (dst.st_mode & S_ISGID))
+        gid = dst.st_gid;
+    if (r == 0 && (ctx->uid != getuid() || gid != getgid()))
+        r = nfs_meta_chown(dir->exp, rel, ctx->uid, gid);
+    if (r < 0) {
+        if (is_dir)
+            nfs_meta_rmdir(dir->exp, rel);
+        else
+            nfs_meta_unlink(dir->exp, rel);
+    }
+    return r;
+}
+
 struct create_ctx {
     fuse_req_t req;
     struct node *node;
@@ -122,6 +151,8 @@ void nfsdir_op_create(fuse_req_t req, struct node *dir, const char *name,
         return;
     }
     int r = nfs_meta_create(dir->exp, rel, mode ? mode : 0644);
+    if (r == 0)
+        r = give_to_creator(req, dir, rel, false);
     free(rel);
     if (r == -EEXIST && (fi->flags & O_EXCL)) {
         fuse_reply_err(req, EEXIST);
@@ -162,7 +193,6 @@ void nfsdir_op_create(fuse_req_t req, struct node *dir, const char *name,
 void nfsdir_op_mkdir(fuse_req_t req, struct node *dir, const char *name,
                      mode_t mode)
 {
-    (void)mode;
     if (bad_name(name)) {
         fuse_reply_err(req, EINVAL);
         return;
@@ -172,7 +202,9 @@ void nfsdir_op_mkdir(fuse_req_t req, struct node *dir, const char *name,
         return;
     }
     char *rel = child_rel(dir, name);
-    int r = rel ? nfs_meta_mkdir(dir->exp, rel) : -ENOMEM;
+    int r = rel ? nfs_meta_mkdir(dir->exp, rel, mode) : -ENOMEM;
+    if (r == 0)
+        r = give_to_creator(req, dir, rel, true);
     free(rel);
     struct fuse_entry_param e;
     if (r == 0)
