@@ -139,6 +139,16 @@ int iscsi_probe_portal(const char *portal, int timeout_ms);
  * or -EINVAL when the host is empty or the port is not 1..65535. */
 int iscsi_portal_check(const char *portal);
 
+/* Read the CHAP password: the first line of `file` ($IMGFS_ISCSI_SECRET_FILE)
+ * into `pw` (`size` bytes, NUL-terminated, CR/LF cut).  Like ssh with
+ * private keys, the file must be a regular file that neither group nor
+ * others may read, write or execute (checked on the opened descriptor).
+ * Returns 0, or -errno with `err` naming the file and the problem (its
+ * mode: "has mode 0644: it must not be accessible by group or others
+ * (chmod 600 FILE)"; not a regular file; empty; unreadable). */
+int iscsi_read_secret_file(const char *file, char *pw, size_t size,
+                           struct errmsg *err);
+
 /* Identity (iscsi-id.c, image-id.h).  Add "iscsi:IQN:LUN" (the IQN in
  * lower case) to `id`. */
 void iscsi_target_identity(const char *iqn, int lun, struct image_id *id);

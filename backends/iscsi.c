@@ -270,20 +270,10 @@ static int read_chap_password(const char *url, char *pw, size_t size,
 {
     const char *file = getenv("IMGFS_ISCSI_SECRET_FILE");
     if (file && *file) {
-        FILE *f = fopen(file, "r");
-        if (!f) {
-            int e = errno;
-            errmsg_set(err, "%s: cannot read CHAP secret file %s "
-                       "($IMGFS_ISCSI_SECRET_FILE): %s", url, file,
-                       strerror(e));
-            return -e;
-        }
-        bool got = fgets(pw, (int)size, f) != NULL;
-        fclose(f);
-        pw[got ? strcspn(pw, "\r\n") : 0] = '\0';
-        if (!pw[0]) {
-            errmsg_set(err, "%s: CHAP secret file %s is empty", url, file);
-            return -EINVAL;
+        int r = iscsi_read_secret_file(file, pw, size, err);
+        if (r < 0) {
+            errmsg_prefix(err, "%s", url);
+            return r;
         }
         return 1;
     }
