@@ -578,6 +578,8 @@ static void test_chap(void **state)
     assert_non_null(f);
     fputs("not-the-secret\n", f);
     fclose(f);
+    /* owner-only, or the mode check refuses it before the login */
+    assert_int_equal(chmod(wrong, 0600), 0);
     setenv("IMGFS_ISCSI_SECRET_FILE", wrong, 1);
     expect_open_error(url, "Authentication");
 
