@@ -14,7 +14,10 @@
 #     EACCES and "permission denied" in the status, leaving them unchanged;
 #     files and directories it creates in an NFS directory are its own on
 #     the server, and its jobs may write them.
-#  3. Bad uid/gid/umask values are refused at mount time with one line.
+#  3. -o allow_other,umask=022: the user reads the LUN but can neither
+#     write it nor put a job into the 0755 control/; allow_root alone also
+#     brings default_permissions.
+#  4. Bad uid/gid/umask values are refused at mount time with one line.
 # Every check runs; the test fails at the end if any failed.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fuse-helpers.sh"
@@ -221,7 +224,34 @@ else
 fi
 fuse_umount "$M2"
 
-# ---- 3. bad values ----------------------------------------------------------
+# ---- 3. umask=022: others may look, only the owner may change -------------
+M4=$SCRATCH/m4
+mount_o "$M4" "allow_other,umask=022"
+shows "$M4/control" 755 root root
+shows "$M4/lun" 644 root root
+lun_before=$(lun_hash "$LUN")
+out=$(as_user cmp -n $((8 * MiB)) "$M4/lun" "$SCRATCH/lun.want" 2>&1) &&
+    ok "$U reads the LUN" || bad "reading the LUN as $U: $out"
+as_user_denied "umask=022: dd onto the LUN" \
+    dd if=/dev/zero of="$M4/lun" bs=64k count=1 conv=notrunc status=none
+job_file again "source = src
+target = lun"
+as_user_denied "umask=022: cp a job file into a 0755 control/" \
+    cp "$SCRATCH/jobs/again.job" "$M4/control/again.job"
+[[ -z $(ls -A "$M4/control") ]] && ok "no job in control/" ||
+    bad "control/ holds $(ls -A "$M4/control")"
+sleep 1
+[[ $(lun_hash "$LUN") == "$lun_before" ]] && ok "LUN unchanged" || bad "the LUN changed"
+fuse_umount "$M4"
+
+# allow_root alone also brings default_permissions.
+M5=$SCRATCH/m5
+mount_o "$M5" allow_root
+grep -q "^imgfs $M5 .*default_permissions" /proc/mounts ||
+    bad "allow_root mount without default_permissions: $(grep " $M5 " /proc/mounts)"
+fuse_umount "$M5"
+
+# ---- 4. bad values ----------------------------------------------------------
 mkdir -p "$SCRATCH/m3"
 for o in uid=abc gid=-1 uid=4294967295 uid= umask=0778 umask=12345 umask=-7; do
     expect_fail "-o $o" "$IMGFS" mount -o "$o" "$SCRATCH/m3" "x=zero:1M"
