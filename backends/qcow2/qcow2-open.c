@@ -6,12 +6,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backing-policy.h"
 #include "qcow2-internal.h"
 
 /* The chain being opened on this thread (backing files are opened from
  * inside qcow2_open through image_open), for depth and loop checks. */
 static __thread unsigned chain_depth;
 static __thread const char *chain_names[QCOW2_MAX_CHAIN_DEPTH + 1];
+/* The protocol image of each level being opened (identity loop check;
+ * [0] is the chain's top, whose directory confines local backing files). */
+static __thread const struct image *chain_protos[QCOW2_MAX_CHAIN_DEPTH + 1];
+/* A backing file was refused by the confinement; the message names the
+ * image that stores it (level chain_refused_depth) and is passed up. */
+static __thread bool chain_refused;
+static __thread unsigned chain_refused_depth;
+/* Opening the backing chain of a new qcow2 target (qcow2_create): the
+ * names were given by the operator (--keep-backing records the source's,
+ * whose chain was vetted when the source was opened), so they are not
+ * confined again here. */
+static __thread bool chain_vetted;
 
 bool qcow2_probe(const uint8_t *hdr, size_t len)
 {
@@ -143,60 +156,79 @@ const char *qcow2_backing_format(const struct image *img)
     return s->h.backing_format;
 }
 
-/* Remove "." and ".." segments from the path of an nfs:// URL in place
- * ("nfs://h/e/dir/sub/../b" → "nfs://h/e/dir/b"): the NFS backend mounts
- * the directory part of the path, which must not climb with "..".  Local
- * paths are left to the kernel (symlinks make ".." non-lexical). */
-static void normalize_nfs_path(char *url)
+/* Is `img` (just opened as a backing file of the image at chain level
+ * `depth`, or its own backing chain) an image already in the chain?  By
+ * identity (image-id.h), whatever names led there. */
+static const struct image *chain_has(const struct image *img, unsigned depth)
 {
-    if (strncmp(url, "nfs://", 6) != 0)
-        return;
-    char *path = strchr(url + 6, '/');
-    if (!path)
-        return;
-    char *query = strchr(path, '?');
-    size_t plen = query ? (size_t)(query - path) : strlen(path);
-    char *out = malloc(plen + 1);
-    if (!out)
-        return;
-    size_t o = 0, i = 0;
-    while (i < plen) {
-        while (i < plen && path[i] == '/')
-            i++;
-        size_t start = i;
-        while (i < plen && path[i] != '/')
-            i++;
-        size_t n = i - start;
-        if (n == 0 || (n == 1 && path[start] == '.'))
-            continue;
-        if (n == 2 && path[start] == '.' && path[start + 1] == '.') {
-            while (o > 0 && out[o - 1] != '/')
-                o--;
-            if (o > 0)
-                o--;    /* drop the slash too */
-            continue;
-        }
-        out[o++] = '/';
-        memcpy(out + o, path + start, n);
-        o += n;
+    for (unsigned i = 0; i <= depth && i <= QCOW2_MAX_CHAIN_DEPTH; i++) {
+        const struct image *p = chain_protos[i];
+        if (p && !image_id_empty(&p->id) && image_chain_find(img, &p->id))
+            return p;
     }
-    if (o == 0)
-        out[o++] = '/';
-    size_t qlen = query ? strlen(query) : 0;
-    memmove(path + o, query ? query : "", qlen + 1);
-    memcpy(path, out, o);
-    free(out);
+    return NULL;
 }
 
-int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
+/* Resolve s->h.backing_name against s->proto->name and apply the
+ * backing-file confinement (backing-policy.h) with `allow`.  Returns the
+ * resolved name (malloc'd) or NULL with `err` set and *r = -errno. */
+static char *confined_backing_name(struct qcow2_state *s,
+                                   const char *const *allow, int *r,
+                                   struct errmsg *err)
 {
     const char *base = s->proto->name;
-    char *name = image_resolve_relative(base, s->h.backing_name);
+    const char *stored = s->h.backing_name;
+    bool escapes;
+    char *name = backing_resolve(base, stored, &escapes);
+    char *root = NULL;
+    *r = -ENOMEM;
     if (!name) {
         errmsg_set(err, "out of memory");
-        return -ENOMEM;
+        return NULL;
     }
-    normalize_nfs_path(name);
+    *r = 0;
+    if (chain_vetted)
+        return name;
+    if (!backing_allowed(name, allow)) {
+        if (strncmp(base, "nfs://", 6) == 0) {
+            *r = backing_nfs_export(base, &root, err);
+            if (*r < 0)
+                errmsg_prefix(err, "finding the export of %s", base);
+        } else if (!strstr(base, "://")) {
+            const struct image *top = chain_protos[0] ? chain_protos[0]
+                                                      : s->proto;
+            root = backing_local_dir(top->name);
+            if (!root) {
+                *r = -ENOMEM;
+                errmsg_set(err, "out of memory");
+            }
+        }
+    }
+    if (*r == 0)
+        *r = backing_check(base, stored, name, escapes, root ? root : "",
+                           allow, err);
+    free(root);
+    if (*r < 0) {
+        if (*r == -EPERM && !chain_refused) {
+            chain_refused = true;
+            chain_refused_depth = chain_depth;
+        }
+        free(name);
+        return NULL;
+    }
+    return name;
+}
+
+/* qcow2_open_backing with the user's allowed prefixes, which are passed
+ * on to every level of the chain. */
+static int open_backing_allow(struct qcow2_state *s,
+                              const char *const *allow, struct errmsg *err)
+{
+    const char *base = s->proto->name;
+    int r;
+    char *name = confined_backing_name(s, allow, &r, err);
+    if (!name)
+        return r;
     for (unsigned i = 0; i <= chain_depth && i < QCOW2_MAX_CHAIN_DEPTH; i++) {
         if (chain_names[i] && strcmp(chain_names[i], name) == 0) {
             errmsg_set(err, "backing chain loop: %s names %s, which is "
@@ -211,7 +243,7 @@ int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
         free(name);
         return -ELOOP;
     }
-    struct image_open_opts o = { 0 };
+    struct image_open_opts o = { .allow_backing = allow };
     if (strcmp(s->h.backing_format, "raw") == 0)
         o.format = IMAGE_FORMAT_RAW;
     else if (strcmp(s->h.backing_format, "qcow2") == 0)
@@ -222,15 +254,29 @@ int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
         free(name);
         return -ENOTSUP;
     }
+    const struct image *saved_proto = chain_protos[chain_depth];
+    chain_protos[chain_depth] = s->proto;
     chain_depth++;
     chain_names[chain_depth] = name;
     struct errmsg berr;
     errmsg_clear(&berr);
-    int r = image_open(s->proto->loop, name, &o, &s->backing, &berr);
+    r = image_open(s->proto->loop, name, &o, &s->backing, &berr);
     chain_names[chain_depth] = NULL;
+    chain_protos[chain_depth] = NULL;
     chain_depth--;
+    const struct image *again = r == 0 ? chain_has(s->backing, chain_depth)
+                                       : NULL;
+    chain_protos[chain_depth] = saved_proto;
+    if (again) {
+        errmsg_set(err, "backing chain loop: %s names %s, which is "
+                   "already in the chain (as %s)", base, name, again->name);
+        image_close(s->backing);
+        s->backing = NULL;
+        free(name);
+        return -ELOOP;
+    }
     if (r < 0) {
-        if (r == -ELOOP)
+        if (r == -ELOOP || chain_refused)
             errmsg_set(err, "%s", berr.text);
         else
             errmsg_set(err, "opening backing file %s: %s", name, berr.text);
@@ -239,6 +285,42 @@ int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
     }
     free(name);
     return 0;
+}
+
+int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err)
+{
+    if (chain_depth == 0)
+        chain_refused = false;
+    bool outer = chain_vetted;
+    chain_vetted = true;
+    int r = open_backing_allow(s, NULL, err);
+    chain_vetted = outer;
+    return r;
+}
+
+/* A source opened with no_backing (keep-backing) is a chain all the same:
+ * its backing names are confined now, before any target records and opens
+ * them.  The chain is opened to read the deeper names and closed again; a
+ * backing file that cannot be opened is not an error here (the layer is
+ * read without it), a refused name or a loop is. */
+static int vet_backing_chain(struct qcow2_state *s,
+                             const char *const *allow, struct errmsg *err)
+{
+    chain_names[0] = s->proto->name;
+    chain_protos[0] = s->proto;
+    chain_refused = false;
+    int r = open_backing_allow(s, allow, err);
+    chain_names[0] = NULL;
+    chain_protos[0] = NULL;
+    if (s->backing) {
+        image_close(s->backing);
+        s->backing = NULL;
+    }
+    if (r < 0 && r != -ELOOP && !chain_refused) {
+        errmsg_clear(err);
+        r = 0;
+    }
+    return r;
 }
 
 /* Synchronous read of [off, off+len) for open-time metadata, aligned to
@@ -317,6 +399,8 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
     }
     s->proto = proto;
     s->file_size = proto->size;
+    if (chain_depth == 0)
+        chain_refused = false;
     if (opts->write) {
         errmsg_set(err, "writing into an existing qcow2 image is not "
                    "supported (create a new one)");
@@ -349,12 +433,34 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
     r = load_l1(s, err);
     if (r < 0)
         goto fail;
+    if (chain_depth > 0) {
+        for (unsigned i = 0; i < chain_depth; i++) {
+            const struct image *p = chain_protos[i];
+            if (p && image_id_same(&p->id, &proto->id)) {
+                errmsg_set(err, "backing chain loop: %s is already in the "
+                           "chain (as %s)", proto->name, p->name);
+                r = -ELOOP;
+                goto fail;
+            }
+        }
+    }
+    if (s->h.backing_name[0] && opts->no_backing && chain_depth == 0 &&
+        !chain_vetted) {
+        r = vet_backing_chain(s, opts->allow_backing, err);
+        if (r < 0)
+            goto fail;
+    }
     if (s->h.backing_name[0] && !opts->no_backing) {
-        if (chain_depth == 0)
+        if (chain_depth == 0) {
             chain_names[0] = proto->name;
-        r = qcow2_open_backing(s, err);
-        if (chain_depth == 0)
+            chain_protos[0] = proto;
+            chain_refused = false;
+        }
+        r = open_backing_allow(s, opts->allow_backing, err);
+        if (chain_depth == 0) {
             chain_names[0] = NULL;
+            chain_protos[0] = NULL;
+        }
         if (r < 0)
             goto fail;
     }
@@ -368,8 +474,16 @@ int qcow2_open(struct image *proto, const struct image_open_opts *opts,
     *out = img;
     return 0;
 fail:
-    if (r != -ELOOP || chain_depth == 0)   /* loop errors: name once */
+    /* Loop errors: name the top once.  Refusals name their image already;
+     * the top adds its name when the refusal came from deeper. */
+    if (chain_refused) {
+        if (chain_depth == 0 && chain_refused_depth > 0)
+            errmsg_prefix(err, "%s", proto->name);
+    } else if (r != -ELOOP || chain_depth == 0) {
         errmsg_prefix(err, "%s", proto->name);
+    }
+    if (chain_depth == 0)
+        chain_refused = false;
     free(hbuf);
     if (s && s->backing)
         image_close(s->backing);
