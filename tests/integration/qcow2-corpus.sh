@@ -131,9 +131,11 @@ mkdir -p "$C/chain/sub"
 head -c 3M /dev/urandom >"$C/chain/base.raw"
 qemu-img create -q -f qcow2 -b ../base.raw -F raw "$C/chain/sub/mid.qcow2"
 qio -c "write -P 0x55 1M 256k" -c "write -z 2M 128k" "$C/chain/sub/mid.qcow2"
-qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$C/chain/sub/top.qcow2" 5M
-qio -c "write -P 0x66 100k 4k" -c "write -P 0x67 4M 64k" "$C/chain/sub/top.qcow2"
-check_case chain-3 "$C/chain/sub/top.qcow2"
+# The top is the chain's outermost directory: backing files stay inside
+# the directory of the image named (mid's "../base.raw" is chain/base.raw).
+qemu-img create -q -f qcow2 -b sub/mid.qcow2 -F qcow2 "$C/chain/top.qcow2" 5M
+qio -c "write -P 0x66 100k 4k" -c "write -P 0x67 4M 64k" "$C/chain/top.qcow2"
+check_case chain-3 "$C/chain/top.qcow2"
 prev=base.raw pf=raw
 for i in 1 2 3 4 5 6 7 8 9; do
     qemu-img create -q -f qcow2 -b "$prev" -F "$pf" "$C/chain/d$i.qcow2" 3M
@@ -164,13 +166,13 @@ check_case larger-than-backing "$C/bigger.qcow2"
 
 # --- keep-backing (layer): only the top layer is written, the backing
 # name recorded; the result compares equal to the source.
-"$HELPER" -O qcow2 -b mid.qcow2 -F qcow2 "$C/chain/sub/top.qcow2" "$C/chain/sub/kept.qcow2" \
+"$HELPER" -O qcow2 -b sub/mid.qcow2 -F qcow2 "$C/chain/top.qcow2" "$C/chain/kept.qcow2" \
     || failed+=("keep-backing: copy failed")
-if [[ -f $C/chain/sub/kept.qcow2 ]]; then
-    qemu-img check -q "$C/chain/sub/kept.qcow2" || failed+=("keep-backing: check")
-    qemu-img compare -q "$C/chain/sub/top.qcow2" "$C/chain/sub/kept.qcow2" \
+if [[ -f $C/chain/kept.qcow2 ]]; then
+    qemu-img check -q "$C/chain/kept.qcow2" || failed+=("keep-backing: check")
+    qemu-img compare -q "$C/chain/top.qcow2" "$C/chain/kept.qcow2" \
         || failed+=("keep-backing: compare")
-    qemu-img info "$C/chain/sub/kept.qcow2" | grep -q "backing file: mid.qcow2" \
+    qemu-img info "$C/chain/kept.qcow2" | grep -q "backing file: sub/mid.qcow2" \
         || failed+=("keep-backing: backing name not recorded")
 fi
 
@@ -181,12 +183,12 @@ if [[ -f $IMGFS_TEST_ROOT/servers.env ]]; then
     mkdir -p "$(nfs_path "$dir")/sub"   # directory only; files go via NFS
     nfs_put "$C/chain/base.raw" "$dir/base.raw"
     nfs_put "$C/chain/sub/mid.qcow2" "$dir/sub/mid.qcow2"
-    nfs_put "$C/chain/sub/top.qcow2" "$dir/sub/top.qcow2"
-    src=$(nfs_url "$dir/sub/top.qcow2")
+    nfs_put "$C/chain/top.qcow2" "$dir/top.qcow2"
+    src=$(nfs_url "$dir/top.qcow2")
     for how in "${copiers[@]}"; do
         out=$OUT/nfs-top.$how.raw
         if copy "$how" "$src" "$out" raw 2>"$OUT/err" &&
-           qemu-img compare -q "$C/chain/sub/top.qcow2" "$out" 2>>"$OUT/err"; then
+           qemu-img compare -q "$C/chain/top.qcow2" "$out" 2>>"$OUT/err"; then
             passed=$((passed + 1))
         else
             failed+=("nfs chain → local raw ($how): $(head -c 300 "$OUT/err")")
@@ -194,14 +196,14 @@ if [[ -f $IMGFS_TEST_ROOT/servers.env ]]; then
         dst=$dir/backup.$how.qcow2
         if copy "$how" "$src" "$(nfs_url "$dst")" compressed 2>"$OUT/err" &&
            qemu-img check -q "$(nfs_path "$dst")" 2>>"$OUT/err" &&
-           qemu-img compare -q "$C/chain/sub/top.qcow2" "$(nfs_path "$dst")" 2>>"$OUT/err"; then
+           qemu-img compare -q "$C/chain/top.qcow2" "$(nfs_path "$dst")" 2>>"$OUT/err"; then
             passed=$((passed + 1))
         else
             failed+=("nfs chain → nfs compressed qcow2 ($how): $(head -c 300 "$OUT/err")")
         fi
         new_lun 8M 512 thin
         if copy "$how" "$src" "$LUN_URL" raw 2>"$OUT/err" &&
-           qemu-img compare -q -f qcow2 -F raw "$C/chain/sub/top.qcow2" "$LUN_FILE" 2>>"$OUT/err"; then
+           qemu-img compare -q -f qcow2 -F raw "$C/chain/top.qcow2" "$LUN_FILE" 2>>"$OUT/err"; then
             passed=$((passed + 1))
         else
             failed+=("nfs chain → iscsi raw ($how): $(head -c 300 "$OUT/err")")
