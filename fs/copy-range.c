@@ -7,7 +7,8 @@
  * truncate), so the engine sees a target big enough; when the whole range
  * lies beyond the old end it reads as zeroes and zero runs are skipped.
  * Ranges that are not aligned to the images' block sizes answer
- * EOPNOTSUPP, on which the kernel falls back to its own copy. */
+ * EOPNOTSUPP, on which the kernel falls back to its own copy.  A copy
+ * onto the same image (by identity, image-id.h) is refused with EINVAL. */
 #include "fs.h"
 
 #include <errno.h>
@@ -140,11 +141,28 @@ static void drained(void *opaque, int err)
         finish(c, r < 0 ? r : 0, 0);
 }
 
+/* True when `out` is `in` or an image of its backing chain under
+ * another name (two mount names for one export, a hard link, two
+ * spellings of one LUN): copying would read what it overwrites. */
+static bool same_image(const struct image *in, const struct image *out)
+{
+    return !image_id_empty(&out->id) &&
+           (image_id_same(&in->id, &out->id) ||
+            image_chain_find(in, &out->id) != NULL);
+}
+
 static void range_on_loop(void *opaque)
 {
     struct range_ctx *c = opaque;
     if (!c->in->img || !c->out->img || c->out->img->read_only) {
         fuse_reply_err(c->req, EBADF);
+        free(c);
+        return;
+    }
+    if (same_image(c->in->img, c->out->img)) {
+        syslog(LOG_ERR, "imgfs: copy_file_range: %s is the same image as "
+               "%s", c->out->img->name, c->in->img->name);
+        fuse_reply_err(c->req, EINVAL);
         free(c);
         return;
     }

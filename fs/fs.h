@@ -71,6 +71,8 @@ struct node {
                                  * for the root of a dir spec */
     char *url;                  /* NODE_IMAGE: URL or absolute path */
     uint64_t fixed_size;        /* NODE_IMAGE: size (fixed) */
+    uint64_t id_ino;            /* NODE_IMAGE: st_ino from the image's
+                                 * identity (node_id_ino), 0: ino */
     bool read_only;             /* never opened for writing */
     bool lun;                   /* block-device semantics (no truncate) */
     bool unlinked;
@@ -146,6 +148,11 @@ struct node *node_nfs_child(struct node *dir, const char *name,
 struct node *node_resolve(const char *path, bool create_ok);
 /* Fill `st` for root/control/image nodes (not NFS ones). */
 void node_static_attr(const struct node *n, struct stat *st);
+/* st_ino for a top-level image from its identity (image-id.h): two mount
+ * names for one LUN or local file show one st_ino, so `cp a b` stops at
+ * "are the same file" before its O_TRUNC open.  NFS_INO_FLAG set; 0 for
+ * images without identity (null:, zero:). */
+uint64_t node_id_ino(const struct image *img);
 /* The image URL of an image or NFS file node (malloc'd) or NULL. */
 char *node_url(const struct node *n);
 /* "NAME/sub/file" path of a node from the root (malloc'd). */

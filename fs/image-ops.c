@@ -30,7 +30,8 @@ int node_attr(struct node *n, struct stat *st)
     free(rel);
     if (r < 0)
         return r;
-    st->st_ino = n->ino;
+    /* st_ino stays the server's (nfs_meta_ino), not the node number: two
+     * names for one file must look the same to cp (see fs.h). */
     if (n->kind == NODE_NFSFILE) {
         /* Writes already answered (write-behind) may not have reached the
          * server yet. */

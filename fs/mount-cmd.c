@@ -316,6 +316,7 @@ static int add_spec(struct loop *tmp_loop, const char *spec)
     }
     n->url = path ? path : strdup(url);
     n->fixed_size = img->size;
+    n->id_ino = node_id_ino(img);
     n->read_only = the_fs->read_only || !o.write || img->read_only;
     n->lun = true;
     image_close(img);

@@ -18,6 +18,8 @@
 
 #include <nfsc/libnfs.h>
 
+#include "../backends/nfs-id.h"
+
 #define META_TIMEOUT_MS 60000
 
 int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
@@ -71,6 +73,11 @@ int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
         r = r < -1 ? r : -EIO;
         goto fail;
     }
+    /* Files' st_ino derive from the server's (address, fsid, fileid),
+     * the same through every spelling of the server. */
+    if (nfs_server_address(e->nfs, u->server, e->server_addr,
+                           sizeof e->server_addr) < 0)
+        snprintf(e->server_addr, sizeof e->server_addr, "%s", u->server);
     /* url_prefix = "nfs://server" + export path. */
     if (asprintf(&e->url_prefix, "nfs://%s%s", u->server, u->path) < 0) {
         e->url_prefix = NULL;
@@ -123,6 +130,13 @@ static int fix(int r)
     return r >= 0 ? 0 : (r < -1 ? r : -EIO);
 }
 
+uint64_t nfs_meta_ino(const struct nfs_export *e, uint64_t fsid,
+                      uint64_t fileid)
+{
+    return NFS_INO_FLAG |
+           ((fileid ^ nfs_fs_key(e->server_addr, fsid)) & ~NFS_INO_FLAG);
+}
+
 int nfs_meta_stat(struct nfs_export *e, const char *rel, struct stat *st)
 {
     struct nfs_stat_64 s;
@@ -132,6 +146,7 @@ int nfs_meta_stat(struct nfs_export *e, const char *rel, struct stat *st)
     if (r < 0)
         return r;
     memset(st, 0, sizeof *st);
+    st->st_ino = (ino_t)nfs_meta_ino(e, s.nfs_dev, s.nfs_ino);
     st->st_mode = (mode_t)s.nfs_mode;
     st->st_nlink = (nlink_t)s.nfs_nlink;
     st->st_uid = (uid_t)s.nfs_uid;
@@ -277,7 +292,7 @@ int nfs_meta_list(struct nfs_export *e, const char *rel,
             r = -ENOMEM;
             break;
         }
-        v[cnt].ino = d->inode;
+        v[cnt].ino = nfs_meta_ino(e, d->dev, d->inode);
         /* type: NF3REG = 1, NF3DIR = 2 (libnfs-raw-nfs.h) */
         v[cnt].mode = (mode_t)(d->mode & 07777) |
                       (d->type == 2 ? S_IFDIR : d->type == 1 ? S_IFREG : 0);

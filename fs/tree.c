@@ -143,10 +143,21 @@ struct node *node_resolve(const char *path, bool create_ok)
     return cur;
 }
 
+uint64_t node_id_ino(const struct image *img)
+{
+    const char *key = img->id.key[0];
+    if (!key[0])
+        return 0;
+    uint64_t h = 0xcbf29ce484222325ull;     /* FNV-1a of the first key */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    return NFS_INO_FLAG | h;
+}
+
 void node_static_attr(const struct node *n, struct stat *st)
 {
     memset(st, 0, sizeof *st);
-    st->st_ino = n->ino;
+    st->st_ino = n->id_ino ? n->id_ino : n->ino;
     st->st_uid = the_fs->uid;
     st->st_gid = the_fs->gid;
     st->st_blksize = 4096;
