@@ -10,7 +10,9 @@
  *
  * A piece whose command fails with UNIT ATTENTION, BUSY or TASK SET FULL
  * is issued again (libiscsi itself re-issues commands that were in flight
- * across a reconnect).  A zeroing piece whose WRITE SAME the target
+ * across a reconnect).  One that timed out (no answer within the request
+ * timeout) forces a reconnect (iscsi_request_timed_out) and is issued
+ * again, for as long as the session is not given up.  A zeroing piece whose WRITE SAME the target
  * rejects (ILLEGAL REQUEST) falls back — WRITE SAME+UNMAP, then plain
  * WRITE SAME, then zero-buffer writes — and the LUN remembers it.
  */
@@ -24,6 +26,10 @@
 #include "iscsi-priv.h"
 
 enum io_kind { IO_READ, IO_WRITE, IO_ZERO, IO_FLUSH };
+
+/* Pause before a timed-out command is issued again (the forced reconnect
+ * has begun by then; libiscsi queues it until the new login). */
+#define TIMEOUT_RETRY_MS 100
 
 /* How one piece is carried out; zeroing pieces may step down the list. */
 enum piece_mode {
@@ -237,6 +243,18 @@ static void piece_cb(struct iscsi_context *ctx, int status, void *command_data,
         piece_done(p, iscsi_dead_error(l));
         return;
     }
+    if (status == SCSI_STATUS_TIMEOUT) {
+        /* Bounded by the reconnect timeout: the tick gives the session
+         * up, and a dead session fails the re-issue. */
+        scsi_free_scsi_task(t);
+        iscsi_request_timed_out(l);
+        if (loop_add_timer(l->img->loop, TIMEOUT_RETRY_MS, piece_retry,
+                           p) <= 0)
+            piece_done(p, -ENOMEM);
+        return;
+    }
+    if (status != SCSI_STATUS_CANCELLED && status != SCSI_STATUS_ERROR)
+        iscsi_target_answered(l);
     if (status == SCSI_STATUS_GOOD && p->mode == MODE_READ16 &&
         t->residual_status == SCSI_RESIDUAL_UNDERFLOW && t->residual > 0) {
         image_set_error(l->img, "READ16 at LBA %" PRIu64 ": target sent "

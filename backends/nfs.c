@@ -10,10 +10,15 @@
  * remainder of their piece.  NFSv3 has no hole punching and no SEEK_DATA:
  * write_zeroes writes one shared zero buffer, block_status is left to the
  * generic "all data" answer.  Opening lives in nfs-open.c.
+ *
+ * Faults (nfs-reconnect.c): every piece and COMMIT is on the image's
+ * pending list while it is inside libnfs or waiting to be sent again.  A
+ * call that fails because the connection failed, or with a stale handle
+ * that is being looked up again, is sent again after the backoff; once
+ * the connection is given up everything fails with -EIO.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,12 +32,13 @@
  * the memory of a huge write_zeroes bounded. */
 #define PIECES_IN_FLIGHT 32
 
+/* Closing is synchronous (libnfs commits a dirty file): a server that
+ * is gone must not hang it (libnfs takes whole seconds). */
+#define CLOSE_TIMEOUT_MS 10000
+
 /* write_zeroes source: never written, shared by every image and thread. */
 #define ZERO_BUF_SIZE (1u << 20)
 static uint8_t zero_buf[ZERO_BUF_SIZE];
-
-/* How often libnfs gets nfs_service(0) to expire timed-out calls. */
-#define SERVICE_TICK_MS 1000
 
 enum nfs_op { NFS_OP_READ, NFS_OP_WRITE, NFS_OP_ZEROES };
 
@@ -53,9 +59,11 @@ struct nfs_request {
 /* The part of a request one libnfs call works on; offset/len shrink as
  * short replies are accounted. */
 struct nfs_piece {
+    struct nfs_pending pend;    /* first: the list's entry is the piece */
     struct nfs_request *req;
     uint64_t offset;
     uint64_t len;
+    const struct nfsfh *fh_used;/* the handle of the call in flight */
 };
 
 static struct nfs_image *nfs_of(struct image *img)
@@ -72,7 +80,8 @@ static void complete_later(struct image *img, image_io_cb cb, void *opaque,
 }
 
 /* libnfs reports an RPC failure (connection lost) as -EFAULT and an RPC
- * timeout as -EINTR; callers get the errnos that mean that. */
+ * timeout as -EINTR; callers get the errnos that mean that (when the
+ * fault is not ridden through). */
 static int nfs_errno(int status)
 {
     if (status >= 0)
@@ -94,6 +103,17 @@ static void request_fail(struct nfs_request *req, int err, const char *what,
     req->err = nfs_errno(err);
     image_set_error(req->ni->img, "NFS %s at offset %" PRIu64 ": %s", what,
                     offset, detail && *detail ? detail : strerror(-req->err));
+}
+
+/* The text of a failed call: libnfs's error text for -EFAULT (a READ or
+ * WRITE split into several RPCs then passes no string), else the string
+ * the callback got. */
+static const char *error_text(int status, struct nfs_context *nfs,
+                              const void *data)
+{
+    if (status == -EFAULT || !data)
+        return nfs_get_error(nfs);
+    return data;
 }
 
 static const char *op_name(const struct nfs_request *req)
@@ -124,9 +144,52 @@ static void issue_pieces(struct nfs_request *req, bool from_issue);
 static void piece_done(struct nfs_piece *p)
 {
     struct nfs_request *req = p->req;
+    nfs_pending_remove(req->ni, &p->pend);
     free(p);
     req->in_flight--;
     issue_pieces(req, false);
+}
+
+/* The connection was given up while libnfs held the piece. */
+static void piece_abort(struct nfs_pending *pend)
+{
+    struct nfs_piece *p = (struct nfs_piece *)pend;
+    if (!p->req->err)
+        p->req->err = nfs_dead_error(p->req->ni);
+    piece_done(p);
+}
+
+static void piece_resend(void *opaque)
+{
+    struct nfs_piece *p = opaque;
+    if (p->req->err || piece_submit(p) < 0)
+        piece_done(p);
+}
+
+/* A call of `p` failed with libnfs status `status`: send it again if the
+ * fault is one to ride through (nfs-reconnect.c), else record the error.
+ * Returns true if the piece will be sent again (it stays alive). */
+static bool piece_failed(struct nfs_piece *p, int status, const char *what,
+                         const char *detail)
+{
+    struct nfs_request *req = p->req;
+    struct nfs_image *ni = req->ni;
+    if (!req->err) {
+        enum nfs_fault f = nfs_classify_failure(ni, status, p->fh_used,
+                                                detail);
+        if (f != NFS_FAULT_FAIL &&
+            loop_add_timer(ni->img->loop, nfs_retry_delay_ms(ni),
+                           piece_resend, p) > 0)
+            return true;
+    }
+    if (ni->dead) {
+        if (!req->err)
+            req->err = nfs_dead_error(ni);
+    } else {
+        request_fail(req, status, what, p->offset,
+                     ni->relookup_error[0] ? ni->relookup_error : detail);
+    }
+    return false;
 }
 
 /* Re-issue what is left of a piece after a short reply. */
@@ -141,10 +204,14 @@ static void fstat_at_eof_cb(int status, struct nfs_context *nfs, void *data,
 {
     struct nfs_piece *p = private_data;
     struct nfs_request *req = p->req;
+    p->pend.in_libnfs = false;
     if (status < 0) {
-        request_fail(req, status, "GETATTR after short READ", p->offset,
-                     data ? (const char *)data : nfs_get_error(nfs));
+        /* Sent again, the piece is read again from where it stopped. */
+        if (piece_failed(p, status, "GETATTR after short READ",
+                         error_text(status, nfs, data)))
+            return;
     } else if (!req->err) {
+        nfs_conn_answered(req->ni);
         const struct nfs_stat_64 *st = data;
         if (st->nfs_size <= p->offset) {
             /* The file is shorter than the image: the rest reads as
@@ -167,12 +234,14 @@ static void read_cb(int status, struct nfs_context *nfs, void *data,
 {
     struct nfs_piece *p = private_data;
     struct nfs_request *req = p->req;
+    p->pend.in_libnfs = false;
     if (status < 0) {
-        request_fail(req, status, "READ", p->offset,
-                     data ? (const char *)data : nfs_get_error(nfs));
-        piece_done(p);
+        if (!piece_failed(p, status, "READ",
+                          error_text(status, nfs, data)))
+            piece_done(p);
         return;
     }
+    nfs_conn_answered(req->ni);
     if (req->err) {
         piece_done(p);
         return;
@@ -183,12 +252,16 @@ static void read_cb(int status, struct nfs_context *nfs, void *data,
     if (got == 0) {
         /* End of file before the end of the piece: zeroes if the file
          * really is that short, an error otherwise. */
+        p->fh_used = req->ni->fh;
         if (nfs_fstat64_async(req->ni->nfs, req->ni->fh, fstat_at_eof_cb,
                               p) < 0) {
             request_fail(req, -EIO, "GETATTR after short READ", p->offset,
                          nfs_get_error(nfs));
             piece_done(p);
+            return;
         }
+        p->pend.in_libnfs = true;
+        p->pend.sent_ns = loop_now_ns();
         return;
     }
     memcpy(req->rbuf + (p->offset - req->start), data, got);
@@ -202,9 +275,13 @@ static void write_cb(int status, struct nfs_context *nfs, void *data,
 {
     struct nfs_piece *p = private_data;
     struct nfs_request *req = p->req;
+    p->pend.in_libnfs = false;
+    if (status >= 0)
+        nfs_conn_answered(req->ni);
     if (status < 0) {
-        request_fail(req, status, "WRITE", p->offset,
-                     data ? (const char *)data : nfs_get_error(nfs));
+        if (piece_failed(p, status, "WRITE",
+                         error_text(status, nfs, data)))
+            return;
     } else if (status == 0 && !req->err) {
         request_fail(req, -EIO, "WRITE", p->offset,
                      "server wrote 0 bytes");
@@ -227,6 +304,12 @@ static int piece_submit(struct nfs_piece *p)
     struct nfs_request *req = p->req;
     struct nfs_image *ni = req->ni;
     int r;
+    if (ni->dead) {
+        if (!req->err)
+            req->err = nfs_dead_error(ni);
+        return -1;
+    }
+    p->fh_used = ni->fh;
     if (req->op == NFS_OP_READ) {
         r = nfs_pread_async(ni->nfs, ni->fh, p->offset, p->len, read_cb, p);
     } else {
@@ -240,6 +323,8 @@ static int piece_submit(struct nfs_piece *p)
         request_fail(req, r, op_name(req), p->offset, nfs_get_error(ni->nfs));
         return -1;
     }
+    p->pend.in_libnfs = true;
+    p->pend.sent_ns = loop_now_ns();
     return 0;
 }
 
@@ -267,12 +352,16 @@ static void issue_pieces(struct nfs_request *req, bool from_issue)
         uint64_t len = req->end - req->next;
         if (len > chunk)
             len = chunk;
-        *p = (struct nfs_piece){ req, req->next, len };
+        *p = (struct nfs_piece){ .req = req, .offset = req->next,
+                                 .len = len };
+        p->pend.abort = piece_abort;
         req->next += len;
         /* Counted before submitting, in case libnfs ever calls back at
          * once. */
         req->in_flight++;
+        nfs_pending_add(req->ni, &p->pend);
         if (piece_submit(p) < 0) {
+            nfs_pending_remove(req->ni, &p->pend);
             req->in_flight--;
             free(p);
             break;
@@ -290,9 +379,7 @@ static void request_start(struct image *img, enum nfs_op op, uint8_t *rbuf,
 {
     struct nfs_image *ni = nfs_of(img);
     if (ni->dead) {
-        image_set_error(img, "connection to the NFS server lost and not "
-                        "re-established (%s)", nfs_get_error(ni->nfs));
-        complete_later(img, cb, opaque, -EIO);
+        complete_later(img, cb, opaque, nfs_dead_error(ni));
         return;
     }
     if (len == 0) {
@@ -370,21 +457,81 @@ static void nfs_img_write_zeroes(struct image *img, uint64_t offset,
 }
 
 struct nfs_flush {
+    struct nfs_pending pend;    /* first: the list's entry is the flush */
     struct image *img;
+    const struct nfsfh *fh_used;
     image_io_cb cb;
     void *opaque;
 };
+
+/* Complete the flush `f` with `err` (last_error already set). */
+static void flush_finish(struct nfs_flush *f, int err)
+{
+    struct nfs_flush copy = *f;
+    nfs_pending_remove(nfs_of(f->img), &f->pend);
+    free(f);
+    copy.cb(copy.opaque, err);
+}
+
+static void flush_abort(struct nfs_pending *pend)
+{
+    struct nfs_flush *f = (struct nfs_flush *)pend;
+    flush_finish(f, nfs_dead_error(nfs_of(f->img)));
+}
+
+static void fsync_cb(int status, struct nfs_context *nfs, void *data,
+                     void *private_data);
+
+/* Send the COMMIT of `f`; returns 0 or -errno (last_error set). */
+static int flush_send(struct nfs_flush *f)
+{
+    struct nfs_image *ni = nfs_of(f->img);
+    if (ni->dead)
+        return nfs_dead_error(ni);
+    f->fh_used = ni->fh;
+    int r = nfs_fsync_async(ni->nfs, ni->fh, fsync_cb, f);
+    if (r < 0) {
+        image_set_error(f->img, "NFS COMMIT: %s", nfs_get_error(ni->nfs));
+        return nfs_errno(r);
+    }
+    f->pend.in_libnfs = true;
+    f->pend.sent_ns = loop_now_ns();
+    return 0;
+}
+
+static void flush_resend(void *opaque)
+{
+    struct nfs_flush *f = opaque;
+    int r = flush_send(f);
+    if (r < 0)
+        flush_finish(f, r);
+}
 
 static void fsync_cb(int status, struct nfs_context *nfs, void *data,
                      void *private_data)
 {
     struct nfs_flush *f = private_data;
-    struct nfs_flush copy = *f;
-    free(f);
-    if (status < 0)
-        image_set_error(copy.img, "NFS COMMIT: %s",
-                        data ? (const char *)data : nfs_get_error(nfs));
-    copy.cb(copy.opaque, status < 0 ? nfs_errno(status) : 0);
+    struct nfs_image *ni = nfs_of(f->img);
+    f->pend.in_libnfs = false;
+    const char *detail = error_text(status, nfs, data);
+    if (status >= 0) {
+        nfs_conn_answered(ni);
+        flush_finish(f, 0);
+        return;
+    }
+    enum nfs_fault fault = nfs_classify_failure(ni, status, f->fh_used,
+                                                detail);
+    if (fault != NFS_FAULT_FAIL &&
+        loop_add_timer(f->img->loop, nfs_retry_delay_ms(ni), flush_resend,
+                       f) > 0)
+        return;
+    if (ni->dead) {
+        flush_finish(f, nfs_dead_error(ni));
+        return;
+    }
+    image_set_error(f->img, "NFS COMMIT: %s",
+                    ni->relookup_error[0] ? ni->relookup_error : detail);
+    flush_finish(f, nfs_errno(status));
 }
 
 static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
@@ -399,28 +546,36 @@ static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
         complete_later(img, cb, opaque, -ENOMEM);
         return;
     }
-    *f = (struct nfs_flush){ img, cb, opaque };
-    int r = ni->dead ? -EIO : nfs_fsync_async(ni->nfs, ni->fh, fsync_cb, f);
+    *f = (struct nfs_flush){ .img = img, .cb = cb, .opaque = opaque };
+    f->pend.abort = flush_abort;
+    int r = flush_send(f);
     if (r < 0) {
         free(f);
-        image_set_error(img, "NFS COMMIT: %s", nfs_get_error(ni->nfs));
         complete_later(img, cb, opaque, r);
+        return;
     }
+    nfs_pending_add(ni, &f->pend);
 }
 
 static int nfs_img_close(struct image *img)
 {
     struct nfs_image *ni = nfs_of(img);
     int r = 0;
-    loop_remove_poller(img->loop, &ni->poller);
-    if (ni->service_timer > 0)
-        loop_cancel_timer(img->loop, ni->service_timer);
-    if (ni->fh && !ni->dead) {
+    nfs_image_detach(ni);
+    if (ni->dead)
+        r = nfs_dead_error(ni);
+    if (ni->nfs)
+        nfs_set_timeout(ni->nfs, CLOSE_TIMEOUT_MS);
+    if (ni->nfs && ni->fh) {
         r = nfs_close(ni->nfs, ni->fh);
         if (r < 0)
             image_set_error(img, "NFS close: %s", nfs_get_error(ni->nfs));
     }
-    nfs_destroy_context(ni->nfs);
+    if (ni->nfs && ni->stale_fh)
+        nfs_close(ni->nfs, ni->stale_fh);
+    if (ni->nfs)
+        nfs_destroy_context(ni->nfs);
+    free(ni->path);
     free(ni);
     image_free_shell(img);
     return r < 0 ? r : 0;
@@ -435,64 +590,3 @@ const struct image_ops nfs_image_ops = {
     .block_status = NULL,       /* NFSv3 has no SEEK_DATA */
     .close = nfs_img_close,
 };
-
-/* --- loop glue --------------------------------------------------------- */
-
-/* libnfs reconnects by dup2()ing the new socket onto the old descriptor
- * number; the loop re-arms every round, so returning the fd is enough. */
-static int poll_get_fd(void *opaque)
-{
-    struct nfs_image *ni = opaque;
-    if (ni->dead)
-        return -1;
-    return nfs_get_fd(ni->nfs);
-}
-
-static int poll_events(void *opaque)
-{
-    struct nfs_image *ni = opaque;
-    return nfs_which_events(ni->nfs);
-}
-
-static int poll_service(void *opaque, int revents)
-{
-    struct nfs_image *ni = opaque;
-    if (ni->dead)
-        return -1;
-    if (nfs_service(ni->nfs, revents) < 0) {
-        /* Unrecoverable (reconnect failed or disabled).  Calls still
-         * queued are failed by the timeout scan of the service timer;
-         * new ones are refused. */
-        ni->dead = true;
-        image_set_error(ni->img, "connection to the NFS server lost and "
-                        "not re-established (%s)", nfs_get_error(ni->nfs));
-        return -1;
-    }
-    return 0;
-}
-
-static void service_tick(void *opaque)
-{
-    struct nfs_image *ni = opaque;
-    ni->service_timer = 0;
-    /* Also when dead: the timeout scan fails calls left queued on a
-     * connection libnfs gave up on. */
-    nfs_service(ni->nfs, 0);
-    int64_t id = loop_add_timer(ni->img->loop, SERVICE_TICK_MS, service_tick,
-                                ni);
-    ni->service_timer = id > 0 ? id : 0;
-}
-
-void nfs_image_attach(struct nfs_image *ni)
-{
-    ni->poller = (struct loop_poller){
-        .get_fd = poll_get_fd,
-        .events = poll_events,
-        .service = poll_service,
-        .opaque = ni,
-    };
-    loop_add_poller(ni->img->loop, &ni->poller);
-    int64_t id = loop_add_timer(ni->img->loop, SERVICE_TICK_MS, service_tick,
-                                ni);
-    ni->service_timer = id > 0 ? id : 0;
-}
