@@ -60,6 +60,10 @@ struct iscsi_lun {
     bool dead;                  /* session given up; everything fails */
     uint64_t lost_since_ns;     /* not logged in since (0: logged in) */
     unsigned reconnect_limit_s; /* give up after this long, 0: never */
+    unsigned request_timeout_s; /* task timeout on the data path, 0: none */
+    uint64_t unanswered_since_ns; /* a command timed out and the target
+                                   * answered nothing since (0: fine) */
+    uint64_t reconnect_forced_ns; /* when a timeout last forced one */
     struct iscsi_cmd *inflight; /* commands inside libiscsi */
     struct iscsi_wait wait;     /* open/close: the call being waited for */
     bool waiting;
@@ -114,6 +118,20 @@ static inline struct scsi_task *iscsi_cmd_untrack(struct iscsi_lun *l,
 /* When the session has been given up: set last_error to why and return
  * -EIO (for requests that arrive or complete after that). */
 int iscsi_dead_error(struct iscsi_lun *l);
+
+/* A command got no answer within the request timeout (libiscsi failed
+ * it with SCSI_STATUS_TIMEOUT): the connection counts as lost.  Starts
+ * the outage clock (the tick gives the session up after the reconnect
+ * timeout) and forces a reconnect, at most once per request timeout
+ * while logged in; libiscsi re-issues what is in flight.  The caller
+ * issues the timed-out command again. */
+void iscsi_request_timed_out(struct iscsi_lun *l);
+
+/* The target answered a command: stops the outage clock of timeouts. */
+static inline void iscsi_target_answered(struct iscsi_lun *l)
+{
+    l->unanswered_since_ns = 0;
+}
 
 /* The shared, never-written zero buffer (ISCSI_ZERO_BUF_SIZE bytes). */
 extern unsigned char iscsi_zero_buf[ISCSI_ZERO_BUF_SIZE];

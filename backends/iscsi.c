@@ -10,10 +10,14 @@
  *
  * Reconnects are libiscsi's: it re-issues the commands that were in flight
  * and the unit attentions of the new session are consumed by TEST UNIT
- * READY (no_ua_on_reconnect).  If no session can be re-established for
- * $IMGFS_ISCSI_RECONNECT_TIMEOUT seconds (default 120, 0 = forever) the
- * session is given up: whatever is in flight, and every later request,
- * fails with -EIO ("iSCSI session lost").
+ * READY (no_ua_on_reconnect).  A command unanswered for
+ * $IMGFS_REQUEST_TIMEOUT seconds (libiscsi's task timeout, default 30)
+ * counts as a lost connection: a reconnect is forced and the command
+ * issued again (libiscsi itself would only fail it).  If no session can
+ * be re-established, or the target answers nothing, for
+ * $IMGFS_RECONNECT_TIMEOUT seconds (io-timeouts.h: default 120, 0 =
+ * forever) the session is given up: whatever is in flight, and every
+ * later request, fails with -EIO ("iSCSI session lost").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -22,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io-timeouts.h"
 #include "iscsi-priv.h"
 #include "protocols.h"
 
@@ -29,14 +34,10 @@
 /* Deadline for connect + login + TEST UNIT READY, and for each command
  * issued while opening. */
 #define OPEN_TIMEOUT_S 5
-/* libiscsi's per-command timeout on the data path. */
-#define IO_TIMEOUT_S 60
 /* Period of the tick that lets libiscsi run timeouts and reconnects. */
 #define TICK_MS 200
-/* A session that cannot be re-established for this long is given up and
- * everything in flight fails (override: $IMGFS_ISCSI_RECONNECT_TIMEOUT in
- * seconds, 0 = keep trying forever). */
-#define DEFAULT_RECONNECT_LIMIT_S 120
+/* The data path's task timeout and the time a session may stay lost come
+ * from io-timeouts.h. */
 
 unsigned char iscsi_zero_buf[ISCSI_ZERO_BUF_SIZE];
 
@@ -120,6 +121,23 @@ static void lose_session(struct iscsi_lun *l)
     }
 }
 
+void iscsi_request_timed_out(struct iscsi_lun *l)
+{
+    if (l->dead || !l->ctx)
+        return;
+    uint64_t now = loop_now_ns();
+    if (!l->unanswered_since_ns)
+        l->unanswered_since_ns = now;
+    /* Every command of a stalled session times out at about the same
+     * time: one reconnect for all of them. */
+    uint64_t spacing = (uint64_t)l->request_timeout_s * 1000000000u;
+    if (!iscsi_is_logged_in(l->ctx) ||
+        (l->reconnect_forced_ns && now - l->reconnect_forced_ns < spacing))
+        return;
+    l->reconnect_forced_ns = now;
+    iscsi_reconnect(l->ctx);
+}
+
 /* ---- loop glue --------------------------------------------------------- */
 
 /* libiscsi reconnects by putting the new socket on the old fd number; the
@@ -170,6 +188,12 @@ static void tick(void *opaque)
         }
     } else {
         l->lost_since_ns = 0;
+    }
+    if (l->unanswered_since_ns && l->reconnect_limit_s &&
+        loop_now_ns() - l->unanswered_since_ns >
+            (uint64_t)l->reconnect_limit_s * 1000000000u) {
+        lose_session(l);
+        return;
     }
     /* Timeouts and delayed reconnects run from iscsi_service(ctx, 0); a
      * direct poll also covers the round after a socket was replaced. */
@@ -567,9 +591,8 @@ static int setup_context(struct iscsi_lun *l, const char *url,
         errmsg_set(err, "%s: %s", url, iscsi_get_error(l->ctx));
         return -EINVAL;
     }
-    const char *limit = getenv("IMGFS_ISCSI_RECONNECT_TIMEOUT");
-    l->reconnect_limit_s = limit && *limit ? (unsigned)strtoul(limit, NULL, 10)
-                                           : DEFAULT_RECONNECT_LIMIT_S;
+    l->reconnect_limit_s = io_reconnect_timeout_s();
+    l->request_timeout_s = io_request_timeout_s();
     iscsi_set_timeout(l->ctx, OPEN_TIMEOUT_S);
     iscsi_set_no_ua_on_reconnect(l->ctx, 1);
     iscsi_set_noautoreconnect(l->ctx, 0);
@@ -627,7 +650,7 @@ int iscsi_image_open(struct loop *loop, const char *url,
                                         ISCSI_DEFAULT_MAX_WS, bs);
         l->zero_blocks = clamp_blocks(l->max_xfer_blocks,
                                       ISCSI_ZERO_BUF_SIZE, bs);
-        iscsi_set_timeout(l->ctx, IO_TIMEOUT_S);
+        iscsi_set_timeout(l->ctx, (int)l->request_timeout_s);
         img->size = l->num_blocks * bs;
         img->block_size = bs;
         img->max_request = 0;

@@ -29,10 +29,10 @@
 /* TCP SYN retries when connecting (a dead host fails in a few seconds). */
 #define TCP_SYN_COUNT 2
 /* Reconnect attempts after a connection drop (libnfs auto-reconnect;
- * the URL's autoreconnect= overrides).  The attempts follow each other
- * at once, so this rides out a dropped connection to a live server, not
- * a server restart. */
-#define RECONNECT_RETRIES 10
+ * the URL's autoreconnect= overrides): without limit.  The data path
+ * paces the attempts and gives up after the reconnect timeout
+ * (nfs-reconnect.c); while opening, the sync calls' timeout bounds them. */
+#define RECONNECT_RETRIES (-1)
 /* Diagnosing a failed connection: how long a test connect may take. */
 #define CONNECT_PROBE_MS 3000
 
@@ -93,8 +93,7 @@ static struct nfs_context *new_context(const char *url, struct nfs_url **u,
     nfs_set_tcp_syncnt(nfs, TCP_SYN_COUNT);
     /* Must be set before the mount: libnfs 4.0 hands it to the RPC
      * layer when the mount completes (setting it later has no effect).
-     * Connecting at open time never retries.  A finite count: with -1 a
-     * refused reconnect makes libnfs 4.0 spin on POLLHUP for ever. */
+     * Connecting at open time never retries. */
     nfs_set_autoreconnect(nfs, RECONNECT_RETRIES);
     *u = nfs_parse_url_full(nfs, url);
     if (!*u) {

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include <nfsc/libnfs.h>
@@ -15,11 +16,6 @@
 #include "nfs-id.h"
 #include "nfs-image.h"
 #include "protocols.h"
-
-/* On the data path a busy server (COMMIT of a large file) may take a
- * while; a server that stops answering still fails the calls in the end
- * (libnfs takes whole seconds). */
-#define DATA_TIMEOUT_MS 60000
 
 /* New files (targets, backups) are the owner's only: an image holds a
  * whole disk. */
@@ -186,9 +182,11 @@ int nfs_image_open(struct loop *loop, const char *url,
     if (ni->writemax == 0)
         ni->writemax = NFS_BLKSIZE;
     ni->growable = opts->write && opts->growable;
+    /* For a re-lookup after a stale handle (nfs-reconnect.c); without
+     * the path a stale handle simply fails. */
+    ni->path = strdup(m.file);
+    ni->open_flags = opts->write ? O_RDWR : O_RDONLY;
     nfs_mounted_release(&m);
-
-    nfs_set_timeout(ni->nfs, DATA_TIMEOUT_MS);
 
     img->priv = ni;
     img->id = id;
