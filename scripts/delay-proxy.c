@@ -1,6 +1,7 @@
-/* delay-proxy — a TCP proxy that adds a fixed one-way delay (benchmarks).
+/* delay-proxy — a TCP proxy that adds a fixed one-way delay (benchmarks)
+ * and injects faults on command (tests).
  *
- *   delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P FILE]
+ *   delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P FILE] [-c FIFO]
  *               LISTEN_PORT:TARGET_HOST:TARGET_PORT ...
  *
  * Every connection accepted on LISTEN_PORT (on ADDR, default 127.0.0.1) is
@@ -18,6 +19,26 @@
  *   "listen LISTEN_PORT TARGET_HOST:TARGET_PORT"
  * with the actual port, followed by "ready", and writes its pid to FILE
  * (-P).  It runs until SIGTERM or SIGINT.
+ *
+ * Faults (-c FIFO: a named pipe, created if missing, read for commands,
+ * one per line; write them with `echo CMD > FIFO`):
+ *   reset               close every connection now with a TCP reset on
+ *                       both sides (queued bytes are dropped);
+ *   blackhole SECONDS   stall: for SECONDS (a decimal) nothing is read or
+ *                       written on any connection, old or newly accepted,
+ *                       while every connection stays open; then
+ *                       forwarding resumes where it stopped;
+ *   pass                end a black hole now and disarm an `after`;
+ *   after BYTES CMD     arm CMD (reset or blackhole): it runs once BYTES
+ *                       more bytes have been forwarded (both directions,
+ *                       all connections), so a fault lands mid-transfer;
+ *                       with reset, the connection that carried the last
+ *                       byte is the one reset ("drop a connection after N
+ *                       bytes").  A later `after` replaces an armed one.
+ * Each command is acknowledged on stdout, after it took effect, by a line
+ *   "ctl ok CMD" (or "ctl armed CMD" for after, then "ctl fired CMD" when
+ *   it runs, "ctl bad CMD" for a line it does not understand),
+ * and "ctl blackhole over" when a black hole ends by itself.
  *
  * One thread, epoll, non-blocking sockets; each direction has a queue of
  * timestamped chunks and a timerfd armed for the head chunk's due time.
@@ -38,6 +59,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -92,7 +114,8 @@ static void chunk_free(struct chunk *c)
 
 /* ---- connections ---------------------------------------------------- */
 
-enum ev_kind { EV_LISTENER, EV_SOCKET, EV_TIMER, EV_SIGNAL };
+enum ev_kind { EV_LISTENER, EV_SOCKET, EV_TIMER, EV_SIGNAL, EV_CONTROL,
+               EV_BLACKHOLE };
 
 /* What an epoll event points at. */
 struct ev_tag {
@@ -130,6 +153,7 @@ struct conn {
     struct direction dir[2];   /* dir[0]: client→target, dir[1]: back */
     bool closing;
     struct conn *next_dead;
+    struct conn *prev_live, *next_live;  /* every open connection */
 };
 
 struct listener {
@@ -144,6 +168,14 @@ static int epfd;
 static uint64_t delay_ns;
 static size_t queue_limit = 64u * 1024u * 1024u;
 static struct conn *dead_conns;
+static struct conn *live_conns;
+
+/* Faults (see the header). */
+static bool blackholed;          /* nothing moves */
+static int blackhole_timer = -1; /* timerfd: end of the black hole */
+static bool after_armed;         /* `after` waits for its bytes */
+static uint64_t after_left;      /* bytes still to forward before it runs */
+static char after_cmd[128];      /* the command it runs */
 
 static uint64_t now_ns(void)
 {
@@ -172,7 +204,9 @@ static void side_update(struct conn *c, int s)
 
     if (sd->fd < 0)
         return;
-    if (!sd->connected) {
+    if (blackholed) {
+        ev = 0;
+    } else if (!sd->connected) {
         ev = EPOLLOUT;
     } else {
         if (!out->eof_seen && out->queued < queue_limit)
@@ -216,12 +250,20 @@ static void timer_arm(struct direction *d, uint64_t due)
 /* Send every due byte of direction `d`; then arm its timer for the next
  * chunk or pass a due end of stream on.  Returns false if the connection
  * was closed. */
+static void count_forwarded(struct conn *c, size_t n);
+
 static bool direction_flush(struct direction *d)
 {
     struct conn *c = d->conn;
     struct side *to = &c->side[d->to];
     uint64_t now = now_ns();
 
+    if (blackholed) {
+        timer_arm(d, 0);
+        side_update(c, 0);
+        side_update(c, 1);
+        return true;
+    }
     while (to->connected && d->head && d->head->due_ns <= now) {
         struct iovec iov[MAX_IOV];
         int n = 0;
@@ -256,6 +298,11 @@ static bool direction_flush(struct direction *d)
                 chunk_free(ch);
             }
         }
+        count_forwarded(c, (size_t)w);
+        if (c->closing)
+            return false;       /* an `after reset` fired on it */
+        if (blackholed)
+            return direction_flush(d);
     }
 
     uint64_t next_due = 0;
@@ -373,6 +420,12 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->prev_live)
+        c->prev_live->next_live = c->next_live;
+    else if (live_conns == c)
+        live_conns = c->next_live;
+    if (c->next_live)
+        c->next_live->prev_live = c->prev_live;
     for (int i = 0; i < 2; i++) {
         if (c->side[i].fd >= 0)
             close(c->side[i].fd);
@@ -436,6 +489,10 @@ static void listener_accept(struct listener *l)
         struct conn *c = calloc(1, sizeof(*c));
         if (!c)
             die("calloc");
+        c->next_live = live_conns;
+        if (live_conns)
+            live_conns->prev_live = c;
+        live_conns = c;
         side_init(c, 0, cfd, true);
         side_init(c, 1, tfd, connected);
         direction_init(c, 0);
@@ -448,6 +505,8 @@ static void listener_accept(struct listener *l)
 static void on_socket(struct conn *c, int s, uint32_t events)
 {
     struct side *sd = &c->side[s];
+    if (blackholed)
+        return;         /* an event of this batch, from before the stall */
     if (!sd->connected) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -479,6 +538,180 @@ static void on_timer(struct direction *d)
         die("read timerfd");
     d->timer_armed_ns = 0;
     direction_flush(d);
+}
+
+/* ---- faults ----------------------------------------------------------- */
+
+static void ctl_say(const char *what, const char *cmd)
+{
+    printf("ctl %s %s\n", what, cmd);
+    fflush(stdout);
+}
+
+/* Close `c` with a reset on both sides. */
+static void conn_reset(struct conn *c)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    for (int i = 0; i < 2; i++)
+        if (c->side[i].fd >= 0)
+            setsockopt(c->side[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    conn_close(c);
+}
+
+static void reset_all(void)
+{
+    while (live_conns)
+        conn_reset(live_conns);
+}
+
+/* Resume every connection after a black hole. */
+static void blackhole_end(void)
+{
+    struct itimerspec off = { 0 };
+    blackholed = false;
+    timerfd_settime(blackhole_timer, 0, &off, NULL);
+    struct conn *c = live_conns;
+    while (c) {
+        struct conn *next = c->next_live;
+        side_update(c, 0);
+        side_update(c, 1);
+        if (direction_flush(&c->dir[0]))
+            direction_flush(&c->dir[1]);
+        c = next;
+    }
+}
+
+static void blackhole_start(double seconds)
+{
+    blackholed = true;
+    struct itimerspec its = { 0 };
+    uint64_t ns = (uint64_t)(seconds * 1e9);
+    if (ns == 0)
+        ns = 1;
+    its.it_value.tv_sec = (time_t)(ns / 1000000000u);
+    its.it_value.tv_nsec = (long)(ns % 1000000000u);
+    if (timerfd_settime(blackhole_timer, 0, &its, NULL) < 0)
+        die("timerfd_settime");
+    for (struct conn *c = live_conns; c; c = c->next_live) {
+        side_update(c, 0);
+        side_update(c, 1);
+        timer_arm(&c->dir[0], 0);
+        timer_arm(&c->dir[1], 0);
+    }
+}
+
+/* Parse and run one fault command (`on`: the connection that triggered
+ * an `after`, or NULL).  Returns false if the command is not understood
+ * (nothing happened). */
+static bool run_fault(const char *cmd, struct conn *on, bool dry_run)
+{
+    char word[16], extra[2];
+    double secs;
+    if (sscanf(cmd, "%15s %1s", word, extra) == 1 &&
+        strcmp(word, "reset") == 0) {
+        if (dry_run)
+            return true;
+        if (on)
+            conn_reset(on);
+        else
+            reset_all();
+        return true;
+    }
+    if (sscanf(cmd, "%15s %lf %1s", word, &secs, extra) == 2 &&
+        strcmp(word, "blackhole") == 0 && secs >= 0 && secs <= 86400) {
+        if (!dry_run)
+            blackhole_start(secs);
+        return true;
+    }
+    return false;
+}
+
+/* Account `n` forwarded bytes of `c`; fire an armed `after`. */
+static void count_forwarded(struct conn *c, size_t n)
+{
+    if (!after_armed)
+        return;
+    if (n < after_left) {
+        after_left -= n;
+        return;
+    }
+    after_armed = false;
+    run_fault(after_cmd, c, false);
+    ctl_say("fired", after_cmd);
+}
+
+static void run_command(char *line)
+{
+    line[strcspn(line, "\r\n")] = '\0';
+    while (*line == ' ' || *line == '\t')
+        line++;
+    if (!*line)
+        return;
+    unsigned long long bytes;
+    int used = 0;
+    if (strcmp(line, "pass") == 0) {
+        after_armed = false;
+        if (blackholed)
+            blackhole_end();
+        ctl_say("ok", line);
+    } else if (sscanf(line, "after %llu %n", &bytes, &used) == 1 && used &&
+               run_fault(line + used, NULL, true) &&
+               strlen(line + used) < sizeof after_cmd) {
+        strcpy(after_cmd, line + used);
+        after_left = bytes ? bytes : 1;
+        after_armed = true;
+        ctl_say("armed", line);
+    } else if (run_fault(line, NULL, false)) {
+        ctl_say("ok", line);
+    } else {
+        ctl_say("bad", line);
+    }
+}
+
+/* Read what the control pipe holds and run its complete lines. */
+static void control_read(int fd)
+{
+    static char buf[4096];
+    static size_t have;
+    for (;;) {
+        ssize_t r = read(fd, buf + have, sizeof buf - 1 - have);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        buf[have] = '\0';
+        char *start = buf, *nl;
+        while ((nl = strchr(start, '\n'))) {
+            *nl = '\0';
+            run_command(start);
+            start = nl + 1;
+        }
+        have = strlen(start);
+        memmove(buf, start, have);
+        if (have == sizeof buf - 1)
+            have = 0;           /* an absurd line: drop it */
+    }
+}
+
+static int control_open(const char *path)
+{
+    if (mkfifo(path, 0600) < 0 && errno != EEXIST)
+        die(path);
+    /* Read-write: the pipe never reports an end when writers go. */
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        die(path);
+    static struct ev_tag tag = { EV_CONTROL, NULL, 0 };
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &tag };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) < 0)
+        die("epoll_ctl");
+    blackhole_timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (blackhole_timer < 0)
+        die("timerfd_create");
+    static struct ev_tag btag = { EV_BLACKHOLE, NULL, 0 };
+    struct epoll_event be = { .events = EPOLLIN, .data.ptr = &btag };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, blackhole_timer, &be) < 0)
+        die("epoll_ctl");
+    return fd;
 }
 
 static int listener_open(struct listener *l, const char *addr)
@@ -541,19 +774,22 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P PIDFILE]\n"
-        "                   LISTEN_PORT:TARGET_HOST:TARGET_PORT ...\n"
+        "                   [-c FIFO] LISTEN_PORT:TARGET_HOST:TARGET_PORT ...\n"
         "Adds MS milliseconds (default 0) of one-way delay in each\n"
-        "direction; listens on ADDR (default 127.0.0.1).\n");
+        "direction; listens on ADDR (default 127.0.0.1).  FIFO takes\n"
+        "fault commands: reset | blackhole SECONDS | pass |\n"
+        "after BYTES reset|blackhole SECONDS.\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *listen_addr = "127.0.0.1";
     const char *pidfile = NULL;
+    const char *control = NULL;
     double delay_ms = 0;
     int opt;
 
-    while ((opt = getopt(argc, argv, "d:l:q:P:h")) != -1) {
+    while ((opt = getopt(argc, argv, "d:l:q:P:c:h")) != -1) {
         char *end;
         switch (opt) {
         case 'd':
@@ -575,6 +811,9 @@ int main(int argc, char **argv)
             break;
         case 'P':
             pidfile = optarg;
+            break;
+        case 'c':
+            control = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -624,6 +863,8 @@ int main(int argc, char **argv)
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &se) < 0)
         die("epoll_ctl");
 
+    int control_fd = control ? control_open(control) : -1;
+
     for (int i = 0; i < nl; i++)
         printf("listen %u %s:%s\n", listeners[i].port,
                listeners[i].target_host, listeners[i].target_port);
@@ -665,6 +906,19 @@ int main(int argc, char **argv)
             }
             case EV_SIGNAL:
                 return 0;
+            case EV_CONTROL:
+                control_read(control_fd);
+                break;
+            case EV_BLACKHOLE: {
+                uint64_t ticks;
+                if (read(blackhole_timer, &ticks, sizeof ticks) > 0 &&
+                    blackholed) {
+                    blackhole_end();
+                    printf("ctl blackhole over\n");
+                    fflush(stdout);
+                }
+                break;
+            }
             }
         }
         while (dead_conns) {
