@@ -370,9 +370,10 @@ static void tick(void *opaque)
     ni->service_timer = 0;
     if (ni->dead)
         return;
-    uint64_t now = loop_now_ns();
-    check_request_timeout(ni, now);
+    check_request_timeout(ni, loop_now_ns());
+    uint64_t now = loop_now_ns();   /* not before lost_since_ns */
     if (ni->lost_since_ns && ni->reconnect_limit_s &&
+        now > ni->lost_since_ns &&
         now - ni->lost_since_ns > ni->reconnect_limit_s * NS_PER_S) {
         give_up(ni);
         return;

@@ -80,6 +80,39 @@ IMGFS_CONNECT_MAP="nonsense" LD_PRELOAD=$SHIM \
     fail "qemu-img with a bad map failed: $(cat "$err")"
 grep -q "bad IMGFS_CONNECT_MAP" "$err" || fail "bad map not reported: $(cat "$err")"
 
+# Fault commands (-c): a black hole holds a connection open without
+# forwarding until `pass`; a bad command is refused; `after` arms.
+ctl_pipe=$SCRATCH/ctl
+cout=$SCRATCH/ctl.out
+"$PROXY" -c "$ctl_pipe" "0:127.0.0.1:$iscsi_port" > "$cout" &
+ctl_pid=$!
+on_exit kill "$ctl_pid"
+for _ in $(seq 100); do grep -qx ready "$cout" && break; sleep 0.05; done
+p_ctl=$(awk '$1 == "listen" { print $2; exit }' "$cout")
+[[ -n $p_ctl ]] || fail "control proxy not ready: $(cat "$cout")"
+acked() { for _ in $(seq 200); do grep -qx "ctl $1" "$cout" && return 0; sleep 0.02; done; return 1; }
+echo "blackhole 600" > "$ctl_pipe"
+acked "ok blackhole 600" || fail "blackhole not acknowledged: $(cat "$cout")"
+qemu-img info "iscsi://127.0.0.1:$p_ctl/${LUN_URL#iscsi://*/}" > "$SCRATCH/info.out" 2>&1 &
+info_pid=$!
+sleep 1
+kill -0 "$info_pid" 2>/dev/null || fail "qemu-img got through a black hole: $(cat "$SCRATCH/info.out")"
+echo pass > "$ctl_pipe"
+acked "ok pass" || fail "pass not acknowledged"
+wait "$info_pid" || fail "qemu-img failed after the black hole: $(cat "$SCRATCH/info.out")"
+echo "explode" > "$ctl_pipe"
+acked "bad explode" || fail "a bad command was not refused"
+echo "after 10 reset" > "$ctl_pipe"
+acked "armed after 10 reset" || fail "after not acknowledged"
+if qemu-img convert -f raw -O raw "iscsi://127.0.0.1:$p_ctl/${LUN_URL#iscsi://*/}" \
+        "$SCRATCH/reset.raw" 2> "$SCRATCH/reset.err"; then
+    acked "fired reset" || fail "after 10 reset never fired"
+    log "qemu-img rode through the reset itself"
+else
+    acked "fired reset" || fail "qemu-img failed but the reset never fired: $(cat "$SCRATCH/reset.err")"
+fi
+log "fault commands: blackhole, pass, after, bad command"
+
 # SIGTERM ends the proxy with status 0.
 kill -TERM "$proxy_pid"
 rc=0

@@ -1,0 +1,186 @@
+#!/bin/bash
+# faults-copy.sh — `imgfs copy` rides through network faults.  Every copy
+# goes through scripts/delay-proxy (MOUNT, NFS and the iSCSI portal), whose
+# control pipe injects the fault once a third of the copy's bytes have
+# crossed it ("after BYTES ..."), so each fault lands mid-copy:
+#   reset        every connection reset      -> completes, identical
+#   short stall  black hole < request timeout -> completes, identical
+#   long stall   request timeout < black hole < request + reconnect
+#                timeout: imgfs reconnects   -> completes, identical
+#   outage       black hole longer than request + reconnect timeout
+#                -> fails with a watermark; the black hole is lifted and
+#                `--resume-from WATERMARK` completes, identical
+# for NFS -> LUN and LUN -> NFS, with a raw and a qcow2 source.  Results
+# are checked with qemu-img compare.  Times (how long the copy took, how
+# long after the fault a failure was reported) are logged, not asserted.
+# Short timeouts keep it quick: IMGFS_REQUEST_TIMEOUT=2,
+# IMGFS_RECONNECT_TIMEOUT=5 (iSCSI's timeouts count whole seconds).
+. "$(dirname "$0")/lib.sh"
+need_servers
+: "${IMGFS:?set IMGFS to the imgfs binary}"
+: "${BUILD_DIR:?set BUILD_DIR to the build directory}"
+PROXY=$BUILD_DIR/scripts/delay-proxy
+[[ -x $PROXY ]] || fail "$PROXY not built"
+
+export IMGFS_REQUEST_TIMEOUT=2 IMGFS_RECONNECT_TIMEOUT=5
+SHORT_STALL=0.5      # < request timeout
+LONG_STALL=4        # > request timeout, < request + reconnect timeout
+OUTAGE=120          # far longer; lifted by hand once the copy failed
+
+rpc_port() {
+    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
+}
+nfs_port=$(rpc_port 100003)
+mnt_port=$(rpc_port 100005)
+iscsi_port=${ISCSI_PORTAL##*:}
+[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
+
+# ---- the proxy and its control pipe ----------------------------------
+out=$SCRATCH/proxy.out
+ctl_pipe=$SCRATCH/proxy.ctl
+"$PROXY" -c "$ctl_pipe" "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port" \
+    "0:127.0.0.1:$iscsi_port" > "$out" &
+proxy_pid=$!
+stop_proxy() { kill "$proxy_pid" 2>/dev/null || true; }
+on_exit stop_proxy
+for _ in $(seq 100); do
+    grep -qx ready "$out" && break
+    kill -0 "$proxy_pid" 2>/dev/null || fail "delay-proxy exited: $(cat "$out")"
+    sleep 0.05
+done
+grep -qx ready "$out" || fail "delay-proxy not ready"
+port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$out"; }
+p_mnt=$(port_for "$mnt_port") p_nfs=$(port_for "$nfs_port") p_iscsi=$(port_for "$iscsi_port")
+
+# ctl CMD: send CMD to the proxy and wait for its acknowledgement.
+ctl() {
+    local n
+    n=$(grep -c '^ctl ' "$out" || true)
+    echo "$1" > "$ctl_pipe"
+    for _ in $(seq 200); do
+        (( $(grep -c '^ctl ' "$out" || true) > n )) && break
+        sleep 0.02
+    done
+    grep -q "^ctl \(ok\|armed\) $1\$" "$out" || fail "proxy did not take '$1': $(grep '^ctl ' "$out" | tail -n 3)"
+}
+fired_count() { grep -c '^ctl fired ' "$out" || true; }
+
+nfs_via_proxy() { echo "$NFS_URL/$1?nfsport=$p_nfs&mountport=$p_mnt"; }
+lun_via_proxy() { echo "iscsi://127.0.0.1:$p_iscsi/${1#iscsi://*/}"; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---- images ------------------------------------------------------------
+SIZE=$((24 * 1048576))
+head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
+dd if=/dev/zero of="$SCRATCH/src.raw" bs=1M seek=8 count=4 conv=notrunc status=none
+qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
+src_raw=$(nfs_name src.raw)
+src_qcow2=$(nfs_name src.qcow2)
+nfs_put "$SCRATCH/src.raw" "$src_raw"
+nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
+# LUN -> NFS sources: one LUN with the raw image, one holding the qcow2 file.
+new_lun 24M 512 thin
+lun_raw=$LUN_URL
+fill_lun "$lun_raw" "$SCRATCH/src.raw"
+qsize=$(stat -c %s "$SCRATCH/src.qcow2")
+new_lun $(( (qsize + 1048575) / 1048576 ))M 512 thin
+lun_qcow2=$LUN_URL
+qemu-img convert -n -f raw -O raw "$SCRATCH/src.qcow2" "$lun_qcow2" ||
+    fail "cannot write the qcow2 file to $lun_qcow2"
+# NFS -> LUN target, cleared before each copy.
+new_lun 24M 512 thin
+lun_target=$LUN_URL
+truncate -s $SIZE "$SCRATCH/zero.raw"
+
+# The fault lands after about a third of what crosses the proxy (each
+# image byte crosses it twice: read side and write side).
+FAULT_AT=$((2 * SIZE / 3))
+
+# check_result CASE KIND TARGET: the target holds the source image.
+check_result() {
+    local case=$1 kind=$2 target=$3 out
+    if [[ $kind == lun ]]; then
+        same_as_lun "$SCRATCH/src.raw" "$target" "$case"
+    else
+        out=$(qemu-img compare -f raw -F raw "$SCRATCH/src.raw" "$(nfs_qemu_url "$target")" 2>&1) ||
+            fail "$case: $target differs from the source: $out"
+    fi
+}
+
+# run_copy CASE FAULT SRC DST ARGS...: arm FAULT, copy SRC -> DST with
+# ARGS; sets rc, err (stderr), took (s), after_fault (s from the fault to
+# the end).  Fails the test if the fault did not fire during the copy.
+run_copy() {
+    local case=$1 fault=$2 src=$3 dst=$4 t0 t1 tf="" fired
+    shift 4
+    fired=$(fired_count)
+    ctl "after $FAULT_AT $fault"
+    t0=$(now)
+    err=$SCRATCH/copy.err
+    "$IMGFS" copy -q "$@" "$src" "$dst" 2> "$err" &
+    local pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        if [[ -z $tf ]] && (( $(fired_count) > fired )); then tf=$(now); fi
+        sleep 0.05
+    done
+    rc=0
+    wait "$pid" || rc=$?
+    t1=$(now)
+    (( $(fired_count) > fired )) || fail "$case: the fault never fired (the copy moved fewer than $FAULT_AT bytes?)"
+    [[ -n $tf ]] || tf=$t1
+    took=$(secs "$t0" "$t1")
+    after_fault=$(secs "$tf" "$t1")
+}
+
+# one_case DIR FORMAT FAULT_NAME FAULT
+one_case() {
+    local dir=$1 fmt=$2 name=$3 fault=$4 case src dst kind target args=()
+    case="$dir $fmt, $name"
+    if [[ $dir == nfs-to-lun ]]; then
+        [[ $fmt == raw ]] && src=$(nfs_via_proxy "$src_raw") || src=$(nfs_via_proxy "$src_qcow2")
+        target=$lun_target kind=lun
+        dst=$(lun_via_proxy "$lun_target")
+        fill_lun "$lun_target" "$SCRATCH/zero.raw"     # no leftovers
+    else
+        [[ $fmt == raw ]] && src=$(lun_via_proxy "$lun_raw") || src=$(lun_via_proxy "$lun_qcow2")
+        [[ $fmt == qcow2 ]] && args=(--source-format qcow2)
+        target=$(nfs_name "out-$fmt-${name// /-}.raw") kind=nfs
+        dst=$(nfs_via_proxy "$target")
+        args+=(--create)
+    fi
+    run_copy "$case" "$fault" "$src" "$dst" "${args[@]}"
+    if [[ $name != outage ]]; then
+        (( rc == 0 )) || fail "$case: copy failed ($rc): $(cat "$err")"
+        check_result "$case" "$kind" "$target"
+        log "ok: $case: completed identical in $took s"
+        return
+    fi
+    (( rc != 0 )) || fail "$case: the copy succeeded through a ${OUTAGE}s outage"
+    local msg resume
+    msg=$(cat "$err")
+    ctl pass
+    log "ok: $case: failed $after_fault s after the fault ($took s in all; request timeout $IMGFS_REQUEST_TIMEOUT s + reconnect timeout $IMGFS_RECONNECT_TIMEOUT s): $msg"
+    resume=$(sed -n 's/.*resume with --resume-from \([0-9]*\).*/\1/p' <<< "$msg")
+    [[ -n $resume ]] || fail "$case: no watermark in: $msg"
+    grep -q "iSCSI session lost\|NFS connection lost" <<< "$msg" ||
+        fail "$case: the failure does not say the connection was lost: $msg"
+    args=("${args[@]/--create/--overwrite}")
+    copy_ok "$case: resumed from $resume" --resume-from "$resume" "${args[@]}" "$src" "$dst"
+    check_result "$case (resumed)" "$kind" "$target"
+}
+
+for dir in nfs-to-lun lun-to-nfs; do
+    for fmt in raw qcow2; do
+        one_case $dir $fmt reset "reset"
+        one_case $dir $fmt "short stall" "blackhole $SHORT_STALL"
+        one_case $dir $fmt "long stall" "blackhole $LONG_STALL"
+        one_case $dir $fmt outage "blackhole $OUTAGE"
+    done
+done
+
+# The control pipe refuses what it does not understand.
+echo "explode now" > "$ctl_pipe"
+for _ in $(seq 100); do grep -q '^ctl bad explode now$' "$out" && break; sleep 0.02; done
+grep -q '^ctl bad explode now$' "$out" || fail "proxy did not refuse a bad command"
+log "rode through resets and stalls; outages fail with a watermark and resume"
