@@ -14,6 +14,17 @@
  * parked) is parked until that write completed, so reads see earlier
  * writes and overlapping writes land in order.  Requests not aligned to
  * the image's block size are widened (reads) or read-modify-written.
+ *
+ * Size: reads of an NFS file see the size it has once every accepted
+ * write completed (visible_size), not the image's size so far: a write
+ * answered from write-behind may extend the file before it reached the
+ * server.  The part of a read beyond what the server has is zeroes (a
+ * hole that the pending write leaves, or a write being parked until it
+ * completed, see above).
+ *
+ * Truncate (node_truncate) waits for the accepted writes, then changes the
+ * NFS file's size, or on a fixed-size image (LUN) makes the bytes from
+ * the new size to the end read as zeroes.
  */
 #include "fs.h"
 #include "readahead.h"
@@ -43,9 +54,11 @@ struct io_op {
     unsigned pending;
     int err;
     bool rmw;
-    node_open_cb cb;        /* drain / open waiters */
+    node_open_cb cb;        /* drain / open waiters; internal writes:
+                             * called instead of replying */
     void *opaque;
     bool write;             /* open waiter: for writing */
+    bool trunc;             /* open waiter: truncate once open */
 };
 
 static void run_parked(struct node *n);
@@ -68,6 +81,20 @@ static bool overlaps(const struct io_op *a, const struct io_op *b)
 static void *alloc_buf(uint64_t len)
 {
     return aligned_alloc(4096, round_up(len ? len : 1, 4096));
+}
+
+/* The size reads of `n` see (image open): for an NFS file the end of the
+ * highest accepted write if that is beyond the image's size, since with
+ * write-behind the write may still be on its way. */
+static uint64_t visible_size(const struct node *n)
+{
+    uint64_t size = n->img->size;
+    if (n->kind == NODE_NFSFILE) {
+        uint64_t pend = atomic_load(&n->pending_end);
+        if (pend > size)
+            size = pend;
+    }
+    return size;
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -120,17 +147,49 @@ void node_cache_drop(struct node *n)
         readahead_invalidate(n->ra);
 }
 
-static void truncate_nfs(struct node *n)
+struct open_trunc {
+    struct node *node;
+    bool write;
+    node_open_cb cb;
+    void *opaque;
+};
+
+static void open_truncated(void *opaque, int err)
 {
-    node_cache_drop(n);
-    char *rel = NULL;
-    pthread_mutex_lock(&the_fs->tree_lock);
-    rel = strdup(n->relpath);
-    pthread_mutex_unlock(&the_fs->tree_lock);
-    if (rel && nfs_meta_truncate(n->exp, rel, 0) == 0 && n->img)
-        n->img->size = 0;
-    free(rel);
-    atomic_store(&n->pending_end, 0);
+    struct open_trunc *t = opaque;
+    if (err)
+        node_close(t->node, t->write);
+    t->cb(t->opaque, err);
+    free(t);
+}
+
+/* Answer an opener whose reference is taken (unless err): with `trunc`,
+ * once the image is truncated to 0 (then a failure drops the reference
+ * and is the open's result). */
+static void open_answer(struct node *n, bool write, bool trunc, int err,
+                        node_open_cb cb, void *opaque)
+{
+    if (err || !trunc) {
+        cb(opaque, err);
+        return;
+    }
+    struct open_trunc *t = malloc(sizeof *t);
+    if (!t) {
+        node_close(n, write);
+        cb(opaque, -ENOMEM);
+        return;
+    }
+    *t = (struct open_trunc){ n, write, cb, opaque };
+    node_truncate(n, 0, open_truncated, t);
+}
+
+/* No write of the mount is unfinished: the image's size says it all. */
+static bool writes_idle(const struct node *n)
+{
+    for (struct io_op *x = n->parked_head; x; x = x->next)
+        if (x->kind == OP_WRITE)
+            return false;
+    return !n->inflight;
 }
 
 void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
@@ -147,13 +206,12 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
         }
         /* Close-to-open: a new open reads what the server has now. */
         node_cache_drop(n);
-        if (trunc && n->kind == NODE_NFSFILE && !n->writers &&
-            !n->inflight && !n->parked_head)
-            truncate_nfs(n);
+        if (writes_idle(n))
+            atomic_store(&n->pending_end, 0);
         n->opens++;
         if (write)
             n->writers++;
-        cb(opaque, 0);
+        open_answer(n, write, trunc, 0, cb, opaque);
         return;
     }
     struct io_op *w = calloc(1, sizeof *w);
@@ -165,14 +223,14 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
     w->cb = cb;
     w->opaque = opaque;
     w->write = write;
+    w->trunc = trunc;
     w->next = n->open_waiters;
     n->open_waiters = w;
     if (n->opening)
         return;
 
     n->opening = true;
-    if (trunc && n->kind == NODE_NFSFILE)
-        truncate_nfs(n);
+    atomic_store(&n->pending_end, 0);   /* no write can be pending */
     char *url = node_url(n);
     struct image_open_opts o = {
         .write = !n->read_only,
@@ -216,7 +274,7 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
     while (list) {
         struct io_op *x = list;
         list = x->next;
-        x->cb(x->opaque, x->err);
+        open_answer(n, x->write, x->trunc, x->err, x->cb, x->opaque);
         free(x);
     }
     close_if_idle(n);
@@ -261,16 +319,23 @@ static void read_done(void *opaque, int err)
     close_if_idle(n);
 }
 
-/* Issue reads of [aoff, aoff+alen) into buf in max_request pieces. */
+/* Fill buf with [aoff, aoff+alen): the part the image has now is read in
+ * max_request pieces, the rest (beyond the image's size: a hole that an
+ * extending write still in flight leaves) is zeroes.  Overlapping writes
+ * have completed (parking), so that part holds nothing of ours. */
 static void issue_reads(struct image *img, struct io_op *op,
                         image_io_cb cb)
 {
-    uint64_t chunk = img->max_request ? img->max_request : op->alen;
+    uint64_t have = img->size > op->aoff ? img->size - op->aoff : 0;
+    if (have > op->alen)
+        have = op->alen;
+    memset(op->buf + have, 0, op->alen - have);
+    uint64_t chunk = img->max_request ? img->max_request : have;
     if (chunk == 0)
         chunk = 1;
     op->pending = 1;            /* guard against early completion */
-    for (uint64_t pos = 0; pos < op->alen; pos += chunk) {
-        uint64_t l = op->alen - pos < chunk ? op->alen - pos : chunk;
+    for (uint64_t pos = 0; pos < have; pos += chunk) {
+        uint64_t l = have - pos < chunk ? have - pos : chunk;
         op->pending++;
         image_read(img, op->buf + pos, op->aoff + pos, (size_t)l, cb, op);
     }
@@ -379,7 +444,7 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
         fuse_reply_err(req, EBADF);
         return;
     }
-    uint64_t isize = img->size;
+    uint64_t isize = visible_size(n);
     if (n->kind == NODE_NFSFILE && (uint64_t)off + size > isize &&
         !n->inflight && !n->parked_head) {
         /* The file may have grown through another client (or a job's own
@@ -394,7 +459,9 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
     }
     if ((uint64_t)off + size > isize)
         size = (size_t)(isize - (uint64_t)off);
-    if (may_read_ahead(n) &&
+    /* Read-ahead chunks end at the image's size (and with writes
+     * pending, may_read_ahead is false anyway). */
+    if ((uint64_t)off + size <= img->size && may_read_ahead(n) &&
         readahead_read(n->ra, (uint64_t)off, size, ra_reply, req))
         return;
     struct io_op *op = calloc(1, sizeof *op);
@@ -425,10 +492,13 @@ static void write_finished(struct io_op *op)
 {
     struct node *n = op->node;
     struct image *img = n->img;
+    node_open_cb cb = op->cb;
+    void *cb_opaque = op->opaque;
+    int err = op->err;
     if (op->err) {
         if (op->req)
             fuse_reply_err(op->req, -op->err);
-        else if (!n->werr)
+        else if (!n->werr && !cb)
             n->werr = op->err;
         syslog(LOG_ERR, "imgfs: write to %s at offset %llu failed: %s%s%s",
                img ? img->name : n->name, (unsigned long long)op->uoff,
@@ -452,6 +522,8 @@ static void write_finished(struct io_op *op)
     free(op->data);
     free(op);
     run_parked(n);
+    if (cb)
+        cb(cb_opaque, err);
     close_if_idle(n);
 }
 
@@ -518,6 +590,45 @@ static void start_write(struct io_op *op)
     issue_reads(n->img, op, rmw_read_done);
 }
 
+/* A write op of `size` (> 0) bytes of `data` (owned) at `uoff`, within
+ * the image unless it is growable; NULL when out of memory. */
+static struct io_op *write_op_new(struct node *n, void *data, size_t size,
+                                  uint64_t uoff)
+{
+    struct image *img = n->img;
+    struct io_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    uint64_t bs = img->block_size ? img->block_size : 1;
+    uint64_t end = uoff + size;
+    op->kind = OP_WRITE;
+    op->node = n;
+    op->data = data;
+    op->uoff = uoff;
+    op->usize = size;
+    op->aoff = round_down(uoff, bs);
+    uint64_t aend = round_up(end, bs);
+    if (n->kind != NODE_NFSFILE && aend > img->size)
+        aend = img->size;
+    if (aend < end)
+        aend = end;
+    op->alen = aend - op->aoff;
+    op->rmw = op->aoff != uoff || aend != end;
+    return op;
+}
+
+/* Account `op` as accepted and issue it, or park it behind the unfinished
+ * writes it overlaps. */
+static void write_submit(struct io_op *op)
+{
+    struct node *n = op->node;
+    n->inflight_bytes += op->alen;
+    if (must_park(n, op))
+        park(n, op);
+    else
+        start_write(op);
+}
+
 void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
               off_t off)
 {
@@ -548,29 +659,14 @@ void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
         fuse_reply_write(req, 0);
         return;
     }
-    struct io_op *op = calloc(1, sizeof *op);
+    struct io_op *op = write_op_new(n, data, size, uoff);
     if (!op) {
         free(data);
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    uint64_t bs = img->block_size ? img->block_size : 1;
-    uint64_t end = uoff + size;
-    op->kind = OP_WRITE;
-    op->node = n;
     op->req = req;
-    op->data = data;
-    op->uoff = uoff;
-    op->usize = size;
-    op->aoff = round_down(uoff, bs);
-    uint64_t aend = round_up(end, bs);
-    if (!growable && aend > img->size)
-        aend = img->size;
-    if (aend < end)
-        aend = end;
-    op->alen = aend - op->aoff;
-    op->rmw = op->aoff != uoff || aend != end;
-
+    uint64_t end = uoff + size;
     unsigned long long pend = atomic_load(&n->pending_end);
     while (end > pend &&
            !atomic_compare_exchange_weak(&n->pending_end, &pend, end))
@@ -581,11 +677,7 @@ void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
         fuse_reply_write(op->req, op->usize);
         op->req = NULL;
     }
-    n->inflight_bytes += op->alen;
-    if (must_park(n, op))
-        park(n, op);
-    else
-        start_write(op);
+    write_submit(op);
 }
 
 /* ---- drain / flush ----------------------------------------------------- */
@@ -708,4 +800,141 @@ void io_flush(fuse_req_t req, struct node *n, bool fsync)
     c->fsync = fsync;
     n->opens++;                 /* keep the image while flushing */
     node_drain(n, flush_drained, c);
+}
+
+/* ---- truncate ---------------------------------------------------------- */
+
+struct trunc_ctx {
+    struct node *node;
+    uint64_t size;
+    node_open_cb cb;
+    void *opaque;
+    bool write_ref;         /* holds an open reference for writing */
+};
+
+/* Answer the truncate and drop the reference node_truncate took.  What
+ * was read ahead goes either way: the image may have changed. */
+static void trunc_finish(struct trunc_ctx *t, int err)
+{
+    struct node *n = t->node;
+    node_cache_drop(n);
+    t->cb(t->opaque, err);
+    node_close(n, t->write_ref);
+    free(t);
+}
+
+static char *node_relpath(struct node *n)
+{
+    pthread_mutex_lock(&the_fs->tree_lock);
+    char *rel = strdup(n->relpath);
+    pthread_mutex_unlock(&the_fs->tree_lock);
+    return rel;
+}
+
+static void trunc_nfs_drained(void *opaque, int err)
+{
+    struct trunc_ctx *t = opaque;
+    struct node *n = t->node;
+    if (!err) {
+        char *rel = node_relpath(n);
+        err = rel ? nfs_meta_truncate(n->exp, rel, t->size) : -ENOMEM;
+        free(rel);
+    }
+    if (!err) {
+        if (n->img)
+            n->img->size = t->size;
+        atomic_store(&n->pending_end, t->size);
+    }
+    trunc_finish(t, err);
+}
+
+static void trunc_zeroed(void *opaque, int err)
+{
+    struct trunc_ctx *t = opaque;
+    struct image *img = t->node->img;
+    if (err)
+        syslog(LOG_ERR, "imgfs: zeroing %s from offset %llu failed: %s%s%s",
+               img->name, (unsigned long long)t->size, strerror(-err),
+               img->last_error.text[0] ? ": " : "", img->last_error.text);
+    trunc_finish(t, err);
+}
+
+/* The partial block at the new size is zeroes now: zero whole blocks from
+ * the next block boundary to the end. */
+static void trunc_head_zeroed(void *opaque, int err)
+{
+    struct trunc_ctx *t = opaque;
+    struct image *img = t->node->img;
+    uint64_t bs = img->block_size ? img->block_size : 1;
+    uint64_t from = round_up(t->size, bs);
+    if (err || from >= img->size) {
+        trunc_finish(t, err);
+        return;
+    }
+    image_write_zeroes(img, from, img->size - from, IMAGE_ZERO_MAY_UNMAP,
+                       trunc_zeroed, t);
+}
+
+static void trunc_fixed_drained(void *opaque, int err)
+{
+    struct trunc_ctx *t = opaque;
+    struct node *n = t->node;
+    struct image *img = n->img;
+    if (err || t->size > img->size) {
+        trunc_finish(t, err ? err : -EFBIG);
+        return;
+    }
+    uint64_t bs = img->block_size ? img->block_size : 1;
+    uint64_t head_end = round_up(t->size, bs);
+    if (head_end > img->size)
+        head_end = img->size;
+    if (head_end == t->size) {
+        trunc_head_zeroed(t, 0);
+        return;
+    }
+    /* [size, head_end) shares a block with data that stays: an ordinary
+     * (read-modify-)write of zeroes. */
+    size_t len = (size_t)(head_end - t->size);
+    void *zeroes = calloc(1, len);
+    struct io_op *op = zeroes ? write_op_new(n, zeroes, len, t->size) : NULL;
+    if (!op) {
+        free(zeroes);
+        trunc_finish(t, -ENOMEM);
+        return;
+    }
+    op->cb = trunc_head_zeroed;
+    op->opaque = t;
+    write_submit(op);
+}
+
+static void trunc_fixed_opened(void *opaque, int err)
+{
+    struct trunc_ctx *t = opaque;
+    if (err) {
+        t->cb(t->opaque, err);
+        free(t);
+        return;
+    }
+    t->write_ref = true;
+    node_drain(t->node, trunc_fixed_drained, t);
+}
+
+void node_truncate(struct node *n, uint64_t size, node_open_cb cb,
+                   void *opaque)
+{
+    struct trunc_ctx *t = malloc(sizeof *t);
+    if (!t) {
+        cb(opaque, -ENOMEM);
+        return;
+    }
+    *t = (struct trunc_ctx){ .node = n, .size = size, .cb = cb,
+                             .opaque = opaque };
+    if (n->kind == NODE_NFSFILE) {
+        n->opens++;             /* hold the image (if open) meanwhile */
+        node_drain(n, trunc_nfs_drained, t);
+        return;
+    }
+    /* A fixed-size image is written through its image: open it (or take
+     * one more reference). */
+    node_open(n, true, false, trunc_fixed_opened, t);
 }

@@ -72,40 +72,32 @@ struct truncate_ctx {
     uint64_t size;
 };
 
-static void truncate_drained(void *opaque, int err)
+static void truncate_done(void *opaque, int err)
 {
     struct truncate_ctx *c = opaque;
-    struct node *n = c->node;
-    if (!err) {
-        char *rel;
-        pthread_mutex_lock(&the_fs->tree_lock);
-        rel = strdup(n->relpath);
-        pthread_mutex_unlock(&the_fs->tree_lock);
-        err = rel ? nfs_meta_truncate(n->exp, rel, c->size) : -ENOMEM;
-        free(rel);
-    }
-    if (!err) {
-        node_cache_drop(n);
-        if (n->img)
-            n->img->size = c->size;
-        atomic_store(&n->pending_end, c->size);
-    }
     struct stat st;
     if (!err)
-        err = node_attr(n, &st);
-    if (err)
+        err = node_attr(c->node, &st);
+    if (err) {
         fuse_reply_err(c->req, -err);
-    else
+    } else if (c->node->kind != NODE_NFSFILE) {
+        /* A LUN kept its size but reads as zeroes from c->size: answer
+         * with that size, valid for no time.  The kernel then drops its
+         * cached pages from there (-o page_cache; it keeps them when the
+         * size does not change) and asks for the size again at the next
+         * stat or read past it, which is the LUN's size. */
+        st.st_size = (off_t)c->size;
+        fuse_reply_attr(c->req, &st, 0.0);
+    } else {
         fuse_reply_attr(c->req, &st, ATTR_TIMEOUT);
-    node_close(n, false);
+    }
     free(c);
 }
 
 static void truncate_on_loop(void *opaque)
 {
     struct truncate_ctx *c = opaque;
-    c->node->opens++;           /* hold the image (if any) while draining */
-    node_drain(c->node, truncate_drained, c);
+    node_truncate(c->node, c->size, truncate_done, c);
 }
 
 void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
@@ -116,18 +108,19 @@ void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
             fuse_reply_err(req, EROFS);
             return;
         }
-        if (n->kind != NODE_NFSFILE) {
-            /* Block-device semantics: the size is fixed. */
-            if ((uint64_t)attr->st_size != n->fixed_size) {
-                fuse_reply_err(req, EINVAL);
-                return;
-            }
-        } else {
+        /* A LUN (fixed size) keeps its size; truncating it to a smaller
+         * size makes the rest read as zeroes (see README "Mounting"). */
+        bool fixed = n->kind != NODE_NFSFILE;
+        if (fixed && (uint64_t)attr->st_size > n->fixed_size) {
+            fuse_reply_err(req, EFBIG);
+            return;
+        }
+        if (!fixed || (uint64_t)attr->st_size < n->fixed_size) {
             if (node_busy_for_write(n)) {
                 fuse_reply_err(req, EBUSY);
                 return;
             }
-            struct truncate_ctx *c = malloc(sizeof *c);
+            struct truncate_ctx *c = calloc(1, sizeof *c);
             if (!c) {
                 fuse_reply_err(req, ENOMEM);
                 return;
@@ -252,9 +245,10 @@ void image_op_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
     c->node = n;
     c->fi = *fi;
     c->write = write;
-    /* O_TRUNC truncates NFS files; LUNs and other fixed images ignore it
-     * like block devices do. */
-    c->trunc = write && (fi->flags & O_TRUNC) && n->kind == NODE_NFSFILE;
+    /* O_TRUNC truncates NFS files and makes LUNs (and other fixed-size
+     * images) read as zeroes: `cp` and `>` onto a LUN work as onto a
+     * file (README "Mounting"). */
+    c->trunc = write && (fi->flags & O_TRUNC);
     if (fs_post(open_on_loop, c) < 0) {
         free(c);
         fuse_reply_err(req, ENOMEM);
