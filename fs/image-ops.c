@@ -41,10 +41,10 @@ int node_attr(struct node *n, struct stat *st)
         /* Report images as fully allocated, like the LUNs.  With fewer
          * blocks than the size (a file with holes), GNU cp decides the
          * source is sparse and copies with read + write, seeking over
-         * zero blocks instead of writing them: into a LUN (which keeps
-         * its old contents, O_TRUNC being ignored) that leaves stale
-         * data where the source has zeroes, and it bypasses
+         * zero blocks instead of writing them, which bypasses
          * copy_file_range (the engine, which writes zero runs properly).
+         * (A LUN opened with O_TRUNC reads as zeroes, so the result is
+         * right either way.)
          * NFSv3 cannot tell where the holes are anyway (no SEEK_DATA). */
         st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
         st->st_blksize = IMAGE_BLKSIZE;
