@@ -24,7 +24,8 @@ static struct access_cred cred(uid_t uid, gid_t gid, unsigned ngroups,
                                const gid_t *groups)
 {
     struct access_cred c = { .uid = uid, .gid = gid, .ngroups = ngroups };
-    memcpy(c.groups, groups, ngroups * sizeof *groups);
+    if (ngroups)
+        memcpy(c.groups, groups, ngroups * sizeof *groups);
     return c;
 }
 
