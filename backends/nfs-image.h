@@ -54,9 +54,17 @@ struct nfs_image {
     unsigned reconnect_limit_s; /* give up after this long lost, 0: never */
     unsigned request_timeout_s; /* no answer this long = lost, 0: never */
     uint64_t lost_since_ns;     /* connection lost since (0: fine) */
-    uint64_t hold_until_ns;     /* reconnect backoff: no service before */
+    uint64_t hold_until_ns;     /* reconnect backoff: no new mount
+                                 * attempt before */
     unsigned backoff_ms;        /* next backoff step */
     unsigned reconnects;        /* reconnects forced or seen */
+    bool rebuilding;            /* the connection is lost: a new context
+                                 * is (to be) mounted; ni->nfs is the old
+                                 * one, not serviced, collecting calls */
+    struct nfs_context *rebuild;/* the new context being mounted, or NULL
+                                 * (waiting for the backoff) */
+    uint64_t rebuild_started_ns;/* when the mount of `rebuild` began */
+    int rebuild_status;         /* 0 mounting, 1 mounted, -1 failed */
     char lost_why[160];         /* what made it count as lost */
     enum nfs_relookup relookup;
     struct nfsfh *stale_fh;     /* the handle a re-lookup replaced; calls

@@ -2,50 +2,53 @@
  * connections (server restart, reset, failover), stalls and stale file
  * handles, bounded by one reconnect timeout (io-timeouts.h).
  *
- * What libnfs 4.0 does: when the TCP connection fails (error, end of
- * stream, POLLHUP) it moves every call it had sent back to its out-queue
- * (whole PDUs, XIDs kept), connects again to the same address and port
- * and re-sends them once connected; callers' callbacks and buffers stay
- * as they were.  Its budget is "auto_reconnect" attempts made back to
- * back: 10 (what we used to set) is spent within milliseconds while a
- * server restarts, and -1 (forever) makes a refused connect spin on
- * POLLHUP.  Its RPC timeout fails a call without touching the connection.
+ * What libnfs 4.0 does on its own: when the TCP connection fails (error,
+ * end of stream, POLLHUP) it moves every call it had sent back to its
+ * out-queue, connects again to the same address and port and re-sends
+ * them.  But it keeps its receive state: a connection lost in the middle
+ * of a reply (a 1 MiB READ reply is the usual case) leaves the half-read
+ * record in the context, and the first bytes of the new connection are
+ * taken as the rest of it.  From then on every record boundary is wrong:
+ * replies are discarded as garbage, each "garbage" reconnects again, and
+ * the re-sent calls are never answered.  Its RPC timeout fails a call
+ * without touching the connection.
  *
- * The choice: let libnfs reconnect with unlimited retries (set at mount
- * time, nfs-mount.c) and enforce pace and deadline here, rather than
- * tearing down the context and mounting again.  Re-queueing inside
- * libnfs keeps every call in flight with its buffer and callback, so
- * nothing is rebuilt or completed twice; a re-mount would need the
- * portmapper and MOUNT service as well (more to be down), a synchronous
- * mount would block the loop thread the other images share, and a new
- * context would mean re-issuing every call ourselves while the old one
- * may still call back.  NFSv3 file handles survive a server restart, so
- * the re-sent calls stay valid.
+ * The choice: a lost connection is never resumed in the same context.
+ * The context is set aside (not serviced any more: libnfs gets no events
+ * for it, so it does nothing) and a new context is mounted asynchronously
+ * from the image's URL (same server, export and URL options) on the
+ * image's loop; once it is mounted it replaces the old one, and the old
+ * one is destroyed.  Destroying it calls back every call it held as
+ * cancelled; the data path (nfs.c) sees a connection failure and issues
+ * the call again, on the new context (NFS_FAULT_RETRY).  Calls the data
+ * path starts while the new context is being mounted go to the old one
+ * and come back the same way.  NFSv3 file handles survive a server
+ * restart and are not tied to a context, so the image keeps its handle.
  *
- *   pace      after a connection error the poller gives libnfs no events
- *             for a backoff (100 ms, doubling to 2 s; reset by an
- *             answer), so refused reconnects are attempts, not a spin;
+ *   detect    the poller saw POLLERR/POLLHUP, nfs_service() failed, or
+ *             libnfs is no longer connected after servicing (it started
+ *             one of its own reconnects); or a request timed out (below);
+ *   pace      a mount attempt starts after a backoff (100 ms, doubling
+ *             to 2 s; reset by an answer); an attempt that fails, or is
+ *             not mounted within the request timeout, is dropped and the
+ *             next one waits for the next backoff step;
  *   requests  libnfs's RPC timeout is off on the data path.  A tick
  *             (every TICK_MS) looks at the oldest call: unanswered for
  *             $IMGFS_REQUEST_TIMEOUT seconds, the connection counts as
- *             lost and its socket is shut down, which libnfs handles as
- *             any other loss (reconnect, re-send);
- *   deadline  the first loss starts the outage clock; any answer stops
- *             it.  After $IMGFS_RECONNECT_TIMEOUT seconds the connection
- *             is given up: the context is destroyed (libnfs calls back
- *             every call it holds, cancelled), the rest is failed, and
- *             every later request fails with -EIO.  A stall is thus
- *             detected after request timeout + reconnect timeout at most
- *             (plus a tick);
+ *             lost (as above);
+ *   deadline  the first loss starts the outage clock; any answer to a
+ *             call of the data path stops it.  After
+ *             $IMGFS_RECONNECT_TIMEOUT seconds the connection is given
+ *             up: the contexts are destroyed (libnfs calls back every
+ *             call it holds, cancelled), the rest is failed, and every
+ *             later request fails with -EIO.  A stall is thus detected
+ *             after request timeout + reconnect timeout at most (plus a
+ *             tick);
  *   stale     NFS3ERR_STALE on the image's handle: the file is looked up
  *             again by its path, once per image.  If it is the same file
  *             (fileid, and for a read-only image the size, as at open)
  *             the calls are re-sent with the new handle; otherwise they
  *             fail with a message naming the change.
- *
- * Calls that libnfs fails with a transport error (it could not even
- * start a reconnect) are issued again by the data path (nfs.c) after the
- * backoff, under the same deadline.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -142,11 +145,22 @@ static void close_cb(int status, struct nfs_context *nfs, void *data,
     (void)status, (void)nfs, (void)data, (void)private_data;
 }
 
+/* Drop the mount attempt in progress, if any (its callback, cancelled,
+ * sees that it is no longer the current attempt). */
+static void drop_rebuild(struct nfs_image *ni)
+{
+    struct nfs_context *nfs = ni->rebuild;
+    ni->rebuild = NULL;
+    if (nfs)
+        nfs_destroy_context(nfs);
+}
+
 /* The deadline passed: fail everything, now and later. */
 static void give_up(struct nfs_image *ni)
 {
     ni->dead = true;
     loop_remove_poller(ni->img->loop, &ni->poller);
+    drop_rebuild(ni);
     struct nfs_context *nfs = ni->nfs;
     if (ni->fh)
         nfs_close_async(nfs, ni->fh, close_cb, NULL);
@@ -168,36 +182,126 @@ static void give_up(struct nfs_image *ni)
     }
 }
 
+/* ---- replacing the context ---------------------------------------------- */
+
+/* The connection of ni->nfs is lost (why: for the give-up message): set
+ * the context aside and mount a new one after a backoff. */
+static void conn_failed(struct nfs_image *ni, const char *why)
+{
+    conn_lost(ni, why);
+    if (ni->rebuilding)
+        return;
+    ni->rebuilding = true;
+    ni->reconnects++;
+    hold_back(ni);
+}
+
+static void rebuild_mount_cb(int status, struct nfs_context *nfs, void *data,
+                             void *private_data)
+{
+    (void)data;
+    struct nfs_image *ni = private_data;
+    if (nfs != ni->rebuild)
+        return;                 /* a dropped attempt, being destroyed */
+    ni->rebuild_status = status < 0 ? -1 : 1;
+}
+
+/* The export the image's file was found in: the URL's path minus the
+ * file's path inside the export (ni->path).  Returns a malloc'd string,
+ * or NULL. */
+static char *export_of(const struct nfs_url *u, const char *file)
+{
+    size_t np = strlen(u->path), nf = strlen(u->file), nl = strlen(file);
+    char *full = malloc(np + nf + 1);
+    if (!full)
+        return NULL;
+    memcpy(full, u->path, np);
+    memcpy(full + np, u->file, nf + 1);
+    size_t n = np + nf;
+    if (nl > n || strcmp(full + n - nl, file) != 0) {
+        free(full);
+        return NULL;
+    }
+    if (n == nl) {
+        free(full);
+        return strdup("/");
+    }
+    full[n - nl] = '\0';
+    return full;
+}
+
+/* Start mounting a new context for the image's URL.  On failure the
+ * next attempt waits for the next backoff step. */
+static void start_rebuild(struct nfs_image *ni)
+{
+    struct nfs_context *nfs = nfs_init_context();
+    if (!nfs) {
+        hold_back(ni);
+        return;
+    }
+    nfs_set_version(nfs, 3);
+    nfs_set_timeout(nfs, -1);           /* attempts are timed here */
+    nfs_set_tcp_syncnt(nfs, 2);
+    nfs_set_autoreconnect(nfs, 0);      /* a loss is handled here */
+    struct nfs_url *u = ni->path ? nfs_parse_url_full(nfs, ni->img->name)
+                                 : NULL;
+    char *export = u ? export_of(u, ni->path) : NULL;
+    ni->rebuild = nfs;
+    ni->rebuild_status = 0;
+    ni->rebuild_started_ns = loop_now_ns();
+    if (!export ||
+        nfs_mount_async(nfs, u->server, export, rebuild_mount_cb, ni) < 0) {
+        drop_rebuild(ni);
+        hold_back(ni);
+    }
+    free(export);
+    if (u)
+        nfs_destroy_url(u);
+}
+
+/* The new context is mounted: it replaces the old one, whose calls come
+ * back cancelled and are issued again by the data path. */
+static void finish_rebuild(struct nfs_image *ni)
+{
+    struct nfs_context *old = ni->nfs;
+    ni->nfs = ni->rebuild;
+    ni->rebuild = NULL;
+    ni->rebuilding = false;
+    ni->backoff_ms = BACKOFF_FIRST_MS;  /* the server is there */
+    nfs_destroy_context(old);
+}
+
+/* An attempt failed or took too long: drop it, wait for the next. */
+static void rebuild_failed(struct nfs_image *ni)
+{
+    drop_rebuild(ni);
+    hold_back(ni);
+}
+
 /* ---- request timeouts ------------------------------------------------- */
 
-/* Shut the socket down: libnfs sees the end of stream and reconnects,
- * re-sending what was in flight, whose clocks start again. */
-static void force_reconnect(struct nfs_image *ni)
+/* How long one mount attempt may take. */
+static uint64_t attempt_limit_ns(const struct nfs_image *ni)
 {
-    int fd = nfs_get_fd(ni->nfs);
-    if (fd >= 0)
-        shutdown(fd, SHUT_RDWR);
-    ni->reconnects++;
-    uint64_t now = loop_now_ns();
-    for (struct nfs_pending *p = ni->pending; p; p = p->next)
-        p->sent_ns = now;
+    unsigned s = ni->request_timeout_s ? ni->request_timeout_s : 30;
+    return s * NS_PER_S;
 }
 
 static void check_request_timeout(struct nfs_image *ni, uint64_t now)
 {
-    if (!ni->request_timeout_s)
+    if (!ni->request_timeout_s || ni->rebuilding)
         return;
     uint64_t oldest = 0;
     for (struct nfs_pending *p = ni->pending; p; p = p->next)
         if (p->in_libnfs && (!oldest || p->sent_ns < oldest))
             oldest = p->sent_ns;
-    if (!oldest || now - oldest < ni->request_timeout_s * NS_PER_S)
+    if (!oldest || now < oldest ||
+        now - oldest < ni->request_timeout_s * NS_PER_S)
         return;
     char why[96];
     snprintf(why, sizeof why, "no answer from the server within %u s",
              ni->request_timeout_s);
-    conn_lost(ni, why);
-    force_reconnect(ni);
+    conn_failed(ni, why);
 }
 
 /* ---- stale handles ----------------------------------------------------- */
@@ -329,38 +433,52 @@ enum nfs_fault nfs_classify_failure(struct nfs_image *ni, int status,
 
 /* ---- loop glue --------------------------------------------------------- */
 
-/* libnfs reconnects by dup2()ing the new socket onto the old descriptor
- * number; the loop re-arms every round, so returning the fd is enough.
- * During a backoff there is no fd: libnfs gets no events. */
+/* While a connection is lost the poller serves the context being
+ * mounted, if any; the old context gets no events. */
+static struct nfs_context *serviced(const struct nfs_image *ni)
+{
+    if (ni->dead)
+        return NULL;
+    return ni->rebuilding ? ni->rebuild : ni->nfs;
+}
+
 static int poll_get_fd(void *opaque)
 {
-    struct nfs_image *ni = opaque;
-    if (ni->dead || loop_now_ns() < ni->hold_until_ns)
-        return -1;
-    return nfs_get_fd(ni->nfs);
+    struct nfs_context *nfs = serviced(opaque);
+    return nfs ? nfs_get_fd(nfs) : -1;
 }
 
 static int poll_events(void *opaque)
 {
-    struct nfs_image *ni = opaque;
-    return ni->dead ? 0 : nfs_which_events(ni->nfs);
+    struct nfs_context *nfs = serviced(opaque);
+    return nfs ? nfs_which_events(nfs) : 0;
 }
 
 static int poll_service(void *opaque, int revents)
 {
     struct nfs_image *ni = opaque;
+    struct nfs_context *nfs = serviced(ni);
     if (ni->dead)
         return -1;
+    if (!nfs)
+        return 0;
     bool failed = revents & (POLLERR | POLLHUP);
-    /* With unlimited reconnects a -1 is a failed (re)connect attempt
-     * that libnfs will repeat on the next events, not the end. */
-    int r = nfs_service(ni->nfs, revents);
+    int r = nfs_service(nfs, revents);
     if (ni->dead)
         return -1;
-    if (failed || r < 0) {
-        conn_lost(ni, nfs_get_error(ni->nfs));
-        hold_back(ni);
+    if (ni->rebuilding) {
+        if (nfs != ni->rebuild)
+            return 0;
+        if (ni->rebuild_status > 0)
+            finish_rebuild(ni);
+        else if (ni->rebuild_status < 0 || r < 0)
+            rebuild_failed(ni);
+        return 0;
     }
+    /* libnfs would resume a lost connection in this context (see
+     * above): not connected any more after servicing is a loss too. */
+    if (failed || r < 0 || !(nfs_which_events(nfs) & POLLIN))
+        conn_failed(ni, nfs_get_error(nfs));
     return 0;
 }
 
@@ -370,15 +488,23 @@ static void tick(void *opaque)
     ni->service_timer = 0;
     if (ni->dead)
         return;
-    check_request_timeout(ni, loop_now_ns());
-    uint64_t now = loop_now_ns();   /* not before lost_since_ns */
+    uint64_t now = loop_now_ns();
+    check_request_timeout(ni, now);
+    now = loop_now_ns();            /* not before lost_since_ns */
     if (ni->lost_since_ns && ni->reconnect_limit_s &&
         now > ni->lost_since_ns &&
         now - ni->lost_since_ns > ni->reconnect_limit_s * NS_PER_S) {
         give_up(ni);
         return;
     }
-    nfs_service(ni->nfs, 0);
+    if (ni->rebuilding) {
+        if (ni->rebuild && now - ni->rebuild_started_ns > attempt_limit_ns(ni))
+            rebuild_failed(ni);
+        if (!ni->rebuild && now >= ni->hold_until_ns)
+            start_rebuild(ni);
+    } else {
+        nfs_service(ni->nfs, 0);
+    }
     int64_t id = loop_add_timer(ni->img->loop, TICK_MS, tick, ni);
     ni->service_timer = id > 0 ? id : 0;
 }
@@ -412,4 +538,6 @@ void nfs_image_detach(struct nfs_image *ni)
     if (ni->service_timer > 0)
         loop_cancel_timer(ni->img->loop, ni->service_timer);
     ni->service_timer = 0;
+    drop_rebuild(ni);
+    ni->rebuilding = false;
 }
