@@ -6,4 +6,10 @@
 
 int cmd_copy(int argc, char **argv);
 
+/* `imgfs wait MOUNT/control/NAME.job`: follow a job through its status
+ * file until it ends (wait-cmd.c).  Exit 0 when done; 1 with the error
+ * when it failed or was cancelled; 2 on usage errors or a missing status
+ * file. */
+int cmd_wait(int argc, char **argv);
+
 #endif

@@ -1,9 +1,8 @@
 /* wait-cmd.c — `imgfs wait MOUNT/control/x.job`: follow a job through its
  * status file until it ends.  Exit 0 when done; 1 with the error when it
  * failed or was cancelled; 2 on usage errors or a missing status file. */
-#include "mount-cmd.h"
-
-#include "../cli/progress.h"
+#include "commands.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <stdbool.h>
