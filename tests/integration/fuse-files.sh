@@ -3,8 +3,9 @@
 # NFS export as a directory, iSCSI LUNs (512- and 4096-byte blocks) and a
 # local file.  Checked with tools we did not write: stat/ls sizes,
 # sha256sum and cmp against the originals, dd writes read back through the
-# network (qemu-img), LUN block-device semantics (fixed size, truncate
-# refused, writes past the end fail), a write error reaching the writer
+# network (qemu-img), LUN fixed-size-file semantics (fixed size; truncate
+# within it zeroes the tail, beyond it is refused; O_TRUNC discards; writes
+# past the end fail), a write error reaching the writer
 # (write-behind: at write, fsync or close), NFS directory operations against the
 # export directory, qemu-img info/compare on mounted files, fio
 # --verify=crc32c (sequential and random, 4 KiB–1 MiB) on a mounted NFS file
@@ -59,15 +60,23 @@ printf 'imgfs-unaligned' | dd of="$SCRATCH/lun4k.raw" bs=1 seek=5000 conv=notrun
 sync "$MNT/lun4k"
 [[ $(lun_hash "$LUN4K") == $(lun_hash "$SCRATCH/lun4k.raw") ]] || fail "unaligned write"
 
-log "LUNs are block devices"
-expect_fail "truncate a LUN" truncate -s 1M "$MNT/lun"
+log "LUNs are fixed-size files"
+# truncate to S <= the LUN's size makes [S, end) read as zeroes; the size
+# stays; beyond the LUN's size it fails and changes nothing.
+truncate -s 60M "$MNT/lun" || fail "truncate a LUN to 60M"
 [[ $(stat -c %s "$MNT/lun") == $((64 * MiB)) ]] || fail "LUN size changed"
+truncate -s 60M "$SCRATCH/lun.raw" && truncate -s 64M "$SCRATCH/lun.raw"
+sync "$MNT/lun"
+[[ $(lun_hash "$LUN512") == $(lun_hash "$SCRATCH/lun.raw") ]] || fail "LUN after truncate to 60M"
+expect_fail "truncate a LUN beyond its size" truncate -s 65M "$MNT/lun"
+[[ $(lun_hash "$LUN512") == $(lun_hash "$SCRATCH/lun.raw") ]] || fail "a refused truncate changed the LUN"
 expect_fail "write past the end of a LUN" \
     dd if=/dev/zero of="$MNT/lun" bs=1M seek=64 count=1 conv=notrunc status=none
-# O_TRUNC is ignored: the size and the bytes after the write stay.
+# O_TRUNC discards the LUN (it then reads as zeroes); the size stays.
 printf 'head' > "$MNT/lun"
 [[ $(stat -c %s "$MNT/lun") == $((64 * MiB)) ]] || fail "O_TRUNC changed the LUN size"
-printf 'head' | dd of="$SCRATCH/lun.raw" conv=notrunc status=none
+truncate -s 0 "$SCRATCH/lun.raw" && printf 'head' > "$SCRATCH/lun.raw" &&
+    truncate -s 64M "$SCRATCH/lun.raw"
 sync "$MNT/lun"
 [[ $(lun_hash "$LUN512") == $(lun_hash "$SCRATCH/lun.raw") ]] || fail "LUN after O_TRUNC write"
 
