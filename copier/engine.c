@@ -482,6 +482,48 @@ void copy_job_start(struct copy_job *job, copy_done_cb done, void *opaque)
     schedule_kick(job);
 }
 
+/* ---- checkpoints ------------------------------------------------------ */
+
+struct checkpoint {
+    struct copy_job *job;
+    uint64_t watermark;             /* noted before the flush was issued */
+    copy_checkpoint_cb cb;
+    void *opaque;
+};
+
+static void checkpoint_flushed(void *opaque, int err)
+{
+    struct checkpoint *c = opaque;
+    struct copy_job *job = c->job;
+    if (err)
+        job_fail(job, "flush", job->dst, -1, err);
+    c->cb(c->opaque, c->watermark, err);
+    free(c);
+    job->ops_inflight--;
+    job_pump(job);
+}
+
+int copy_job_checkpoint(struct copy_job *job, copy_checkpoint_cb cb,
+                        void *opaque)
+{
+    if (!job->started || job->finished || job->done_called)
+        return -EALREADY;
+    struct checkpoint *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->job = job;
+    c->cb = cb;
+    c->opaque = opaque;
+    /* The watermark only moves on this thread: every write below it has
+     * completed now, before the flush is issued. */
+    pthread_mutex_lock(&job->lock);
+    c->watermark = job->prog.watermark;
+    pthread_mutex_unlock(&job->lock);
+    job->ops_inflight++;
+    image_flush(job->dst, checkpoint_flushed, c);
+    return 0;
+}
+
 void copy_job_cancel(struct copy_job *job)
 {
     if (job->finished || job->stopping)

@@ -130,6 +130,28 @@ void copy_job_start(struct copy_job *job, copy_done_cb done, void *opaque);
  * No effect on a finished job. */
 void copy_job_cancel(struct copy_job *job);
 
+/* Called on the loop thread when a checkpoint's flush completed.
+ * err == 0: every target write below `watermark` is durable (a target
+ * flush completed after all of them did).  err < 0: the flush failed;
+ * nothing beyond an earlier checkpoint's watermark is known durable, and
+ * the job fails with the flush error (a failed fsync may drop the dirty
+ * data and not report it again, so the final flush could succeed falsely). */
+typedef void (*copy_checkpoint_cb)(void *opaque, uint64_t watermark, int err);
+
+/* Make the current watermark durable while the copy goes on (loop thread).
+ * Notes the watermark W (every target write below it has completed), issues
+ * image_flush on the target and calls cb(opaque, W, err) once that flush
+ * completed: W is then durable.  Writes keep being issued meanwhile; the
+ * flush covers only what completed before it was issued, which includes
+ * everything below W.  The flush counts as in flight: the job's done
+ * callback runs only after cb.  Checkpoints may overlap; each reports its
+ * own W, and their callbacks may come in any order.  Returns 0 (cb will
+ * run exactly once, never inside this call), -EALREADY when the job was
+ * not started or is finishing (no flush issued, cb never called), or
+ * -ENOMEM. */
+int copy_job_checkpoint(struct copy_job *job, copy_checkpoint_cb cb,
+                        void *opaque);
+
 /* Snapshot the job's progress.  Safe from any thread. */
 void copy_job_progress(struct copy_job *job, struct copy_progress *out);
 
