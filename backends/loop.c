@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vec.h"
+
 struct call {
     loop_fn fn;
     void *opaque;
@@ -38,6 +40,9 @@ struct loop {
     struct timer *timers;       /* sorted by deadline */
     int64_t next_timer_id;
     struct callq deferred;      /* loop thread only */
+    /* loop_defer_call()s that found no room in `deferred`: run after it,
+     * in order (loop thread only). */
+    struct loop_call *linked_head, **linked_tail;
     pthread_mutex_t post_lock;
     struct callq posted;        /* guarded by post_lock */
     pthread_t thread;
@@ -54,14 +59,10 @@ uint64_t loop_now_ns(void)
 
 static int callq_push(struct callq *q, loop_fn fn, void *opaque)
 {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 64;
-        struct call *v = realloc(q->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        q->v = v;
-        q->cap = cap;
-    }
+    struct call *v = vec_room(q->v, q->n, &q->cap, sizeof *v, 64);
+    if (!v)
+        return -ENOMEM;
+    q->v = v;
     q->v[q->n++] = (struct call){ fn, opaque };
     return 0;
 }
@@ -80,6 +81,7 @@ struct loop *loop_new(void)
         goto fail;
     pthread_mutex_init(&loop->post_lock, NULL);
     loop->next_timer_id = 1;
+    loop->linked_tail = &loop->linked_head;
     return loop;
 fail:;
     int saved = errno;
@@ -133,6 +135,17 @@ void loop_remove_poller(struct loop *loop, struct loop_poller *p)
 int loop_defer(struct loop *loop, loop_fn fn, void *opaque)
 {
     return callq_push(&loop->deferred, fn, opaque);
+}
+
+void loop_defer_call(struct loop *loop, struct loop_call *call)
+{
+    /* Within the queue when it has room, so that it keeps its place among
+     * loop_defer()s; else linked through its own memory. */
+    if (callq_push(&loop->deferred, call->fn, call->opaque) == 0)
+        return;
+    call->next = NULL;
+    *loop->linked_tail = call;
+    loop->linked_tail = &call->next;
 }
 
 int loop_post(struct loop *loop, loop_fn fn, void *opaque)
@@ -221,11 +234,15 @@ static void arm_pollers(struct loop *loop)
     }
 }
 
-static void run_calls(struct callq *q)
+static void run_deferred(struct loop *loop)
 {
-    /* Calls queued while running go to the next round. */
+    /* Calls deferred while running go to the next round. */
+    struct callq *q = &loop->deferred;
     struct callq cur = *q;
     *q = (struct callq){ 0 };
+    struct loop_call *linked = loop->linked_head;
+    loop->linked_head = NULL;
+    loop->linked_tail = &loop->linked_head;
     for (size_t i = 0; i < cur.n; i++)
         cur.v[i].fn(cur.v[i].opaque);
     if (q->v == NULL) {
@@ -234,6 +251,11 @@ static void run_calls(struct callq *q)
         q->n = 0;
     } else {
         free(cur.v);
+    }
+    while (linked) {
+        struct loop_call *c = linked;
+        linked = c->next;       /* before fn, which may free c */
+        c->fn(c->opaque);
     }
 }
 
@@ -271,7 +293,7 @@ int loop_run_once(struct loop *loop, int timeout_ms)
     /* Arm first: a poller's get_fd/events may defer work or add timers,
      * which must shorten this round's wait. */
     arm_pollers(loop);
-    if (loop->deferred.n)
+    if (loop->deferred.n || loop->linked_head)
         timeout_ms = 0;
     if (loop->timers) {
         uint64_t now = loop_now_ns();
@@ -312,7 +334,7 @@ int loop_run_once(struct loop *loop, int timeout_ms)
         }
     }
     run_timers(loop);
-    run_calls(&loop->deferred);
+    run_deferred(loop);
     return 0;
 }
 

@@ -56,6 +56,27 @@ void loop_remove_poller(struct loop *loop, struct loop_poller *p);
  * Returns 0, or -ENOMEM. */
 int loop_defer(struct loop *loop, loop_fn fn, void *opaque);
 
+/* A deferred call in memory the caller provides (loop_defer_call). */
+struct loop_call {
+    loop_fn fn;
+    void *opaque;
+    struct loop_call *next;     /* private to the loop */
+};
+
+/* Run `call->fn(call->opaque)` on the loop thread on the next iteration,
+ * like loop_defer, but this cannot fail: when the loop's queue has no
+ * room (out of memory), `call` itself is linked in.  So a completion that
+ * must not run inside the call that issued it (image.h) can always be
+ * deferred.  Set fn and opaque; `call` must stay valid until fn runs, and
+ * fn may free or reuse it.  Loop thread only.
+ *
+ * Order: calls deferred by loop_defer and loop_defer_call run in the order
+ * they were deferred, except that calls which had to be linked in run
+ * after the others of their round.  Like loop_defer's, a call deferred
+ * from a deferred call runs on a later iteration; loop_free drops calls
+ * that have not run. */
+void loop_defer_call(struct loop *loop, struct loop_call *call);
+
 /* Run `fn(opaque)` on the loop thread soon.  Safe from any thread; wakes
  * the loop.  Returns 0, or -ENOMEM. */
 int loop_post(struct loop *loop, loop_fn fn, void *opaque);

@@ -7,6 +7,8 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "backends/loop.h"
@@ -62,22 +64,107 @@ static void test_timers_fire_in_order_and_cancel(void **state)
     loop_free(loop);
 }
 
+/* What the other thread posted, and what it saw when it ran. */
+struct post_probe {
+    struct loop *loop;
+    pthread_t loop_thread;          /* the thread inside loop_run_once */
+    bool ran;
+    bool ran_on_loop_thread;
+    bool loop_says_on_thread;
+};
+
+static void posted_fn(void *p)
+{
+    struct post_probe *pr = p;
+    pr->ran = true;
+    pr->ran_on_loop_thread = pthread_equal(pthread_self(), pr->loop_thread);
+    pr->loop_says_on_thread = loop_on_thread(pr->loop);
+}
+
 static void *poster(void *p)
 {
-    struct loop *loop = p;
+    struct post_probe *pr = p;
+    /* Most likely the loop is blocked by now; if not, the post must still
+     * end the one iteration below. */
     usleep(20000);
-    loop_stop(loop);
+    if (loop_post(pr->loop, posted_fn, pr) < 0)
+        abort();
     return NULL;
 }
 
+/* The loop has no pollers, timers or deferred calls, so nothing but the
+ * post can end its wait (-1: forever).  A watchdog alarm turns a loop that
+ * is not woken into a failure instead of a hang. */
 static void test_post_from_other_thread_wakes_loop(void **state)
 {
     (void)state;
     struct loop *loop = loop_new();
+    assert_non_null(loop);
+    struct post_probe pr = { .loop = loop, .loop_thread = pthread_self() };
     pthread_t t;
-    pthread_create(&t, NULL, poster, loop);
-    assert_int_equal(loop_run(loop), 0);   /* returns only when stopped */
+    assert_int_equal(pthread_create(&t, NULL, poster, &pr), 0);
+    alarm(30);
+    assert_int_equal(loop_run_once(loop, -1), 0);
+    alarm(0);
+    assert_true(pr.ran);                    /* woken by the post, ran it */
+    assert_true(pr.ran_on_loop_thread);
+    assert_true(pr.loop_says_on_thread);
     pthread_join(t, NULL);
+    loop_free(loop);
+}
+
+static void *stopper(void *p)
+{
+    usleep(20000);
+    loop_stop(p);
+    return NULL;
+}
+
+static void test_stop_from_other_thread_ends_run(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, stopper, loop), 0);
+    alarm(30);
+    assert_int_equal(loop_run(loop), 0);   /* returns only when stopped */
+    alarm(0);
+    pthread_join(t, NULL);
+    loop_free(loop);
+}
+
+/* loop_defer_call: never inline, and in order with loop_defer. */
+struct order_log { int seen[8]; int n; };
+struct order_item { struct order_log *log; int id; struct loop_call call; };
+
+static void log_item(void *p)
+{
+    struct order_item *it = p;
+    it->log->seen[it->log->n++] = it->id;
+}
+
+static void test_defer_call_runs_later_in_order(void **state)
+{
+    (void)state;
+    struct loop *loop = loop_new();
+    assert_non_null(loop);
+    struct order_log log = { .n = 0 };
+    struct order_item it[4];
+    for (int i = 0; i < 4; i++) {
+        it[i] = (struct order_item){ &log, i, { log_item, &it[i], NULL } };
+        if (i % 2)
+            loop_defer_call(loop, &it[i].call);
+        else
+            assert_int_equal(loop_defer(loop, log_item, &it[i]), 0);
+    }
+    assert_int_equal(log.n, 0);             /* not inline */
+    alarm(30);
+    assert_int_equal(loop_run_once(loop, -1), 0);
+    alarm(0);
+    assert_int_equal(log.n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(log.seen[i], i);
     loop_free(loop);
 }
 
@@ -160,6 +247,8 @@ int main(void)
         cmocka_unit_test(test_defer_runs_later_not_inline),
         cmocka_unit_test(test_timers_fire_in_order_and_cancel),
         cmocka_unit_test(test_post_from_other_thread_wakes_loop),
+        cmocka_unit_test(test_stop_from_other_thread_ends_run),
+        cmocka_unit_test(test_defer_call_runs_later_in_order),
         cmocka_unit_test(test_poller_follows_fd_change),
         cmocka_unit_test(test_poller_survives_dup2_onto_same_fd),
     };
