@@ -30,8 +30,8 @@
 /* Worker threads per open file: enough to keep a disk queue busy while the
  * engine's requests overlap, few enough for a 2-core machine. */
 #define FILE_WORKER_THREADS 4
-/* Most extents one block_status call reports. */
-#define FILE_MAX_EXTENTS 64
+/* Most extents one block_status call reports (image.h's limit). */
+#define FILE_MAX_EXTENTS IMAGE_MAX_EXTENTS
 
 struct file_priv {
     int fd;
@@ -317,10 +317,11 @@ static struct file_req *req_new(struct image *img, enum file_op op,
     return r;
 }
 
+/* Finish a request that never reaches a worker (checked out, empty, no
+ * memory): its callback runs later, never inside the call (image.h). */
 static void fail_now(struct image *img, image_io_cb cb, void *opaque, int err)
 {
-    if (image_complete_later(img, cb, opaque, err) < 0)
-        cb(opaque, -ENOMEM);
+    image_complete_later(img, cb, opaque, err);
 }
 
 /* Check a read/write/zero range against size and alignment.  Returns 0 or
@@ -423,19 +424,6 @@ static void file_flush(struct image *img, image_io_cb cb, void *opaque)
     file_workers_submit(r->fp->workers, &r->work);
 }
 
-struct status_fail {
-    image_extents_cb cb;
-    void *opaque;
-    int err;
-};
-
-static void status_fail_run(void *p)
-{
-    struct status_fail s = *(struct status_fail *)p;
-    free(p);
-    s.cb(s.opaque, s.err, NULL, 0);
-}
-
 static void file_block_status(struct image *img, uint64_t offset,
                               uint64_t length, image_extents_cb cb,
                               void *opaque)
@@ -451,13 +439,7 @@ static void file_block_status(struct image *img, uint64_t offset,
         e = -ENOMEM;
     }
     if (e) {
-        struct status_fail *s = malloc(sizeof *s);
-        if (!s || loop_defer(img->loop, status_fail_run, s) < 0) {
-            free(s);
-            cb(opaque, e, NULL, 0);
-            return;
-        }
-        *s = (struct status_fail){ cb, opaque, e };
+        image_extents_later(img, cb, opaque, e, NULL);
         return;
     }
     r->offset = offset;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void image_set_error(struct image *img, const char *fmt, ...)
 {
@@ -15,20 +16,48 @@ void image_set_error(struct image *img, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Completions deferred by image_complete_later / image_extents_later. */
+struct later {
+    struct loop_call call;
+    struct image_shell *reserve_of;     /* from this shell's reserve */
+    image_io_cb cb;                     /* exactly one of cb, ecb */
+    image_extents_cb ecb;
+    void *opaque;
+    int err;
+    size_t n_ext;                       /* ecb: 0 or 1 */
+    struct extent ext;
+    struct later *next_free;
+};
+
+/* Deferred completions kept with every image for when malloc fails. */
+#define LATER_RESERVE 8
+
+/* What image_alloc allocates: the image and its reserve. */
+struct image_shell {
+    struct image img;                   /* first: the shell is the image */
+    struct later reserve[LATER_RESERVE];
+    struct later *free_reserve;
+};
+
 struct image *image_alloc(const struct image_ops *ops, struct loop *loop,
                           const char *name)
 {
-    struct image *img = calloc(1, sizeof *img);
-    if (!img)
+    struct image_shell *sh = calloc(1, sizeof *sh);
+    if (!sh)
         return NULL;
+    struct image *img = &sh->img;
     img->name = strdup(name ? name : "");
     if (!img->name) {
-        free(img);
+        free(sh);
         return NULL;
     }
     img->ops = ops;
     img->loop = loop;
     img->block_size = 1;
+    for (size_t i = 0; i < LATER_RESERVE; i++) {
+        sh->reserve[i].next_free = sh->free_reserve;
+        sh->free_reserve = &sh->reserve[i];
+    }
     return img;
 }
 
@@ -37,37 +66,78 @@ void image_free_shell(struct image *img)
     if (!img)
         return;
     free(img->name);
-    free(img);
+    free((struct image_shell *)img);
 }
-
-struct later {
-    image_io_cb cb;
-    void *opaque;
-    int err;
-};
 
 static void later_run(void *p)
 {
     struct later *l = p;
-    image_io_cb cb = l->cb;
-    void *opaque = l->opaque;
-    int err = l->err;
-    free(l);
-    cb(opaque, err);
+    struct later copy = *l;
+    if (l->reserve_of) {
+        l->next_free = l->reserve_of->free_reserve;
+        l->reserve_of->free_reserve = l;
+    } else {
+        free(l);
+    }
+    if (copy.cb)
+        copy.cb(copy.opaque, copy.err);
+    else
+        copy.ecb(copy.opaque, copy.err, copy.n_ext ? &copy.ext : NULL,
+                 copy.n_ext);
+}
+
+/* A node for one deferred completion of `img`: from the heap, else from
+ * the image's reserve, else from the heap once memory is back (waiting
+ * for it on the loop thread: the contract allows no other way out). */
+static struct later *later_get(struct image *img)
+{
+    struct image_shell *sh = (struct image_shell *)img;
+    struct later *l = calloc(1, sizeof *l);
+    if (l)
+        return l;
+    if (sh->free_reserve) {
+        l = sh->free_reserve;
+        sh->free_reserve = l->next_free;
+        *l = (struct later){ .reserve_of = sh };
+        return l;
+    }
+    while (!(l = calloc(1, sizeof *l))) {
+        struct timespec pause = { 0, 1000000 };
+        nanosleep(&pause, NULL);
+    }
+    return l;
+}
+
+static void later_defer(struct image *img, struct later *l)
+{
+    l->call.fn = later_run;
+    l->call.opaque = l;
+    loop_defer_call(img->loop, &l->call);
 }
 
 int image_complete_later(struct image *img, image_io_cb cb, void *opaque,
                          int err)
 {
-    struct later *l = malloc(sizeof *l);
-    if (!l)
-        return -ENOMEM;
-    *l = (struct later){ cb, opaque, err };
-    if (loop_defer(img->loop, later_run, l) < 0) {
-        free(l);
-        return -ENOMEM;
-    }
+    struct later *l = later_get(img);
+    l->cb = cb;
+    l->opaque = opaque;
+    l->err = err;
+    later_defer(img, l);
     return 0;
+}
+
+void image_extents_later(struct image *img, image_extents_cb cb,
+                         void *opaque, int err, const struct extent *ext)
+{
+    struct later *l = later_get(img);
+    l->ecb = cb;
+    l->opaque = opaque;
+    l->err = err;
+    if (!err && ext) {
+        l->ext = *ext;
+        l->n_ext = 1;
+    }
+    later_defer(img, l);
 }
 
 void image_read(struct image *img, void *buf, uint64_t offset, size_t len,
@@ -93,20 +163,6 @@ void image_flush(struct image *img, image_io_cb cb, void *opaque)
     img->ops->flush(img, cb, opaque);
 }
 
-struct all_data {
-    image_extents_cb cb;
-    void *opaque;
-    struct extent ext;
-};
-
-static void all_data_run(void *p)
-{
-    struct all_data *a = p;
-    struct all_data copy = *a;
-    free(a);
-    copy.cb(copy.opaque, 0, &copy.ext, 1);
-}
-
 void image_block_status(struct image *img, uint64_t offset, uint64_t length,
                         image_extents_cb cb, void *opaque)
 {
@@ -114,19 +170,11 @@ void image_block_status(struct image *img, uint64_t offset, uint64_t length,
         img->ops->block_status(img, offset, length, cb, opaque);
         return;
     }
-    struct all_data *a = malloc(sizeof *a);
-    if (!a || loop_defer(img->loop, all_data_run, a) < 0) {
-        /* Out of memory: nothing else can be scheduled either; report the
-         * failure directly (documented exception is not worth having). */
-        free(a);
-        cb(opaque, -ENOMEM, NULL, 0);
-        return;
-    }
     uint64_t end = offset + length;
     if (end > img->size)
         end = img->size;
-    *a = (struct all_data){ cb, opaque,
-                            { offset, end - offset, EXTENT_DATA } };
+    struct extent all = { offset, end - offset, EXTENT_DATA };
+    image_extents_later(img, cb, opaque, 0, &all);
 }
 
 int image_close(struct image *img)

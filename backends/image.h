@@ -7,8 +7,11 @@
  * Threading: an image belongs to one loop (image->loop).  Every operation
  * below must be called on that loop's thread, and every completion callback
  * runs on it.  A completion never runs inside the call that issued the
- * request (backends that finish at once defer with loop_defer), so callers
- * may issue requests from inside completion callbacks without recursion.
+ * request, not even on a failure to allocate memory: backends that finish
+ * at once (errors included) defer with image_complete_later or
+ * image_extents_later, which cannot fail.  So callers may issue requests
+ * from inside completion callbacks without recursion, and may set up
+ * their own state after the call returns.
  *
  * Errors: completion callbacks get `err` = 0 or a negative errno.  When a
  * backend knows more than the errno (a SCSI sense, an NFS status text), it
@@ -58,10 +61,16 @@ struct extent {
 /* Called when a read, write, write_zeroes or flush finishes. */
 typedef void (*image_io_cb)(void *opaque, int err);
 
+/* Most extents one block_status answer holds (callers size their caches
+ * by it; copier/ keeps at most this many per answer). */
+#define IMAGE_MAX_EXTENTS 64
+
 /* Called when block_status finishes.  On success (err == 0) `ext` holds
- * `n` >= 1 contiguous extents starting exactly at the requested offset,
- * not extending past offset+length or image->size.  The array is only
- * valid during the call. */
+ * `n` contiguous extents, 1 <= n <= IMAGE_MAX_EXTENTS, starting exactly at
+ * the requested offset, not extending past offset+length or image->size;
+ * they may cover less than was asked (callers ask again for the rest).
+ * On failure ext is NULL and n is 0.  The array is only valid during the
+ * call. */
 typedef void (*image_extents_cb)(void *opaque, int err,
                                  const struct extent *ext, size_t n);
 
@@ -71,8 +80,11 @@ typedef void (*image_extents_cb)(void *opaque, int err,
 struct image_ops {
     const char *name;   /* "file", "nfs", "iscsi", "null", "zero", "qcow2" */
 
-    /* Read `len` bytes at `offset` into `buf`.  Reads past image->size are
-     * an error (-EINVAL); callers clip. */
+    /* Read `len` bytes at `offset` into `buf`.  `buf` must stay valid (and
+     * untouched by the caller) until the callback: the backend may fill it
+     * at any time before then, from another thread (file workers).  Its
+     * contents are unspecified when the read fails.  Reads past
+     * image->size are an error (-EINVAL); callers clip. */
     void (*read)(struct image *img, void *buf, uint64_t offset, size_t len,
                  image_io_cb cb, void *opaque);
 
@@ -93,9 +105,9 @@ struct image_ops {
      * metadata commit). */
     void (*flush)(struct image *img, image_io_cb cb, void *opaque);
 
-    /* Describe the allocation of [offset, offset+length).  May be NULL:
-     * callers then treat everything as EXTENT_DATA (see image_block_status).
-     */
+    /* Describe the allocation of [offset, offset+length), in at most
+     * IMAGE_MAX_EXTENTS extents (image_extents_cb).  May be NULL: callers
+     * then treat everything as EXTENT_DATA (see image_block_status). */
     void (*block_status)(struct image *img, uint64_t offset, uint64_t length,
                          image_extents_cb cb, void *opaque);
 
@@ -149,11 +161,20 @@ struct image *image_alloc(const struct image_ops *ops, struct loop *loop,
 /* Free the shell (name and struct); for backends' close(). */
 void image_free_shell(struct image *img);
 
-/* Complete `cb(opaque, err)` on the next loop iteration.  For backends
- * whose work finishes immediately.  Returns 0 or -ENOMEM (then nothing is
- * scheduled and the caller must report the error itself). */
+/* Complete `cb(opaque, err)` on a later loop iteration, never inside this
+ * call (loop thread only).  The one helper for backends whose work
+ * finishes immediately, errors included.  It cannot fail: when malloc
+ * does, a reserve kept with every image_alloc()ed image is used, and when
+ * that is used up too, it waits on the loop thread until memory is back.
+ * Always returns 0 (an int for callers written when it could fail). */
 int image_complete_later(struct image *img, image_io_cb cb, void *opaque,
                          int err);
+
+/* The same for a block_status answer: call `cb(opaque, err, ext, n)` on a
+ * later loop iteration with a copy of the one extent `*ext` (n = 1) when
+ * err is 0, else with NULL and n = 0 (`ext` is then ignored). */
+void image_extents_later(struct image *img, image_extents_cb cb,
+                         void *opaque, int err, const struct extent *ext);
 
 /* Run image operations synchronously by spinning the image's loop until
  * the completion arrives.  For setup code and tests, never for the data

@@ -10,6 +10,7 @@
  *   qcow2-status.c   block_status
  *   qcow2-compress.c raw deflate/inflate, compression worker threads
  *   qcow2-write.c    write / write_zeroes (allocation in arrival order)
+ *   qcow2-wcompress.c compressed writes, committed in submission order
  *   qcow2-refcount.c in-memory refcounts, metadata commit (flush, close)
  *   qcow2-create.c   qcow2_create
  *
@@ -333,7 +334,8 @@ void qcow2_set_geometry(struct qcow2_state *s);
  * loop checks.  Returns 0 or -errno with `err` set. */
 int qcow2_open_backing(struct qcow2_state *s, struct errmsg *err);
 
-/* Complete cb later, or immediately if deferring fails. */
+/* Complete cb(opaque, err) on a later loop iteration, never inside the
+ * calling request: image_complete_later on the qcow2 image (cannot fail). */
 void qcow2_complete(struct qcow2_state *s, image_io_cb cb, void *opaque,
                     int err);
 

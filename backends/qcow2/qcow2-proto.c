@@ -20,8 +20,7 @@ struct proto_read {
 void qcow2_complete(struct qcow2_state *s, image_io_cb cb, void *opaque,
                     int err)
 {
-    if (image_complete_later(s->img, cb, opaque, err) < 0)
-        cb(opaque, err ? err : -ENOMEM);
+    image_complete_later(s->img, cb, opaque, err);
 }
 
 static void proto_read_done(void *opaque, int err)

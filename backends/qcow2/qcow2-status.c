@@ -17,7 +17,7 @@
 
 #include "qcow2-internal.h"
 
-#define MAX_EXTENTS 64
+#define MAX_EXTENTS IMAGE_MAX_EXTENTS
 
 struct bs {
     struct qcow2_state *s;
@@ -72,7 +72,10 @@ static void backing_done(void *opaque, int err, const struct extent *ext,
         if (pos >= b->unalloc_end)
             break;
     }
-    if (pos >= s->backing->size && pos < b->unalloc_end)
+    /* Past the backing's end the run reads as a hole: one more extent,
+     * unless the answer is full (then the next question starts there). */
+    if (pos >= s->backing->size && pos < b->unalloc_end &&
+        (b->n < MAX_EXTENTS || b->ext[b->n - 1].type == EXTENT_HOLE))
         add(b, pos, b->unalloc_end - pos, EXTENT_HOLE);
     if (b->n == 0) {
         image_set_error(s->img, "backing file answered block status with "
@@ -206,29 +209,10 @@ static void start_walk(void *opaque)
     walk(opaque);
 }
 
-struct bs_err {
-    image_extents_cb cb;
-    void *opaque;
-    int err;
-};
-
-static void bs_err_run(void *p)
-{
-    struct bs_err e = *(struct bs_err *)p;
-    free(p);
-    e.cb(e.opaque, e.err, NULL, 0);
-}
-
 static void fail_later(struct image *img, image_extents_cb cb, void *opaque,
                        int err)
 {
-    struct bs_err *e = malloc(sizeof *e);
-    if (!e || loop_defer(img->loop, bs_err_run, e) < 0) {
-        free(e);
-        cb(opaque, err, NULL, 0);
-        return;
-    }
-    *e = (struct bs_err){ cb, opaque, err };
+    image_extents_later(img, cb, opaque, err, NULL);
 }
 
 void qcow2_block_status(struct image *img, uint64_t offset, uint64_t length,
