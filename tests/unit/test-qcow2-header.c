@@ -1,6 +1,8 @@
 /* Unit tests of the qcow2 header parser and qcow2_open refusals on
  * crafted images held in a memory protocol image.  Every refusal case
- * checks the return code and that the message names the field. */
+ * checks the return code and that the message names the field; every
+ * header that is accepted is also decoded with qcow2_header_parse and each
+ * field checked against what the test wrote. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "backends/qcow2.h"
+#include "backends/qcow2/qcow2-internal.h"
 #include "qcow2-build.h"
 #include "../fuzz/qcow2-memproto.h"
 
@@ -35,6 +38,53 @@ static int try_open(size_t len, struct errmsg *err, struct image **out)
     return r;
 }
 
+/* Decode the header of `img`, a file of `file_size` bytes with clusters
+ * of 2^cluster_bits bytes; fail unless it is accepted. */
+static void parse_ok(unsigned cluster_bits, uint64_t file_size,
+                     struct qcow2_header *h)
+{
+    struct errmsg err;
+    errmsg_clear(&err);
+    size_t len = (size_t)1 << cluster_bits;
+    if (len > file_size)
+        len = (size_t)file_size;
+    assert_true(len <= sizeof img);
+    memset(h, 0xa5, sizeof *h);     /* every field must be written */
+    int r = qcow2_header_parse(img, len, file_size, h, &err);
+    if (r != 0)
+        fail_msg("header refused: %d: %s", r, err.text);
+}
+
+/* The fields tb_make writes, for a header of `version` (2 or 3). */
+static void assert_tb_fields(const struct qcow2_header *h, uint32_t version)
+{
+    assert_int_equal(h->version, version);
+    assert_int_equal(h->size, 1u << 20);
+    assert_int_equal(h->cluster_bits, 12);
+    assert_int_equal(h->crypt_method, 0);
+    assert_int_equal(h->l1_size, 1);
+    assert_int_equal(h->l1_offset, 2 * TB_CS);
+    assert_int_equal(h->reftable_offset, TB_CS);
+    assert_int_equal(h->reftable_clusters, 1);
+    assert_int_equal(h->nb_snapshots, 0);
+    assert_int_equal(h->refcount_order, 4);     /* v2: always 16-bit */
+    assert_int_equal(h->header_length, version == 2 ? 72 : 112);
+    assert_int_equal(h->compat, 0);
+    assert_int_equal(h->autoclear, 0);
+    assert_int_equal(h->compression_type, 0);
+}
+
+/* No backing file, no extended L2, no incompatible feature. */
+static void assert_plain(const struct qcow2_header *h)
+{
+    assert_int_equal(h->incompat, 0);
+    assert_false(h->extended_l2);
+    assert_int_equal(h->backing_offset, 0);
+    assert_int_equal(h->backing_len, 0);
+    assert_string_equal(h->backing_name, "");
+    assert_string_equal(h->backing_format, "");
+}
+
 /* Expect refusal `code` with `text` in the message. */
 static void expect_refused(size_t len, int code, const char *text)
 {
@@ -51,17 +101,88 @@ static void test_valid(void **state)
     (void)state;
     struct errmsg err;
     struct image *out;
+    struct qcow2_header h;
     tb_make(img, sizeof img);
     assert_int_equal(try_open(sizeof img, &err, &out), 0);
+    parse_ok(12, sizeof img, &h);
+    assert_tb_fields(&h, 3);
+    assert_plain(&h);
     /* version 2 (72-byte header, no v3 fields) */
     tb_make(img, sizeof img);
     tb_be32(img + 4, 2);
     memset(img + 72, 0, 40);
     assert_int_equal(try_open(sizeof img, &err, &out), 0);
+    parse_ok(12, sizeof img, &h);
+    assert_tb_fields(&h, 2);
+    assert_plain(&h);
     /* the dirty bit alone is fine for reading */
     tb_make(img, sizeof img);
     tb_be64(img + 72, 1);
     assert_int_equal(try_open(sizeof img, &err, &out), 0);
+    parse_ok(12, sizeof img, &h);
+    assert_tb_fields(&h, 3);
+    assert_int_equal(h.incompat, QCOW2_INCOMPAT_DIRTY);
+    assert_false(h.extended_l2);
+}
+
+/* Accepted headers with the optional parts: compatible and autoclear
+ * bits, other refcount widths, a backing file with its format, extended
+ * L2 entries. */
+static void test_valid_optional_fields(void **state)
+{
+    (void)state;
+    struct qcow2_header h;
+    /* lazy refcounts (compatible bit 0), bitmaps autoclear bit 0,
+     * 64-bit refcounts */
+    tb_make(img, sizeof img);
+    tb_be64(img + 80, 1);
+    tb_be64(img + 88, 1);
+    tb_be32(img + 96, 6);
+    parse_ok(12, sizeof img, &h);
+    assert_int_equal(h.version, 3);
+    assert_int_equal(h.compat, 1);
+    assert_int_equal(h.autoclear, 1);
+    assert_int_equal(h.refcount_order, 6);
+    assert_int_equal(h.size, 1u << 20);
+    assert_int_equal(h.l1_offset, 2 * TB_CS);
+    assert_plain(&h);
+    /* a backing file and its format */
+    tb_make(img, sizeof img);
+    tb_backing(img, "base.qcow2");
+    tb_ext(img, 112, 0xe2792acau, "qcow2", 5);
+    parse_ok(12, sizeof img, &h);
+    assert_tb_fields(&h, 3);
+    assert_int_equal(h.backing_offset, 512);
+    assert_int_equal(h.backing_len, 10);
+    assert_string_equal(h.backing_name, "base.qcow2");
+    assert_string_equal(h.backing_format, "qcow2");
+    assert_int_equal(h.incompat, 0);
+    /* a backing file without a format extension */
+    tb_make(img, sizeof img);
+    tb_backing(img, "base.raw");
+    parse_ok(12, sizeof img, &h);
+    assert_string_equal(h.backing_name, "base.raw");
+    assert_string_equal(h.backing_format, "");
+    /* extended L2 entries: 16 KiB clusters, 32 MiB (16 MiB per L2
+     * table of 16-byte entries: two L1 entries), tables moved to
+     * cluster boundaries, in a file of 8 clusters */
+    tb_make(img, sizeof img);
+    tb_be32(img + 20, 14);
+    tb_be64(img + 24, 32ull << 20);
+    tb_be32(img + 36, 2);
+    tb_be64(img + 40, 2u << 14);
+    tb_be64(img + 48, 1u << 14);
+    tb_be64(img + 72, QCOW2_INCOMPAT_EXTL2);
+    parse_ok(14, 8u << 14, &h);
+    assert_int_equal(h.cluster_bits, 14);
+    assert_int_equal(h.size, 32ull << 20);
+    assert_int_equal(h.l1_size, 2);
+    assert_int_equal(h.l1_offset, 2u << 14);
+    assert_int_equal(h.reftable_offset, 1u << 14);
+    assert_int_equal(h.reftable_clusters, 1);
+    assert_int_equal(h.incompat, QCOW2_INCOMPAT_EXTL2);
+    assert_true(h.extended_l2);
+    assert_string_equal(h.backing_name, "");
 }
 
 static void test_magic_version_size(void **state)
@@ -240,6 +361,11 @@ static void test_backing_and_extensions(void **state)
     tb_backing(img, "nonexistent-imgfs-test-base.qcow2");
     struct errmsg err;
     struct image *out;
+    struct qcow2_header h;
+    parse_ok(12, sizeof img, &h);       /* the header itself is fine */
+    assert_tb_fields(&h, 3);
+    assert_string_equal(h.backing_name, "nonexistent-imgfs-test-base.qcow2");
+    assert_int_equal(h.backing_len, 33);
     int r = try_open(sizeof img, &err, &out);
     assert_true(r < 0);
     assert_non_null(strstr(err.text, "opening backing file "
@@ -257,12 +383,17 @@ static void test_extension_walk_bounded(void **state)
     struct errmsg err;
     struct image *out;
     assert_int_equal(try_open(sizeof img, &err, &out), 0);
+    struct qcow2_header h;
+    parse_ok(12, sizeof img, &h);
+    assert_tb_fields(&h, 3);
+    assert_plain(&h);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_valid_optional_fields),
         cmocka_unit_test(test_magic_version_size),
         cmocka_unit_test(test_cluster_bits),
         cmocka_unit_test(test_features),
