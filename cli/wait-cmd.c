@@ -1,6 +1,8 @@
 /* wait-cmd.c — `imgfs wait MOUNT/control/x.job`: follow a job through its
  * status file until it ends.  Exit 0 when done; 1 with the error when it
- * failed or was cancelled; 2 on usage errors or a missing status file. */
+ * failed or was cancelled, or is interrupted (the previous mount ended
+ * while it ran: the message says how to resume it); 2 on usage errors or
+ * a missing status file. */
 #include "commands.h"
 #include "progress.h"
 
@@ -81,7 +83,7 @@ int cmd_wait(int argc, char **argv)
         fprintf(help ? stdout : stderr,
                 "usage: imgfs wait MOUNT/control/NAME.job\n"
                 "Follow job NAME until it ends: exit 0 when done, 1 when "
-                "it failed or was cancelled.\n");
+                "it failed, was cancelled or is interrupted.\n");
         return help ? 0 : 2;
     }
     const char *job = argv[1];
@@ -117,6 +119,15 @@ int cmd_wait(int argc, char **argv)
             printf("%s: done, %llu bytes\n", job,
                    (unsigned long long)s.total);
             rc = 0;
+            break;
+        }
+        if (!strcmp(s.state, "interrupted")) {
+            progress_finish(&prog);
+            fprintf(stderr, "imgfs wait: %s: interrupted at watermark %llu "
+                    "(%s); resume with: touch %.*s.job\n", job,
+                    (unsigned long long)s.watermark, s.error,
+                    (int)(strlen(path) - 7), path);
+            rc = 1;
             break;
         }
         if (!strcmp(s.state, "failed") || !strcmp(s.state, "cancelled")) {

@@ -10,6 +10,11 @@
  *    cached, `cat` and `watch` see fresh content on every open);
  *  - rm x.job: cancels a running job (answered once it stopped; x.status
  *    stays) or forgets a finished one; rm x.status forgets a stopped job;
+ *    forgetting a job removes its state file (jobs.c);
+ *  - touch x.job (setattr of times only) on an interrupted job — one the
+ *    previous mount left running, found in the state directory — resumes
+ *    it at its watermark (job_resume); the touch fails with the errno of
+ *    a refusal;
  *  - whoever creates, writes or truncates x.job becomes its writer
  *    (j->writer: uid, gid, groups of the request); the job starts only if
  *    that writer may read its source and write its target (access.c).
@@ -210,6 +215,18 @@ void control_op_getattr(fuse_req_t req, struct node *n)
     fuse_reply_attr(req, &e.attr, 0);
 }
 
+struct start_ctx {
+    fuse_req_t req;
+    struct job *job;
+};
+
+static void resume_on_loop(void *opaque)
+{
+    struct start_ctx *c = opaque;
+    job_resume(c->job, c->req);
+    free(c);
+}
+
 void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
                         int to_set)
 {
@@ -218,6 +235,28 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
     pthread_mutex_lock(&the_fs->jobs_lock);
     struct job *j = n->job;
     int err = 0;
+    const int times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                      FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW;
+    if (j && n->kind == NODE_JOBFILE && (to_set & times) &&
+        !(to_set & FUSE_SET_ATTR_SIZE) && j->state == JOB_INTERRUPTED) {
+        /* touch x.job resumes an interrupted job at its watermark. */
+        j->state = JOB_STARTING;
+        j->writer = cred;
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        struct start_ctx *c = malloc(sizeof *c);
+        if (c) {
+            c->req = req;
+            c->job = j;
+        }
+        if (!c || fs_post(resume_on_loop, c) < 0) {
+            free(c);
+            pthread_mutex_lock(&the_fs->jobs_lock);
+            j->state = JOB_INTERRUPTED;
+            pthread_mutex_unlock(&the_fs->jobs_lock);
+            fuse_reply_err(req, ENOMEM);
+        }
+        return;
+    }
     if (!j) {
         err = ENOENT;
     } else if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -374,11 +413,6 @@ void control_op_write(fuse_req_t req, struct node *n, const char *buf,
     else
         fuse_reply_write(req, size);
 }
-
-struct start_ctx {
-    fuse_req_t req;
-    struct job *job;
-};
 
 static void start_on_loop(void *opaque)
 {

@@ -126,6 +126,10 @@ struct imgfs {
     struct job **jobs;
     size_t njobs;
     unsigned active_jobs;       /* loop thread: jobs and copies running */
+    /* -o state=DIR: where jobs are kept (fs/job-state.h), this mount's
+     * subdirectory; NULL: jobs are not kept (-o nostate). */
+    char *state_dir;
+    bool resume_jobs;           /* -o resume_jobs */
 };
 
 extern struct imgfs *the_fs;
@@ -363,6 +367,8 @@ enum job_state {
     JOB_DONE,
     JOB_FAILED,
     JOB_CANCELLED,
+    JOB_INTERRUPTED,    /* found in the state directory at mount: the
+                         * previous mount ended while it ran */
 };
 
 struct job {
@@ -391,6 +397,11 @@ struct job {
     size_t n_unlink_reqs;
     /* guarded by jobs_lock: who last changed the text (control.c) */
     struct access_cred writer;
+    /* loop thread: persistence (job-state.h) */
+    uint64_t durable;           /* watermark known durable */
+    int64_t ckpt_timer;         /* periodic checkpoint, 0 if none */
+    bool ckpt_inflight;
+    bool persist;               /* this run keeps a state file */
 };
 
 /* Find or create the job `name` (jobs_lock held by the caller). */
@@ -403,6 +414,22 @@ void job_start(struct job *j, fuse_req_t req);
 /* Cancel a running job (loop thread); answers `req` when it stopped, or
  * at once when it is not running. */
 void job_cancel(struct job *j, fuse_req_t req);
+/* Resume an interrupted (or stopped) job at its watermark from its kept
+ * text (loop thread), as `resume = yes` would; `req` (a setattr, may be
+ * NULL) is answered with the job file's attributes, or the errno of the
+ * refusal (the reason goes to x.status). */
+void job_resume(struct job *j, fuse_req_t req);
+/* -o resume_jobs: post job_resume for every interrupted job (any thread,
+ * once the loop runs). */
+void jobs_resume_all(void);
+/* At mount, before FUSE runs: list the jobs kept in the_fs->state_dir —
+ * those that were running or interrupted as JOB_INTERRUPTED, failed ones
+ * as JOB_FAILED — with their text, watermark and error.  Returns how many
+ * were found; unreadable files are skipped with a message in `warn`. */
+size_t jobs_load_state(void (*warn)(const char *msg));
+/* The state file path of job `name` (malloc'd), NULL when jobs are not
+ * kept. */
+char *job_state_path(const char *name);
 /* Status text of a job (malloc'd), generated now (jobs_lock held). */
 char *job_status_text_locked(struct job *j);
 /* Ask every running job to stop (loop thread, at shutdown); they are

@@ -11,17 +11,126 @@
  * backing = keep: as imgfs copy --keep-backing, the source is opened with
  * no_backing, the engine skips what its top layer inherits, and the qcow2
  * target (created by the job) records the backing name from
- * keep_backing_name(). */
+ * keep_backing_name().
+ *
+ * Kept jobs (the_fs->state_dir, job-state.h): a running job's state file
+ * is written when it starts, every CHECKPOINT_MS after a checkpoint made
+ * its watermark durable (copy_job_checkpoint), and when it ends: removed
+ * when done or cancelled by rm; "failed" or, cancelled by the unmount,
+ * "interrupted" with the final watermark once a target flush completed
+ * (else the last durable one).  A state file still saying "running" at the
+ * next mount means that mount was killed.  The files are written on the
+ * loop thread (small, two fsyncs each). */
 #include "fs.h"
+#include "job-state.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "../copier/copy-open.h"
 #include "../copier/jobspec.h"
+
+/* How often a running job's durable watermark is saved. */
+#define CHECKPOINT_MS 5000
+
+/* Set once the unmount cancels the jobs: they become "interrupted". */
+static bool shutting_down;
+
+char *job_state_path(const char *name)
+{
+    char *p = NULL;
+    if (!the_fs->state_dir ||
+        asprintf(&p, "%s/%s" JOB_STATE_SUFFIX, the_fs->state_dir, name) < 0)
+        return NULL;
+    return p;
+}
+
+/* Save job `j` as `state` with durable watermark `wm` (loop thread, or a
+ * FUSE thread for a job that is not running).  A failure is logged: the
+ * job goes on without it. */
+static void persist_write(struct job *j, const char *state, uint64_t wm,
+                          const char *error)
+{
+    char *path = job_state_path(j->name);
+    if (!path)
+        return;
+    struct kept_job *st = calloc(1, sizeof *st);
+    if (!st) {
+        free(path);
+        return;
+    }
+    snprintf(st->state, sizeof st->state, "%s", state);
+    st->watermark = wm;
+    snprintf(st->error, sizeof st->error, "%s", error ? error : "");
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    st->total = j->total;
+    snprintf(st->source, sizeof st->source, "%s", j->source);
+    snprintf(st->target, sizeof st->target, "%s", j->target);
+    st->uid = j->writer.uid;
+    st->gid = j->writer.gid;
+    st->text = j->len ? malloc(j->len) : NULL;
+    if (st->text) {
+        memcpy(st->text, j->text, j->len);
+        st->len = j->len;
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    struct errmsg em = { "" };
+    if (job_state_write(path, st, &em) < 0)
+        syslog(LOG_ERR, "imgfs: job %s: %s", j->name, em.text);
+    job_state_free(st);
+    free(st);
+    free(path);
+}
+
+static void persist_remove(struct job *j)
+{
+    char *path = job_state_path(j->name);
+    if (!path)
+        return;
+    int r = job_state_remove(path);
+    if (r < 0)
+        syslog(LOG_ERR, "imgfs: job %s: removing %s: %s", j->name, path,
+               strerror(-r));
+    free(path);
+}
+
+static void ckpt_arm(struct job *j);
+
+/* A checkpoint's flush completed: save its watermark if durable. */
+static void ckpt_done(void *opaque, uint64_t watermark, int err)
+{
+    struct job *j = opaque;
+    j->ckpt_inflight = false;
+    if (err == 0 && watermark > j->durable) {
+        j->durable = watermark;
+        persist_write(j, "running", j->durable, NULL);
+    }
+    ckpt_arm(j);
+}
+
+static void ckpt_tick(void *opaque)
+{
+    struct job *j = opaque;
+    j->ckpt_timer = 0;
+    if (!j->cj || j->ckpt_inflight)
+        return;
+    if (copy_job_checkpoint(j->cj, ckpt_done, j) == 0)
+        j->ckpt_inflight = true;
+}
+
+/* Arm the next checkpoint of a running, kept job. */
+static void ckpt_arm(struct job *j)
+{
+    if (!j->persist || j->ckpt_timer || !j->cj)
+        return;
+    int64_t t = loop_add_timer(the_fs->loop, CHECKPOINT_MS, ckpt_tick, j);
+    j->ckpt_timer = t > 0 ? t : 0;
+}
 
 struct job *job_find_locked(const char *name)
 {
@@ -85,6 +194,7 @@ void job_forget_locked(struct job *j)
     j->jobnode->job = NULL;
     j->statusnode->job = NULL;
     pthread_mutex_unlock(&the_fs->tree_lock);
+    persist_remove(j);
     free(j->text);
     free(j->unlink_reqs);
     free(j->name);
@@ -175,9 +285,31 @@ static void job_cleanup(void *opaque)
     free(reqs);
 }
 
+/* The end of a kept job that did not finish: its target flushed (or not),
+ * save where it can resume. */
+static void end_flushed(void *opaque, int err)
+{
+    struct job *j = opaque;
+    uint64_t wm = err ? j->durable : j->watermark;
+    char why[600];
+    if (j->final_state == JOB_FAILED)
+        snprintf(why, sizeof why, "%s", j->error);
+    else
+        snprintf(why, sizeof why, "the mount was unmounted while the job "
+                 "ran");
+    persist_write(j, j->final_state == JOB_FAILED ? "failed" : "interrupted",
+                  wm, why);
+    if (loop_defer(the_fs->loop, job_cleanup, j) < 0)
+        job_cleanup(j);
+}
+
 static void job_done(void *opaque, const struct copy_progress *final)
 {
     struct job *j = opaque;
+    if (j->ckpt_timer) {
+        loop_cancel_timer(the_fs->loop, j->ckpt_timer);
+        j->ckpt_timer = 0;
+    }
     pthread_mutex_lock(&the_fs->jobs_lock);
     j->total = final->total;
     j->done = final->done;
@@ -196,6 +328,21 @@ static void job_done(void *opaque, const struct copy_progress *final)
                j->state == JOB_CANCELLED ? "cancelled" : "failed",
                (unsigned long long)final->watermark,
                final->error[0] ? ": " : "", final->error);
+    if (j->persist) {
+        bool keep = final->state == COPY_FAILED ||
+                    (final->state == COPY_CANCELLED && shutting_down);
+        if (keep && j->dst) {
+            /* The final watermark is durable once this flush completed. */
+            image_flush(j->dst, end_flushed, j);
+            return;
+        }
+        if (keep)
+            persist_write(j, final->state == COPY_FAILED ? "failed"
+                                                         : "interrupted",
+                          j->durable, final->error);
+        else
+            persist_remove(j);
+    }
     if (loop_defer(the_fs->loop, job_cleanup, j) < 0)
         job_cleanup(j);
 }
@@ -273,19 +420,28 @@ static int open_and_start(struct job *j, struct job_spec *spec,
     j->start_ns = loop_now_ns();
     pthread_mutex_unlock(&the_fs->jobs_lock);
     the_fs->active_jobs++;
+    /* The resume point was durable: the previous run saved it so. */
+    j->durable = spec->copy.start_offset;
+    j->persist = the_fs->state_dir != NULL;
+    if (j->persist)
+        persist_write(j, "running", j->durable, NULL);
     copy_job_start(cs.job, job_done, j);
+    ckpt_arm(j);
     return 0;
 }
 
 /* Validate, open and start; returns 0 or -errno with `em` set. */
 static int job_try_start(struct job *j, const char *text, size_t len,
                          bool prev_stopped, uint64_t prev_watermark,
-                         const char *prev_target, struct errmsg *em)
+                         const char *prev_target, bool force_resume,
+                         struct errmsg *em)
 {
     struct job_spec spec;
     int r = job_spec_parse(text, len, &spec, em);
     if (r < 0)
         return r;
+    if (force_resume)
+        spec.resume = true;
     pthread_mutex_lock(&the_fs->jobs_lock);
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
@@ -351,13 +507,16 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     return r;
 }
 
-void job_start(struct job *j, fuse_req_t req)
+/* Start (or with force_resume, resume) the job; 0 or -errno. */
+static int job_start_run(struct job *j, bool force_resume)
 {
     pthread_mutex_lock(&the_fs->jobs_lock);
     /* The outcome of the previous run: j->state already says "starting"
      * (control_op_flush set it, so that nothing starts twice). */
     bool prev_stopped = j->final_state == JOB_FAILED ||
-                        j->final_state == JOB_CANCELLED;
+                        j->final_state == JOB_CANCELLED ||
+                        j->final_state == JOB_INTERRUPTED;
+    enum job_state prev_final = j->final_state;
     uint64_t prev_watermark = j->watermark;
     char prev_target[sizeof j->target];
     memcpy(prev_target, j->target, sizeof prev_target);
@@ -378,7 +537,7 @@ void job_start(struct job *j, fuse_req_t req)
 
     struct errmsg em = { "" };
     int r = text ? job_try_start(j, text, len, prev_stopped, prev_watermark,
-                                 prev_target, &em)
+                                 prev_target, force_resume, &em)
                  : -ENOMEM;
     free(text);
     if (r < 0) {
@@ -386,8 +545,140 @@ void job_start(struct job *j, fuse_req_t req)
         release_nodes(j);
         job_fail(j, r, em.text[0] ? em.text : strerror(-r));
         syslog(LOG_NOTICE, "imgfs: job %s refused: %s", j->name, em.text);
+        if (force_resume && prev_stopped) {
+            /* Still resumable where it stopped (its state file too). */
+            pthread_mutex_lock(&the_fs->jobs_lock);
+            j->watermark = prev_watermark;
+            j->final_state = j->state = prev_final;
+            pthread_mutex_unlock(&the_fs->jobs_lock);
+        }
     }
+    return r;
+}
+
+void job_start(struct job *j, fuse_req_t req)
+{
+    int r = job_start_run(j, false);
     fuse_reply_err(req, -r);
+}
+
+void job_resume(struct job *j, fuse_req_t req)
+{
+    int r = job_start_run(j, true);
+    if (!req)
+        return;
+    if (r < 0)
+        fuse_reply_err(req, -r);
+    else
+        control_op_getattr(req, j->jobnode);
+}
+
+static void resume_on_loop(void *opaque)
+{
+    job_resume(opaque, NULL);
+}
+
+void jobs_resume_all(void)
+{
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    for (size_t i = 0; i < the_fs->njobs; i++) {
+        struct job *j = the_fs->jobs[i];
+        if (j->state != JOB_INTERRUPTED)
+            continue;
+        j->state = JOB_STARTING;
+        if (loop_post(the_fs->loop, resume_on_loop, j) < 0)
+            j->state = JOB_INTERRUPTED;
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+}
+
+/* ---- kept jobs at mount ------------------------------------------------ */
+
+static bool has_control_char(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* Add the job kept in state file `file` (jobs_lock held). */
+static bool load_one(const char *file, void (*warn)(const char *msg))
+{
+    size_t fl = strlen(file), sl = strlen(JOB_STATE_SUFFIX);
+    if (fl <= sl || strcmp(file + fl - sl, JOB_STATE_SUFFIX) != 0)
+        return false;
+    char name[256];
+    if (fl - sl >= sizeof name)
+        return false;
+    memcpy(name, file, fl - sl);
+    name[fl - sl] = '\0';
+    if (has_control_char(name) || job_find_locked(name))
+        return false;
+    char *path = job_state_path(name);
+    if (!path)
+        return false;
+    struct kept_job st;
+    struct errmsg em = { "" };
+    int r = job_state_read(path, &st, &em);
+    free(path);
+    if (r < 0) {
+        if (!em.text[0])
+            errmsg_set(&em, "state file of job %s: %s", name, strerror(-r));
+        warn(em.text);
+        return false;
+    }
+    bool failed = !strcmp(st.state, "failed");
+    struct job *j = job_create_locked(name);
+    if (!j || (st.len && !(j->text = malloc(st.len)))) {
+        job_state_free(&st);
+        return false;
+    }
+    if (st.len)
+        memcpy(j->text, st.text, st.len);
+    j->len = j->cap = st.len;
+    j->job_visible = true;
+    j->state = j->final_state = failed ? JOB_FAILED : JOB_INTERRUPTED;
+    j->watermark = j->done = st.watermark;
+    j->total = st.total;
+    snprintf(j->source, sizeof j->source, "%s", st.source);
+    snprintf(j->target, sizeof j->target, "%s", st.target);
+    if (!strcmp(st.state, "running"))
+        snprintf(j->error, sizeof j->error, "the mount ended while the job "
+                 "ran (killed, or the machine stopped)");
+    else
+        snprintf(j->error, sizeof j->error, "%s",
+                 st.error[0] ? st.error : "-");
+    j->err = failed ? -EIO : -EINTR;
+    j->writer.uid = st.uid;
+    j->writer.gid = st.gid;
+    j->writer.groups_incomplete = true;
+    job_state_free(&st);
+    return true;
+}
+
+size_t jobs_load_state(void (*warn)(const char *msg))
+{
+    if (!the_fs->state_dir)
+        return 0;
+    DIR *d = opendir(the_fs->state_dir);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *e;
+    pthread_mutex_lock(&the_fs->jobs_lock);
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l > 4 && !strcmp(e->d_name + l - 4, ".tmp")) {
+            /* A write that never reached its rename. */
+            unlinkat(dirfd(d), e->d_name, 0);
+            continue;
+        }
+        n += load_one(e->d_name, warn);
+    }
+    pthread_mutex_unlock(&the_fs->jobs_lock);
+    closedir(d);
+    return n;
 }
 
 /* ---- cancel / shutdown ------------------------------------------------- */
@@ -415,6 +706,7 @@ void job_cancel(struct job *j, fuse_req_t req)
 
 void jobs_cancel_all(void)
 {
+    shutting_down = true;
     pthread_mutex_lock(&the_fs->jobs_lock);
     size_t n = the_fs->njobs;
     struct copy_job **v = calloc(n ? n : 1, sizeof *v);
@@ -454,6 +746,7 @@ static const char *state_name(enum job_state s)
     case JOB_DONE: return "done";
     case JOB_FAILED: return "failed";
     case JOB_CANCELLED: return "cancelled";
+    case JOB_INTERRUPTED: return "interrupted";
     }
     return "?";
 }

@@ -2,10 +2,13 @@
  * before mounting (errors are printed and exit non-zero while still in the
  * foreground), FUSE session setup, daemonizing, the loop thread, and the
  * clean shutdown after unmount (running jobs cancelled with their
- * watermark logged, images flushed and closed). */
+ * watermark logged and kept as interrupted in the state directory, images
+ * flushed and closed).  -o state=DIR / nostate / resume_jobs choose where
+ * jobs are kept (job-state.h, jobs.c). */
 #include "mount-cmd.h"
 
 #include "fs.h"
+#include "job-state.h"
 #include "readahead.h"
 
 #include <errno.h>
@@ -48,6 +51,14 @@ static void mount_usage(FILE *f)
         "                  and their files show the server's owners and modes\n"
         "     allow_other  let other local users in (see below)\n"
         "     allow_root   let root in\n"
+        "     state=DIR    keep each job's spec and durable watermark in\n"
+        "                  DIR/<mount point, '/' as '-'>/NAME.state (default\n"
+        "                  /var/lib/imgfs/state for root, else\n"
+        "                  $XDG_STATE_HOME/imgfs or ~/.local/state/imgfs);\n"
+        "                  jobs the last mount left unfinished show as\n"
+        "                  'interrupted': touch control/NAME.job resumes one\n"
+        "     nostate      keep no job state\n"
+        "     resume_jobs  resume every interrupted job at mount\n"
         "     and FUSE's own options (fsname=, max_read=, ...)\n"
         "\n"
         "Only the mounting user can use the mount unless allow_other or\n"
@@ -65,6 +76,8 @@ static void mount_usage(FILE *f)
 /* What -o sets besides the options passed on to FUSE. */
 struct mount_opts {
     bool read_only, page_cache;
+    bool no_state, resume_jobs;
+    char *state;                /* state=DIR (malloc'd) */
     bool allow_other, allow_root, default_permissions;
     uid_t uid;
     gid_t gid;
@@ -81,6 +94,9 @@ enum {
     KEY_UID,
     KEY_GID,
     KEY_UMASK,
+    KEY_STATE,
+    KEY_NOSTATE,
+    KEY_RESUME_JOBS,
 };
 
 static const struct fuse_opt mount_opt_spec[] = {
@@ -92,6 +108,9 @@ static const struct fuse_opt mount_opt_spec[] = {
     FUSE_OPT_KEY("uid=", KEY_UID),
     FUSE_OPT_KEY("gid=", KEY_GID),
     FUSE_OPT_KEY("umask=", KEY_UMASK),
+    FUSE_OPT_KEY("state=", KEY_STATE),
+    FUSE_OPT_KEY("nostate", KEY_NOSTATE),
+    FUSE_OPT_KEY("resume_jobs", KEY_RESUME_JOBS),
     FUSE_OPT_END,
 };
 
@@ -157,6 +176,21 @@ static int mount_opt_proc(void *data, const char *arg, int key,
         if (!option_number(mo, arg, 8, 0777, &n))
             return -1;
         mo->umask = (mode_t)n;
+        return 0;
+    case KEY_STATE:
+        free(mo->state);
+        mo->state = strdup(arg + strlen("state="));
+        if (!mo->state || mo->state[0] != '/') {
+            snprintf(mo->error, sizeof mo->error, "bad option '%s': "
+                     "expected an absolute directory path", arg);
+            return -1;
+        }
+        return 0;
+    case KEY_NOSTATE:
+        mo->no_state = true;
+        return 0;
+    case KEY_RESUME_JOBS:
+        mo->resume_jobs = true;
         return 0;
     default:
         return 1;               /* FUSE's own options */
@@ -396,6 +430,48 @@ static void shutdown_on_loop(void *opaque)
     shutdown_poll(NULL);
 }
 
+static void warn_state(const char *msg)
+{
+    fprintf(stderr, "imgfs mount: %s (skipped)\n", msg);
+}
+
+/* Choose and create this mount's state directory; load its jobs.
+ * Returns 0, or -1 with a message printed. */
+static int setup_state(const struct mount_opts *mo, const char *mountpoint)
+{
+    if (mo->no_state)
+        return 0;
+    char *base = mo->state ? strdup(mo->state) : job_state_default_dir();
+    char *mp = realpath(mountpoint, NULL);
+    char *key = mp ? job_state_mount_key(mp) : NULL;
+    char *dir = NULL;
+    int r = -1;
+    if (!base)
+        fprintf(stderr, "imgfs mount: no state directory (HOME is not set): "
+                "give -o state=DIR or -o nostate\n");
+    else if (!mp)
+        fprintf(stderr, "imgfs mount: %s: %s\n", mountpoint,
+                strerror(errno));
+    else if (!key || asprintf(&dir, "%s/%s", base, key) < 0)
+        fprintf(stderr, "imgfs mount: out of memory\n");
+    else {
+        struct errmsg em = { "" };
+        if (job_state_mkdir(dir, &em) < 0) {
+            fprintf(stderr, "imgfs mount: %s\n", em.text);
+        } else {
+            the_fs->state_dir = dir;
+            dir = NULL;
+            jobs_load_state(warn_state);
+            r = 0;
+        }
+    }
+    free(base);
+    free(mp);
+    free(key);
+    free(dir);
+    return r;
+}
+
 static void fs_free(void)
 {
     for (size_t i = 0; i < the_fs->nexports; i++)
@@ -452,6 +528,7 @@ int cmd_mount(int argc, char **argv)
         fprintf(stderr, "imgfs mount: %s\n", mo.error);
         fuse_opt_free_args(&args);
         free(opts);
+        free(mo.state);
         return 2;
     }
 
@@ -490,6 +567,9 @@ int cmd_mount(int argc, char **argv)
             goto out_free;
         }
     loop_free(tmp);
+    if (setup_state(&mo, mountpoint) < 0)
+        goto out_free;
+    fs.resume_jobs = mo.resume_jobs;
 
     if (fuse_opt_add_arg(&args, "-ofsname=imgfs,subtype=imgfs") != 0 ||
         (debug && fuse_opt_add_arg(&args, "-d") != 0)) {
@@ -522,6 +602,8 @@ int cmd_mount(int argc, char **argv)
         goto out_unmount;
     }
     reply_pool_start(2);
+    if (fs.resume_jobs)
+        jobs_resume_all();
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (cfg) {
         fuse_loop_cfg_set_max_threads(cfg, 16);
@@ -547,9 +629,13 @@ out_signals:
 out_destroy:
     fuse_session_destroy(se);
 out_free:
+    /* A mount that kept nothing leaves no directory behind. */
+    if (fs.state_dir)
+        rmdir(fs.state_dir);
     fs_free();
 out_args:
     fuse_opt_free_args(&args);
     free(opts);
+    free(mo.state);
     return status;
 }
