@@ -12,6 +12,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "../backends/vec.h"
+
 #define MAX_WRITE (1024u * 1024u)
 /* Kernel readahead with -o page_cache (16 MiB). */
 #define PAGE_CACHE_READAHEAD (16u << 20)
@@ -19,14 +21,10 @@
 int dirlist_add(struct dirlist *l, const char *name, mode_t mode,
                 uint64_t ino)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        struct dirlist_entry *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    struct dirlist_entry *v = vec_room(l->v, l->n, &l->cap, sizeof *v, 16);
+    if (!v)
+        return -ENOMEM;
+    l->v = v;
     l->v[l->n].name = strdup(name);
     if (!l->v[l->n].name)
         return -ENOMEM;

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backends/vec.h"
+
 struct imgfs *the_fs;
 
 struct node *node_new(enum node_kind kind, struct node *parent,
@@ -26,18 +28,15 @@ struct node *node_new(enum node_kind kind, struct node *parent,
         return NULL;
     }
     pthread_mutex_lock(&the_fs->tree_lock);
-    if (the_fs->nnodes == the_fs->cap) {
-        size_t cap = the_fs->cap ? the_fs->cap * 2 : 64;
-        struct node **v = realloc(the_fs->nodes, cap * sizeof *v);
-        if (!v) {
-            pthread_mutex_unlock(&the_fs->tree_lock);
-            free(n->name);
-            free(n);
-            return NULL;
-        }
-        the_fs->nodes = v;
-        the_fs->cap = cap;
+    struct node **v = vec_room(the_fs->nodes, the_fs->nnodes, &the_fs->cap,
+                               sizeof *v, 64);
+    if (!v) {
+        pthread_mutex_unlock(&the_fs->tree_lock);
+        free(n->name);
+        free(n);
+        return NULL;
     }
+    the_fs->nodes = v;
     the_fs->nodes[the_fs->nnodes++] = n;
     n->ino = the_fs->nnodes;
     pthread_mutex_unlock(&the_fs->tree_lock);
