@@ -27,9 +27,13 @@
  * reading as zeroes, and a difference fails the job naming the first
  * differing byte offset.
  *
- * Errors name the operation, the image and the byte offset, e.g.
- *   "write to iscsi://127.0.0.1/iqn.x/1 at offset 1048576: Input/output
- *    error (SCSI sense: ...)".
+ * Errors name the operation, the image and the byte offset, then the
+ * errno text and, when the backend gave one, its image->last_error:
+ *   "OP on IMAGE at offset N: STRERROR[: LAST_ERROR]", e.g.
+ *   "write on iscsi://127.0.0.1/iqn.x/1 at offset 1048576: Input/output
+ *    error: WRITE16 at LBA 2048: ...";
+ * a flush has no offset ("flush on IMAGE: STRERROR[: LAST_ERROR]"), and
+ * a verify difference reads "verify: images differ at byte offset N".
  * On the first error the job stops issuing, drains what is in flight and
  * fails.  The watermark stays valid.
  */
