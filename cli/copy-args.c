@@ -44,6 +44,9 @@ void copy_args_usage(FILE *f)
         "                         else an absolute path or URL)\n"
         "  --resume-from OFFSET   continue a failed or cancelled copy at the byte\n"
         "                         offset it reported (target opened in place)\n"
+        "  --state FILE           keep the copy's durable watermark in FILE while\n"
+        "                         it runs; if FILE names the same SOURCE and\n"
+        "                         TARGET, resume there; removed on success\n"
         "  -p                     show progress (bar with rate and ETA on a\n"
         "                         terminal, a line every 10%% otherwise)\n"
         "  -q                     quiet: no summary line\n"
@@ -59,6 +62,7 @@ void copy_args_usage(FILE *f)
 enum opt_id {
     O_REQUESTS, O_REQUEST_SIZE, O_ORDER, O_SPARSE, O_SOURCE_FORMAT,
     O_TARGET_FORMAT, O_CLUSTER_SIZE, O_RESUME_FROM, O_ALLOW_BACKING,
+    O_STATE,
     /* flags */
     O_TARGET_IS_ZERO, O_VERIFY, O_CREATE, O_OVERWRITE, O_COMPRESS,
     O_KEEP_BACKING, O_PROGRESS, O_QUIET, O_HELP,
@@ -80,6 +84,7 @@ static const struct opt_def opt_defs[] = {
     { "--cluster-size", O_CLUSTER_SIZE, true },
     { "--resume-from", O_RESUME_FROM, true },
     { "--allow-backing", O_ALLOW_BACKING, true },
+    { "--state", O_STATE, true },
     { "--target-is-zero", O_TARGET_IS_ZERO, false },
     { "--verify", O_VERIFY, false },
     { "--create", O_CREATE, false },
@@ -182,6 +187,11 @@ static int apply(struct copy_args *a, const struct opt_def *d,
                        JOB_MAX_ALLOW_BACKING);
             return -EINVAL;
         }
+        return 0;
+    case O_STATE:
+        if (!val[0])
+            return bad(err, "%s: '%s' is not a file name", d->name, val);
+        a->state_path = val;
         return 0;
     case O_TARGET_IS_ZERO: a->spec.copy.target_is_zero = true; return 0;
     case O_VERIFY: a->spec.copy.verify = true; return 0;

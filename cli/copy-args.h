@@ -19,6 +19,7 @@ struct copy_args {
      * allow_backing.  job_spec_check has passed. */
     struct job_spec spec;
     bool create;                    /* --create */
+    const char *state_path;         /* --state FILE (in argv), or NULL */
     bool progress;                  /* -p */
     bool quiet;                     /* -q */
     bool help;                      /* --help / -h: print usage, nothing else */

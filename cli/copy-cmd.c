@@ -25,6 +25,7 @@
 #include "copier/copy-open.h"
 #include "copier/engine.h"
 #include "copy-args.h"
+#include "copy-state.h"
 #include "progress.h"
 
 #define PREFIX "imgfs copy"
@@ -252,6 +253,11 @@ int cmd_copy(int argc, char **argv)
         copy_args_usage(stdout);
         return 0;
     }
+    struct copy_keeper kept;        /* --state FILE (copy-state.h) */
+    if (copy_state_prepare(&kept, &a, &err) < 0) {
+        report("%s", err.text);
+        return 2;
+    }
 
     struct loop *loop = loop_new();
     if (!loop) {
@@ -286,6 +292,7 @@ int cmd_copy(int argc, char **argv)
         rs.timer = t > 0 ? t : 0;
     }
     copy_job_start(job, on_done, &rs);
+    copy_state_start(&kept, loop, job, cs.dst);
     int lr = loop_run_until(loop, &rs.finished);
     if (rs.timer)
         loop_cancel_timer(loop, rs.timer);
@@ -306,6 +313,7 @@ int cmd_copy(int argc, char **argv)
     }
 
     const struct copy_progress *p = &rs.final;
+    copy_state_stop(&kept, p);
     const char *hint = target_is_file(a.spec.target) ? " --overwrite" : "";
     if (p->state == COPY_CANCELLED) {
         report("cancelled at byte %" PRIu64 "; resume with --resume-from %"
@@ -334,6 +342,7 @@ int cmd_copy(int argc, char **argv)
         goto out;
     }
     status = 0;
+    copy_state_done(&kept);
     if (!a.quiet)
         print_summary(&a, p);
 
