@@ -28,10 +28,13 @@
 #define OPEN_TIMEOUT_MS 5000
 /* TCP SYN retries when connecting (a dead host fails in a few seconds). */
 #define TCP_SYN_COUNT 2
-/* Reconnect attempts after a connection drop (libnfs auto-reconnect;
- * the URL's autoreconnect= overrides): without limit.  The data path
- * paces the attempts and gives up after the reconnect timeout
- * (nfs-reconnect.c); while opening, the sync calls' timeout bounds them. */
+/* libnfs's own reconnect after a connection drop (its auto-reconnect;
+ * the URL's autoreconnect= overrides): without limit, so a connection
+ * lost while opening is tried again until the sync calls' timeout.  The
+ * data path never rides on it: once the image is open, nfs-reconnect.c
+ * takes any loss (libnfs starting a reconnect of its own included) as the
+ * end of this context and mounts a new one, with libnfs's reconnect off,
+ * paced by its backoff and given up after the reconnect timeout. */
 #define RECONNECT_RETRIES (-1)
 /* Diagnosing a failed connection: how long a test connect may take. */
 #define CONNECT_PROBE_MS 3000
