@@ -84,12 +84,18 @@ static int close_image(struct image *img)
         r = qcow2_writer_close(s);
     if (s->backing)
         image_close(s->backing);
+    /* image_close frees the protocol image, its name and last_error
+     * included: keep the name, and say why by the errno alone. */
+    char *proto_name = strdup(s->proto->name);
     int r2 = image_close(s->proto);
+    s->proto = NULL;
     if (!r && r2) {
         r = r2;
-        image_set_error(img, "closing %s: %s", s->proto->name,
-                        s->proto->last_error.text);
+        image_set_error(img, "closing %s: %s",
+                        proto_name ? proto_name : "the qcow2 file",
+                        strerror(-r2));
     }
+    free(proto_name);
     qcow2_state_free(s);
     image_free_shell(img);
     return r;
