@@ -5,7 +5,14 @@
  * written through images (image_open of the file's URL) on the loop
  * thread.  The meta context is used from FUSE worker threads, one call at
  * a time under the export's mutex (libnfs contexts are not thread-safe).
- * Every function returns 0 or a negative errno. */
+ * Every function returns 0 or a negative errno.
+ *
+ * Each RPC of a call is bounded by $IMGFS_REQUEST_TIMEOUT (io-timeouts.h;
+ * 0: no bound), like the data path's requests: a server that does not
+ * answer (down, or a network that drops everything) fails the call with
+ * -EIO after that long instead of holding the worker thread, the
+ * export's lock and every FUSE request queued behind it.  The mount at
+ * open has its own bound (META_MOUNT_TIMEOUT_MS). */
 #include "fs.h"
 
 #include <errno.h>
@@ -18,9 +25,20 @@
 
 #include <nfsc/libnfs.h>
 
+#include "../backends/io-timeouts.h"
 #include "../backends/nfs-id.h"
 
-#define META_TIMEOUT_MS 60000
+/* Connecting and mounting the export when the mount starts. */
+#define META_MOUNT_TIMEOUT_MS 60000
+
+/* The libnfs RPC timeout (ms, -1: none) of a mounted meta context. */
+static int meta_request_timeout_ms(void)
+{
+    unsigned s = io_request_timeout_s();
+    if (s == 0)
+        return -1;
+    return s > 600000 ? 600000000 : (int)s * 1000;
+}
 
 int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
                     char **file, struct errmsg *err)
@@ -51,7 +69,7 @@ int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
     if (!e->nfs)
         goto fail_msg;
     nfs_set_dircache(e->nfs, 0);
-    nfs_set_timeout(e->nfs, META_TIMEOUT_MS);
+    nfs_set_timeout(e->nfs, META_MOUNT_TIMEOUT_MS);
     struct nfs_url *u = is_dir ? nfs_parse_url_dir(e->nfs, clean)
                                : nfs_parse_url_full(e->nfs, clean);
     if (!u) {
@@ -96,6 +114,7 @@ int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
     }
     nfs_destroy_url(u);
     free(clean);
+    nfs_set_timeout(e->nfs, meta_request_timeout_ms());
     *out = e;
     return 0;
 
@@ -125,9 +144,14 @@ static const char *p(const char *rel)
     return rel[0] ? rel : "/";
 }
 
+/* libnfs's result as 0 or -errno: an unanswered RPC (libnfs 4.0's sync
+ * calls report it as -EINTR, or -ETIMEDOUT) and libnfs's bare -1 become
+ * -EIO.  Nothing else interrupts these calls. */
 static int fix(int r)
 {
-    return r >= 0 ? 0 : (r < -1 ? r : -EIO);
+    if (r >= 0)
+        return 0;
+    return r < -1 && r != -ETIMEDOUT && r != -EINTR ? r : -EIO;
 }
 
 uint64_t nfs_meta_ino(const struct nfs_export *e, uint64_t fsid,
