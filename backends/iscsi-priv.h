@@ -64,6 +64,8 @@ struct iscsi_lun {
     uint64_t unanswered_since_ns; /* a command timed out and the target
                                    * answered nothing since (0: fine) */
     uint64_t reconnect_forced_ns; /* when a timeout last forced one */
+    bool reconnect_wanted;      /* a timeout asked for one; the tick
+                                 * starts it outside libiscsi */
     struct iscsi_cmd *inflight; /* commands inside libiscsi */
     struct iscsi_wait wait;     /* open/close: the call being waited for */
     bool waiting;
@@ -122,9 +124,10 @@ int iscsi_dead_error(struct iscsi_lun *l);
 /* A command got no answer within the request timeout (libiscsi failed
  * it with SCSI_STATUS_TIMEOUT): the connection counts as lost.  Starts
  * the outage clock (the tick gives the session up after the reconnect
- * timeout) and forces a reconnect, at most once per request timeout
- * while logged in; libiscsi re-issues what is in flight.  The caller
- * issues the timed-out command again. */
+ * timeout) and asks for a reconnect, at most once per request timeout
+ * while logged in; the next tick starts it (never from inside a libiscsi
+ * callback, which is where this is called from) and libiscsi re-issues
+ * what is in flight.  The caller issues the timed-out command again. */
 void iscsi_request_timed_out(struct iscsi_lun *l);
 
 /* The target answered a command: stops the outage clock of timeouts. */

@@ -6,7 +6,8 @@
  * blocks EXTENT_HOLE when the LUN says unmapped blocks read as zeroes
  * (LBPRZ), else EXTENT_DATA (their contents are not defined).  Other LUNs,
  * and targets that refuse the command, answer with one EXTENT_DATA extent
- * for the whole range, like a backend without block_status.
+ * for the whole range, like a backend without block_status.  A command
+ * that times out is issued again, as on the data path (iscsi-io.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,6 +18,8 @@
 #include "iscsi-priv.h"
 
 #define STATUS_MAX_DESC 64
+/* Pause before a timed-out GET LBA STATUS is issued again. */
+#define STATUS_TIMEOUT_RETRY_MS 100
 
 struct status_req {
     struct iscsi_lun *l;
@@ -120,6 +123,18 @@ static void status_cb(struct iscsi_context *ctx, int status,
         answer_error(s, iscsi_dead_error(l));
         return;
     }
+    if (status == SCSI_STATUS_TIMEOUT) {
+        /* As on the data path: a lost connection, asked to be
+         * reconnected; issued again until the session is given up. */
+        scsi_free_scsi_task(t);
+        iscsi_request_timed_out(l);
+        if (loop_add_timer(l->img->loop, STATUS_TIMEOUT_RETRY_MS,
+                           retry_later, s) <= 0)
+            answer_error(s, -ENOMEM);
+        return;
+    }
+    if (status != SCSI_STATUS_CANCELLED && status != SCSI_STATUS_ERROR)
+        iscsi_target_answered(l);
     if (status == SCSI_STATUS_GOOD) {
         struct scsi_get_lba_status *st = scsi_datain_unmarshall(t);
         struct extent ext[STATUS_MAX_DESC];

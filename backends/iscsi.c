@@ -135,7 +135,24 @@ void iscsi_request_timed_out(struct iscsi_lun *l)
         (l->reconnect_forced_ns && now - l->reconnect_forced_ns < spacing))
         return;
     l->reconnect_forced_ns = now;
-    iscsi_reconnect(l->ctx);
+    /* Never iscsi_reconnect() here: this runs inside libiscsi's callback,
+     * usually from its timeout scan, which walks the context's PDU lists
+     * and unlinks each expired PDU from the list it started on.  A
+     * reconnect swaps in a fresh context with empty lists (the old PDUs
+     * move to the one being replaced), so the scan's next unlink reads a
+     * NULL list head.  The tick reconnects once libiscsi has returned. */
+    l->reconnect_wanted = true;
+}
+
+/* Start the reconnect a timed-out command asked for, from outside every
+ * libiscsi call. */
+static void run_wanted_reconnect(struct iscsi_lun *l)
+{
+    if (!l->reconnect_wanted || l->dead || !l->ctx)
+        return;
+    l->reconnect_wanted = false;
+    if (iscsi_is_logged_in(l->ctx))
+        iscsi_reconnect(l->ctx);
 }
 
 /* ---- loop glue --------------------------------------------------------- */
@@ -205,6 +222,7 @@ static void tick(void *opaque)
             revents = p.revents;
     }
     poller_service(l, revents);
+    run_wanted_reconnect(l);
     int64_t id = loop_add_timer(l->img->loop, TICK_MS, tick, l);
     l->tick_timer = id > 0 ? id : 0;
 }
