@@ -424,7 +424,10 @@ void job_pump(struct copy_job *job)
             break;
     }
     job->in_pump = false;
-    if (!job->finished)
+    /* Done only when nothing is in flight any more: a checkpoint's flush
+     * issued before the final one may complete after it, and its callback
+     * must come before the job's. */
+    if (!job->finished || job->ops_inflight > 0)
         return;
     job->done_called = true;
 
