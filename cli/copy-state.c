@@ -97,7 +97,8 @@ static void arm(struct copy_keeper *s)
 {
     if (s->stopped || s->timer)
         return;
-    int64_t t = loop_add_timer(s->loop, COPY_STATE_INTERVAL_MS, tick, s);
+    int64_t t = loop_add_timer(s->loop, copy_checkpoint_interval_ms(), tick,
+                               s);
     s->timer = t > 0 ? t : 0;
 }
 

@@ -8,7 +8,7 @@
  *    at W" on stderr), and a file target is then written in place
  *    (--overwrite is implied: the file is this copy's own, half written);
  *  - copy_state_start, once the job started: FILE says "running" at the
- *    start offset, then every COPY_STATE_INTERVAL_MS a checkpoint
+ *    start offset, then every copy_checkpoint_interval_ms() a checkpoint
  *    (copy_job_checkpoint) makes the watermark durable and FILE is
  *    rewritten with it;
  *  - copy_state_stop, when the loop returned: stops the checkpoints; for a
@@ -29,7 +29,6 @@
 #include "copier/engine.h"
 #include "copy-args.h"
 
-#define COPY_STATE_INTERVAL_MS 5000
 
 struct copy_keeper {
     const char *path;           /* NULL: --state not given */

@@ -506,6 +506,19 @@ static void checkpoint_flushed(void *opaque, int err)
     job_pump(job);
 }
 
+unsigned copy_checkpoint_interval_ms(void)
+{
+    const char *v = getenv("IMGFS_CHECKPOINT_INTERVAL");
+    if (!v || !*v)
+        return COPY_CHECKPOINT_DEFAULT_MS;
+    char *end;
+    errno = 0;
+    double secs = strtod(v, &end);
+    if (errno || *end || !(secs >= 0.05 && secs <= 3600))
+        return COPY_CHECKPOINT_DEFAULT_MS;
+    return (unsigned)(secs * 1000.0);
+}
+
 int copy_job_checkpoint(struct copy_job *job, copy_checkpoint_cb cb,
                         void *opaque)
 {

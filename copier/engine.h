@@ -153,6 +153,13 @@ typedef void (*copy_checkpoint_cb)(void *opaque, uint64_t watermark, int err);
  * run exactly once, never inside this call), -EALREADY when the job was
  * not started or is finishing (no flush issued, cb never called), or
  * -ENOMEM. */
+/* How often callers that keep state checkpoint a running job (mount jobs,
+ * imgfs copy --state): $IMGFS_CHECKPOINT_INTERVAL seconds (a decimal
+ * number from 0.05 to 3600), else COPY_CHECKPOINT_DEFAULT_MS.  Returns
+ * milliseconds. */
+#define COPY_CHECKPOINT_DEFAULT_MS 5000u
+unsigned copy_checkpoint_interval_ms(void);
+
 int copy_job_checkpoint(struct copy_job *job, copy_checkpoint_cb cb,
                         void *opaque);
 

@@ -14,11 +14,11 @@
  * keep_backing_name().
  *
  * Kept jobs (the_fs->state_dir, job-state.h): a running job's state file
- * is written when it starts, every CHECKPOINT_MS after a checkpoint made
- * its watermark durable (copy_job_checkpoint), and when it ends: removed
- * when done or cancelled by rm; "failed" or, cancelled by the unmount,
- * "interrupted" with the final watermark once a target flush completed
- * (else the last durable one).  A state file still saying "running" at the
+ * is written when it starts, every copy_checkpoint_interval_ms() after a
+ * checkpoint made its watermark durable (copy_job_checkpoint), and when it
+ * ends: removed when done or cancelled by rm; "failed" or, cancelled by
+ * the unmount, "interrupted" with the final watermark once a target flush
+ * completed (else the last durable one).  A state file still saying "running" at the
  * next mount means that mount was killed.  The files are written on the
  * loop thread (small, two fsyncs each). */
 #include "fs.h"
@@ -36,7 +36,6 @@
 #include "../copier/jobspec.h"
 
 /* How often a running job's durable watermark is saved. */
-#define CHECKPOINT_MS 5000
 
 /* Set once the unmount cancels the jobs: they become "interrupted". */
 static bool shutting_down;
@@ -128,7 +127,8 @@ static void ckpt_arm(struct job *j)
 {
     if (!j->persist || j->ckpt_timer || !j->cj)
         return;
-    int64_t t = loop_add_timer(the_fs->loop, CHECKPOINT_MS, ckpt_tick, j);
+    int64_t t = loop_add_timer(the_fs->loop, copy_checkpoint_interval_ms(),
+                               ckpt_tick, j);
     j->ckpt_timer = t > 0 ? t : 0;
 }
 
