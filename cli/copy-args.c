@@ -26,13 +26,10 @@ void copy_args_usage(FILE *f)
         "                         a multiple of 512)\n"
         "  --target-is-zero       the target already reads as zeroes: skip zeroes\n"
         "  --verify               read both images again and compare after copying\n"
-        "  --create               create TARGET (local or NFS file, mode 0600) with\n"
-        "                         the size of SOURCE; it is written as\n"
-        "                         .NAME.imgfs-partial next to it and renamed to\n"
-        "                         TARGET only when the copy is complete\n"
+        "  --create               create TARGET (local or NFS file) with the size\n"
+        "                         of SOURCE\n"
         "  --overwrite            allow replacing an existing non-empty file;\n"
-        "                         with --create it is replaced only when the\n"
-        "                         copy is complete\n"
+        "                         with --create it is truncated first\n"
         "  --source-format FMT    auto (default), raw or qcow2\n"
         "  --target-format FMT    raw (default) or qcow2\n"
         "  --cluster-size SIZE    qcow2 target cluster size (default 64K)\n"
@@ -46,10 +43,7 @@ void copy_args_usage(FILE *f)
         "                         name if it resolves to the same file from TARGET,\n"
         "                         else an absolute path or URL)\n"
         "  --resume-from OFFSET   continue a failed or cancelled copy at the byte\n"
-        "                         offset it reported (target opened in place;\n"
-        "                         with --create, a raw target's partial file of\n"
-        "                         SOURCE's size is continued; qcow2 targets\n"
-        "                         restart: rerun without it)\n"
+        "                         offset it reported (target opened in place)\n"
         "  --state FILE           keep the copy's durable watermark in FILE while\n"
         "                         it runs; if FILE names the same SOURCE and\n"
         "                         TARGET, resume there; removed on success\n"
@@ -223,8 +217,12 @@ static int validate(struct copy_args *a, bool sparse_given,
     int r = job_spec_check(&a->spec, JOB_SPEC_CLI, err);
     if (r < 0)
         return r;
-    /* --resume-from with --create continues the partial file of a raw
-     * target (copy-open.h); qcow2 targets are refused there. */
+    if (a->spec.copy.start_offset && a->create) {
+        errmsg_set(err, "--resume-from cannot be combined with --create "
+                   "(the target would be recreated); resume with "
+                   "--overwrite instead");
+        return -EINVAL;
+    }
     if (a->progress && a->quiet) {
         errmsg_set(err, "-p and -q exclude each other");
         return -EINVAL;

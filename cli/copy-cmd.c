@@ -9,11 +9,6 @@
  * on success a summary line on stdout unless -q.  SIGINT/SIGTERM cancel
  * the job cleanly (a self-pipe watched by the loop) and the message names
  * the byte offset to resume from.
- *
- * A target made with --create is published under its name only when the
- * copy is complete (copy_session_publish); a stopped copy leaves a raw
- * target's partial file, and the message gives the whole command that
- * continues it; a qcow2 target restarts from 0 (the same command again).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -98,80 +93,7 @@ struct run_state {
     int64_t grace_timer;        /* cancel deadline, 0 if none */
     unsigned tick_ms;
     struct loop_poller signal_poller;
-    /* for the advice on how to continue a stopped copy */
-    int argc;
-    char **argv;
-    const struct copy_publish *publish;
-    bool in_place_file;         /* an existing file written in place */
 };
-
-/* Append `arg` to `buf` (size n) quoted for a POSIX shell when needed. */
-static void append_shell_word(char *buf, size_t n, const char *arg)
-{
-    size_t len = strlen(buf);
-    bool plain = *arg != '\0';
-    for (const char *c = arg; *c; c++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                    "0123456789_-./:=@%+,", *c))
-            plain = false;
-    if (plain) {
-        snprintf(buf + len, n - len, " %s", arg);
-        return;
-    }
-    if (len + 2 < n)
-        buf[len++] = ' ';
-    if (len + 1 < n)
-        buf[len++] = '\'';
-    for (const char *c = arg; *c && len + 5 < n; c++) {
-        if (*c == '\'') {
-            memcpy(buf + len, "'\\''", 4);
-            len += 4;
-        } else {
-            buf[len++] = *c;
-        }
-    }
-    if (len + 1 < n)
-        buf[len++] = '\'';
-    buf[len] = '\0';
-}
-
-/* How to continue a copy that stopped with every byte before `w` written:
- * in place, --resume-from W (and --overwrite for files); a raw partial
- * file, the whole command with --resume-from W; a qcow2 partial file, the
- * same command again. */
-static void resume_advice(const struct run_state *rs, uint64_t w, char *buf,
-                          size_t n)
-{
-    const struct copy_publish *pub = rs->publish;
-    if (pub && pub->partial_url && pub->restart) {
-        snprintf(buf, n, "the target was not created; qcow2 targets restart "
-                 "from 0: rerun the same command");
-        return;
-    }
-    if (!pub || !pub->partial_url) {
-        snprintf(buf, n, "resume with --resume-from %" PRIu64 "%s", w,
-                 rs->in_place_file ? " --overwrite" : "");
-        return;
-    }
-    int k = snprintf(buf, n, "the partial file %s holds the bytes before "
-                     "%" PRIu64 "; resume with: imgfs copy --resume-from %"
-                     PRIu64, pub->partial_url, w, w);
-    if (k < 0 || (size_t)k >= n)
-        return;
-    bool options_done = false;
-    for (int i = 1; i < rs->argc; i++) {
-        const char *arg = rs->argv[i];
-        if (!options_done && strcmp(arg, "--") == 0)
-            options_done = true;
-        if (!options_done && strcmp(arg, "--resume-from") == 0) {
-            i++;                /* and its value */
-            continue;
-        }
-        if (!options_done && strncmp(arg, "--resume-from=", 14) == 0)
-            continue;
-        append_shell_word(buf, n, arg);
-    }
-}
 
 /* Leave at once, without waiting for in-flight requests: the watermark
  * still names a safe resume point (every write below it completed). */
@@ -181,10 +103,8 @@ static void exit_undrained(struct run_state *rs, const char *why, int signo)
     copy_job_progress(rs->job, &p);
     if (rs->show_progress)
         progress_finish(&rs->bar);
-    char advice[1024];
-    resume_advice(rs, p.watermark, advice, sizeof advice);
-    report("%s; stopped at byte %" PRIu64 " without draining; %s", why,
-           p.watermark, advice);
+    report("%s; stopped at byte %" PRIu64 " without draining; resume with "
+           "--resume-from %" PRIu64, why, p.watermark, p.watermark);
     _exit(128 + signo);
 }
 
@@ -333,7 +253,7 @@ int cmd_copy(int argc, char **argv)
         copy_args_usage(stdout);
         return 0;
     }
-    struct copy_keeper kept;         /* --state FILE (copy-state.h) */
+    struct copy_keeper kept;        /* --state FILE (copy-state.h) */
     if (copy_state_prepare(&kept, &a, &err) < 0) {
         report("%s", err.text);
         return 2;
@@ -360,10 +280,7 @@ int cmd_copy(int argc, char **argv)
     struct copy_job *job = cs.job;
 
     struct run_state rs = { .job = job, .loop = loop,
-                            .show_progress = a.progress,
-                            .argc = argc, .argv = argv,
-                            .publish = &cs.publish,
-                            .in_place_file = target_is_file(a.spec.target) };
+                            .show_progress = a.progress };
     if (install_signals(&rs, &err) < 0) {
         fail(err.text);
         goto out;
@@ -397,10 +314,10 @@ int cmd_copy(int argc, char **argv)
 
     const struct copy_progress *p = &rs.final;
     copy_state_stop(&kept, p);
-    char advice[1024];
-    resume_advice(&rs, p->watermark, advice, sizeof advice);
+    const char *hint = target_is_file(a.spec.target) ? " --overwrite" : "";
     if (p->state == COPY_CANCELLED) {
-        report("cancelled at byte %" PRIu64 "; %s", p->watermark, advice);
+        report("cancelled at byte %" PRIu64 "; resume with --resume-from %"
+               PRIu64 "%s", p->watermark, p->watermark, hint);
         status = 128 + (rs.signo ? rs.signo : SIGINT);
         goto out;
     }
@@ -409,17 +326,18 @@ int cmd_copy(int argc, char **argv)
             report("%s (watermark 0: nothing to resume)",
                    p->error[0] ? p->error : strerror(-p->err));
         else if (p->watermark < p->total)
-            report("%s (bytes before %" PRIu64 " are copied; %s)",
+            report("%s (bytes before %" PRIu64 " are copied; resume with "
+                   "--resume-from %" PRIu64 "%s)",
                    p->error[0] ? p->error : strerror(-p->err),
-                   p->watermark, advice);
+                   p->watermark, p->watermark, hint);
         else
             report("%s", p->error[0] ? p->error : strerror(-p->err));
         goto out;
     }
 
     /* Close now: closing the target may still write (qcow2 metadata) and
-     * its failure fails the copy; then a created target gets its name. */
-    if (copy_session_publish(&cs, &err) < 0) {
+     * its failure fails the copy. */
+    if (copy_session_close(&cs, &err) < 0) {
         fail(err.text);
         goto out;
     }

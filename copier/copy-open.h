@@ -21,29 +21,6 @@
  *   6. copy_job_new (target too small, request size vs block sizes, ...).
  * On failure everything opened is closed again and `err` says what and
  * where; on success the caller owns the session.
- *
- * Created targets are published only when complete.  When the endpoints
- * say create and the target is a local or NFS file (not an existing block
- * device or other non-regular file), the image is written under the
- * hidden name ".NAME.imgfs-partial" in the directory of NAME (same file
- * system or export, so the rename is atomic), created 0600 like every
- * created file; NAME itself is not touched until copy_session_publish()
- * renames the finished file onto it.  Before anything is created, NAME is
- * checked as the target would be: an existing NAME must not be the source
- * or one of its backing files, and if it is not empty it needs
- * `overwrite`; it is only replaced at publish time, so a failed copy never
- * destroys it.  A leftover partial file of an earlier run is removed and
- * created again, except:
- *   - resume (spec->copy.start_offset > 0) of a raw target: the partial
- *     file must exist with exactly the source's size and is continued in
- *     place (nothing is truncated); without it the open fails ("no partial
- *     file ... to resume");
- *   - qcow2 targets are never resumed (a start offset is refused: they
- *     restart from 0); an unpublished qcow2 partial file is removed when
- *     the session is closed.
- * A resume (start offset > 0) without create onto a local or NFS file
- * name that does not exist is taken as the resume of a created target
- * that was never published: its partial file is continued as above.
  */
 #ifndef IMGFS_COPY_OPEN_H
 #define IMGFS_COPY_OPEN_H
@@ -69,24 +46,11 @@ struct copy_endpoints {
     bool overwrite;             /* image_open_opts.overwrite */
 };
 
-/* A target written under a temporary name, to be published (see
- * above).  All NULL/false: the target is written in place. */
-struct copy_publish {
-    char *partial_url;          /* where the target is open */
-    char *final_url;            /* the name asked for (messages) */
-    char *final_name;           /* its last component: the rename's goal */
-    bool replace;               /* an existing final file may be replaced */
-    bool restart;               /* unpublished, the partial file is of no
-                                 * use (qcow2, or created by a failed
-                                 * copy_open): removed by abandon */
-};
-
 /* An opened copy: both images and the engine job (not started). */
 struct copy_session {
     struct image *src;
     struct image *dst;
     struct copy_job *job;
-    struct copy_publish publish;
 };
 
 /* Open both images of `spec` (resume point: spec->copy.start_offset) on
@@ -98,28 +62,9 @@ int copy_open(struct loop *loop, const struct job_spec *spec,
               struct errmsg *err);
 
 /* Free the job (not running: never started or finished), close the
- * target, then the source, without publishing: a raw partial file stays
- * (resumable), a qcow2 one is removed (copy_publish_abandon).  Closing the
- * target may still write (qcow2 metadata): its failure is returned as
- * -errno with `err` set (err may be NULL); the session is emptied either
- * way. */
+ * target, then the source.  Closing the target may still write (qcow2
+ * metadata): its failure is returned as -errno with `err` set (err may be
+ * NULL); the session is emptied either way. */
 int copy_session_close(struct copy_session *s, struct errmsg *err);
-
-/* The job finished COPY_DONE (flushed, and verified when asked): free it,
- * close the target (qcow2 metadata written), publish it (rename the
- * partial file onto its final name; nothing to do for a target written in
- * place), close the source.  Returns 0, or -errno with `err` set when
- * closing or renaming failed: the target is then not published and its
- * partial file stays.  The session is emptied either way. */
-int copy_session_publish(struct copy_session *s, struct errmsg *err);
-
-/* Rename p's partial file onto its final name (the image must be closed).
- * Returns 0 or -errno with `err` set (the partial file stays).  `p` is
- * emptied either way; nothing to do when p has no partial file. */
-int copy_publish_commit(struct copy_publish *p, struct errmsg *err);
-
-/* Give up publishing: remove the partial file when p->restart, else leave
- * it for a resume.  `p` is emptied. */
-void copy_publish_abandon(struct copy_publish *p);
 
 #endif

@@ -35,7 +35,6 @@
 
 #include "../backends/image-open.h"
 #include "../backends/loop.h"
-#include "../copier/copy-open.h"
 #include "../copier/engine.h"
 
 struct nfs_context;
@@ -392,8 +391,6 @@ struct job {
     struct copy_job *cj;        /* while RUNNING */
     /* loop thread */
     struct image *src, *dst;
-    /* a created target's partial file, renamed when the job is DONE */
-    struct copy_publish publish;
     struct node *src_node, *dst_node;
     fuse_req_t flush_req;       /* answered when the start is decided */
     fuse_req_t *unlink_reqs;    /* answered when the job stopped */

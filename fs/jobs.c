@@ -237,27 +237,7 @@ static void close_images(struct job *j)
         if (r < 0)
             syslog(LOG_ERR, "imgfs: job %s: closing target: %s", j->name,
                    strerror(-r));
-        /* A created target gets its name only when the job is DONE and the
-         * image closed (copy-open.h); else the job fails. */
-        pthread_mutex_lock(&the_fs->jobs_lock);
-        bool done = j->final_state == JOB_DONE;
-        pthread_mutex_unlock(&the_fs->jobs_lock);
-        struct errmsg pem = { "" };
-        if (done && j->publish.partial_url) {
-            if (r < 0)
-                errmsg_set(&pem, "closing the target: %s", strerror(-r));
-            else
-                r = copy_publish_commit(&j->publish, &pem);
-            if (r < 0) {
-                pthread_mutex_lock(&the_fs->jobs_lock);
-                j->final_state = JOB_FAILED;
-                j->err = r;
-                snprintf(j->error, sizeof j->error, "%s", pem.text);
-                pthread_mutex_unlock(&the_fs->jobs_lock);
-            }
-        }
     }
-    copy_publish_abandon(&j->publish);
     j->src = j->dst = NULL;
 }
 
@@ -372,10 +352,9 @@ static bool is_file_node(const struct node *n)
     return n && (n->kind == NODE_IMAGE || n->kind == NODE_NFSFILE);
 }
 
-/* What the job may do to its target: create it in an NFS directory
- * (continuing its partial file on resume), replace it (overwrite = yes),
- * or write it in place (top-level images).  Returns 0 or -errno with `em`
- * set. */
+/* What the job may do to its target: create it in an NFS directory,
+ * replace it (overwrite = yes), or write it in place (top-level images,
+ * resume).  Returns 0 or -errno with `em` set. */
 static int target_policy(const struct job_spec *spec, struct node *dst,
                          bool resume, struct copy_endpoints *ep,
                          struct errmsg *em)
@@ -389,18 +368,20 @@ static int target_policy(const struct job_spec *spec, struct node *dst,
     struct stat st;
     bool exists = node_attr(dst, &st) == 0;
     uint64_t old_size = exists ? (uint64_t)st.st_size : 0;
-    if (exists && old_size > 0 && !spec->overwrite) {
+    if (exists && old_size > 0 && !spec->overwrite && !resume) {
         errmsg_set(em, "target '%s' exists and is not empty (set "
                    "overwrite = yes to replace it)", spec->target);
         return -EEXIST;
     }
-    /* Files in NFS directories are created: written as a hidden partial
-     * file, which a resumed job continues, and published under the
-     * target's name when complete; an existing target is replaced only
-     * then (copy-open.h). */
-    (void)resume;           /* copy_open continues the partial file */
-    ep->overwrite = spec->overwrite;
-    ep->create = true;
+    ep->overwrite = spec->overwrite || resume;
+    ep->create = !resume && (!exists || old_size == 0 || spec->overwrite);
+    if (spec->keep_backing && !ep->create && !resume) {
+        /* The qcow2 target records the source's backing file, so it must
+         * be created by this job (or be the one a stopped job created). */
+        errmsg_set(em, "backing = keep: target '%s' must be a file the job "
+                   "creates in an NFS directory", spec->target);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -413,9 +394,7 @@ static int open_and_start(struct job *j, struct job_spec *spec,
                           bool prev_resumable, uint64_t prev_watermark,
                           struct errmsg *em)
 {
-    /* qcow2 targets restart from 0 (copy-open.h) */
-    bool resume = spec->resume && prev_resumable &&
-                  spec->target_format != IMAGE_FORMAT_QCOW2;
+    bool resume = spec->resume && prev_resumable;
     struct copy_endpoints ep = { .source_url = src_url,
                                  .target_url = dst_url,
                                  .source_label = spec->source,
@@ -430,7 +409,6 @@ static int open_and_start(struct job *j, struct job_spec *spec,
         return r;
     j->src = cs.src;
     j->dst = cs.dst;
-    j->publish = cs.publish;
     pthread_mutex_lock(&the_fs->jobs_lock);
     j->cj = cs.job;
     j->state = JOB_RUNNING;

@@ -134,11 +134,7 @@ copy_fails 1 "iscsi://" --create "iscsi://" "$S/never.raw"
 copy_fails 2 "unknown option '--fast'" --fast "$SRC" "$T"
 copy_fails 2 "--order: 'random' is not strict, pipelined or any" --order random "$SRC" "$T"
 copy_fails 2 "expected SOURCE and TARGET" "$SRC"
-# --create --resume-from continues a created target's partial file: an
-# existing target still needs --overwrite, and without a partial file
-# there is nothing to resume.
-copy_fails 1 "exists and is not empty; use --overwrite" --create --resume-from 4096 "$SRC" "$T"
-copy_fails 1 "no partial file .*to resume" --create --overwrite --resume-from 4096 "$SRC" "$T"
+copy_fails 2 "--resume-from cannot be combined with --create" --create --resume-from 4096 "$SRC" "$T"
 same_image "$SRC" "$T"
 
 # ---- zero: and null: ------------------------------------------------------
@@ -193,14 +189,13 @@ same_image "$SRC" "$F"
 # status 130, one line naming the byte to resume from, and a resume that
 # completes the copy.
 C=$S/cancel.raw
-P=$S/.cancel.raw.imgfs-partial     # C until the copy is complete
 rc=0
 "$IMGFS" copy --create --requests 1 --request-size 4K --order strict \
     "$SRC" "$C" > /dev/null 2> "$S/err" &
 pid=$!
 # Wait until the copy has written something, then interrupt it.
 for _ in $(seq 500); do
-    [[ -e $P ]] && (( $(blocks "$P") > 0 )) && break
+    [[ -e $C ]] && (( $(blocks "$C") > 0 )) && break
     sleep 0.01
 done
 kill -INT $pid 2>/dev/null || true
@@ -210,12 +205,11 @@ if (( rc == 0 )); then
 else
     (( rc == 130 )) || fail "interrupted copy: status $rc: $(cat "$S/err")"
     [[ $(grep -c '' "$S/err") -eq 1 ]] || fail "interrupted copy: stderr: $(cat "$S/err")"
-    at=$(sed -n 's/^imgfs copy: cancelled at byte \([0-9]*\); the partial file .* holds the bytes before \1; resume with: imgfs copy --resume-from \1 .*$/\1/p' "$S/err")
+    at=$(sed -n 's/^imgfs copy: cancelled at byte \([0-9]*\); resume with --resume-from \1 --overwrite$/\1/p' "$S/err")
     [[ -n $at ]] || fail "interrupted copy: message: $(cat "$S/err")"
-    [[ ! -e $C ]] || fail "interrupted copy: $C exists before the copy completed"
-    cmp -n "$at" "$SRC" "$P" || fail "bytes below the watermark $at differ"
+    cmp -n "$at" "$SRC" "$C" || fail "bytes below the watermark $at differ"
     log "cancelled at $at; resuming"
-    "$IMGFS" copy -q --create --resume-from "$at" "$SRC" "$C"
+    "$IMGFS" copy -q --overwrite --resume-from "$at" "$SRC" "$C"
 fi
 same_image "$SRC" "$C"
 
