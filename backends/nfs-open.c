@@ -1,13 +1,12 @@
 /* nfs-open.c — open an nfs:// image: mount (nfs-mount.c), apply the open
  * rules of image-open.h to the file, then hand the context to the loop
- * (nfs.c).  Also the NFS side of image-rename.h (rename, remove).
+ * (nfs.c).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -200,53 +199,4 @@ int nfs_image_open(struct loop *loop, const char *url,
     nfs_image_attach(ni);
     *out = img;
     return 0;
-}
-
-/* ---- names: publish and remove created files (image-rename.h) -------- */
-
-int nfs_file_rename(const char *url, const char *new_name, bool replace,
-                    struct errmsg *err)
-{
-    struct nfs_mounted m = { 0 };
-    int r = nfs_mount_url(url, &m, err);
-    if (r < 0)
-        return r;
-    const char *slash = strrchr(m.file, '/');
-    int dirlen = slash ? (int)(slash - m.file) : 0;
-    char *to;
-    if (asprintf(&to, "%.*s/%s", dirlen, m.file, new_name) < 0) {
-        nfs_mounted_release(&m);
-        errmsg_set(err, "%s: out of memory", url);
-        return -ENOMEM;
-    }
-    struct nfs_stat_64 st;
-    if (!replace && nfs_stat64(m.nfs, to, &st) == 0) {
-        errmsg_set(err, "renaming %s to %s: %s exists (use --overwrite to "
-                   "replace it)", url, new_name, to);
-        r = -EEXIST;
-    } else {
-        r = nfs_rename(m.nfs, m.file, to);
-        if (r < 0)
-            errmsg_set(err, "renaming %s to %s on export %s: %s", m.file, to,
-                       m.export, nfs_get_error(m.nfs));
-    }
-    free(to);
-    nfs_mounted_release(&m);
-    return r;
-}
-
-int nfs_file_remove(const char *url, struct errmsg *err)
-{
-    struct nfs_mounted m = { 0 };
-    int r = nfs_mount_url(url, &m, err);
-    if (r < 0)
-        return r;
-    r = nfs_unlink(m.nfs, m.file);
-    if (r == -ENOENT)
-        r = 0;
-    else if (r < 0)
-        errmsg_set(err, "removing %s on export %s: %s", m.file, m.export,
-                   nfs_get_error(m.nfs));
-    nfs_mounted_release(&m);
-    return r;
 }

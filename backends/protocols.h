@@ -16,12 +16,6 @@ int nfs_image_open(struct loop *loop, const char *url,
                    const struct image_open_opts *opts, struct image **out,
                    struct errmsg *err);
 
-/* The NFS side of image-rename.h (nfs-open.c): same contracts as
- * image_rename_created() and image_remove_created() for nfs:// URLs. */
-int nfs_file_rename(const char *url, const char *new_name, bool replace,
-                    struct errmsg *err);
-int nfs_file_remove(const char *url, struct errmsg *err);
-
 /* iscsi://[user@]host[:port]/iqn/lun */
 int iscsi_image_open(struct loop *loop, const char *url,
                      const struct image_open_opts *opts, struct image **out,
