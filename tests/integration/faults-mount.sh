@@ -28,53 +28,13 @@
 need_servers
 : "${IMGFS:?set IMGFS to the imgfs binary}"
 : "${BUILD_DIR:?set BUILD_DIR to the build directory}"
-PROXY=$BUILD_DIR/scripts/delay-proxy
-[[ -x $PROXY ]] || fail "$PROXY not built"
 
 export IMGFS_REQUEST_TIMEOUT=2 IMGFS_RECONNECT_TIMEOUT=5
 SHORT_STALL=0.5
 LONG_STALL=4
 OUTAGE=120
 
-rpc_port() {
-    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
-}
-nfs_port=$(rpc_port 100003)
-mnt_port=$(rpc_port 100005)
-iscsi_port=${ISCSI_PORTAL##*:}
-[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
-
-# ---- the proxy and its control pipe ----------------------------------
-out=$SCRATCH/proxy.out
-ctl_pipe=$SCRATCH/proxy.ctl
-"$PROXY" -c "$ctl_pipe" "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port" \
-    "0:127.0.0.1:$iscsi_port" > "$out" &
-proxy_pid=$!
-stop_proxy() { kill "$proxy_pid" 2>/dev/null || true; }
-on_exit stop_proxy
-for _ in $(seq 100); do
-    grep -qx ready "$out" && break
-    kill -0 "$proxy_pid" 2>/dev/null || fail "delay-proxy exited: $(cat "$out")"
-    sleep 0.05
-done
-grep -qx ready "$out" || fail "delay-proxy not ready"
-port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$out"; }
-p_mnt=$(port_for "$mnt_port") p_nfs=$(port_for "$nfs_port")
-p_iscsi=$(port_for "$iscsi_port")
-
-ctl() {
-    local n
-    n=$(grep -c '^ctl ' "$out" || true)
-    echo "$1" > "$ctl_pipe"
-    for _ in $(seq 200); do
-        (( $(grep -c '^ctl ' "$out" || true) > n )) && break
-        sleep 0.02
-    done
-    grep -q "^ctl \(ok\|armed\) $1\$" "$out" || fail "proxy did not take '$1': $(grep '^ctl ' "$out" | tail -n 3)"
-}
-fired_count() { grep -c '^ctl fired ' "$out" || true; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+. "$(dirname "$0")/fault-proxy.sh"
 
 # ---- images and the mount -----------------------------------------------
 SIZE=$((24 * 1048576))

@@ -15,37 +15,13 @@
 need_servers
 : "${IMGFS:?set IMGFS to the imgfs binary}"
 : "${BUILD_DIR:?set BUILD_DIR to the build directory}"
-PROXY=$BUILD_DIR/scripts/delay-proxy
-[[ -x $PROXY ]] || fail "$PROXY not built"
 [[ -f $IMGFS_TEST_ROOT/run/ganesha.pid ]] ||
     { log "this instance shares another's nfs-ganesha; cannot restart it"; exit 77; }
 
 # Long enough for ganesha to come back (it waits for its grace checks).
 export IMGFS_REQUEST_TIMEOUT=10 IMGFS_RECONNECT_TIMEOUT=90
 
-rpc_port() {
-    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
-}
-nfs_port=$(rpc_port 100003)
-mnt_port=$(rpc_port 100005)
-iscsi_port=${ISCSI_PORTAL##*:}
-[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
-
-out=$SCRATCH/proxy.out
-ctl_pipe=$SCRATCH/proxy.ctl
-"$PROXY" -c "$ctl_pipe" "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port" \
-    "0:127.0.0.1:$iscsi_port" > "$out" &
-proxy_pid=$!
-on_exit kill "$proxy_pid"
-for _ in $(seq 100); do grep -qx ready "$out" && break; sleep 0.05; done
-grep -qx ready "$out" || fail "delay-proxy not ready: $(cat "$out")"
-port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$out"; }
-p_mnt=$(port_for "$mnt_port") p_nfs=$(port_for "$nfs_port") p_iscsi=$(port_for "$iscsi_port")
-ctl() {
-    echo "$1" > "$ctl_pipe"
-    for _ in $(seq 200); do grep -q "^ctl \(ok\|armed\) $1\$" "$out" && return; sleep 0.02; done
-    fail "proxy did not take '$1'"
-}
+. "$(dirname "$0")/fault-proxy.sh"
 
 SIZE=$((48 * 1048576))
 head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
@@ -58,8 +34,8 @@ err=$SCRATCH/copy.err
 "$IMGFS" copy -q "$NFS_URL/$src?nfsport=$p_nfs&mountport=$p_mnt" \
     "iscsi://127.0.0.1:$p_iscsi/${LUN_URL#iscsi://*/}" 2> "$err" &
 copy_pid=$!
-for _ in $(seq 600); do grep -q '^ctl fired ' "$out" && break; sleep 0.05; done
-grep -q '^ctl fired ' "$out" || fail "the stall never began: $(cat "$err")"
+for _ in $(seq 600); do grep -q '^ctl fired ' "$proxy_out" && break; sleep 0.05; done
+grep -q '^ctl fired ' "$proxy_out" || fail "the stall never began: $(cat "$err")"
 kill -0 "$copy_pid" 2>/dev/null || fail "the copy ended before the restart: $(cat "$err")"
 
 t0=$(date +%s.%N)
