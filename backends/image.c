@@ -115,15 +115,14 @@ static void later_defer(struct image *img, struct later *l)
     loop_defer_call(img->loop, &l->call);
 }
 
-int image_complete_later(struct image *img, image_io_cb cb, void *opaque,
-                         int err)
+void image_complete_later(struct image *img, image_io_cb cb, void *opaque,
+                          int err)
 {
     struct later *l = later_get(img);
     l->cb = cb;
     l->opaque = opaque;
     l->err = err;
     later_defer(img, l);
-    return 0;
 }
 
 void image_extents_later(struct image *img, image_extents_cb cb,

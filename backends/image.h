@@ -165,10 +165,9 @@ void image_free_shell(struct image *img);
  * call (loop thread only).  The one helper for backends whose work
  * finishes immediately, errors included.  It cannot fail: when malloc
  * does, a reserve kept with every image_alloc()ed image is used, and when
- * that is used up too, it waits on the loop thread until memory is back.
- * Always returns 0 (an int for callers written when it could fail). */
-int image_complete_later(struct image *img, image_io_cb cb, void *opaque,
-                         int err);
+ * that is used up too, it waits on the loop thread until memory is back. */
+void image_complete_later(struct image *img, image_io_cb cb, void *opaque,
+                          int err);
 
 /* The same for a block_status answer: call `cb(opaque, err, ext, n)` on a
  * later loop iteration with a copy of the one extent `*ext` (n = 1) when

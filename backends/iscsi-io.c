@@ -179,9 +179,10 @@ static void finish_req(struct io_req *req)
     struct image *img = req->l->img;
     bool later = req->submitting;
     free(req);
-    if (later && image_complete_later(img, cb, opaque, err) == 0)
-        return;
-    cb(opaque, err);
+    if (later)
+        image_complete_later(img, cb, opaque, err);
+    else
+        cb(opaque, err);
 }
 
 static void piece_done(struct io_piece *p, int err)
@@ -386,8 +387,7 @@ static void start_req(struct image *img, enum io_kind kind, uint8_t *buf,
     if (!req) {
         if (!err)
             err = -ENOMEM;
-        if (image_complete_later(img, cb, opaque, err) < 0)
-            cb(opaque, err);
+        image_complete_later(img, cb, opaque, err);
         return;
     }
     struct iscsi_lun *l = iscsi_lun_of(img);

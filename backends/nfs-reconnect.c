@@ -318,6 +318,17 @@ static void relookup_failed(struct nfs_image *ni, const char *fmt, ...)
     ni->relookup = RELOOKUP_FAILED;
 }
 
+/* A re-lookup call lost to the connection (-EFAULT) or its timeout
+ * (-EINTR) is tried again on the next call; returns whether that is the
+ * case. */
+static bool relookup_again(struct nfs_image *ni, int status)
+{
+    if (status != -EFAULT && status != -EINTR)
+        return false;
+    ni->relookup = RELOOKUP_NONE;
+    return true;
+}
+
 static void relookup_open_cb(int status, struct nfs_context *nfs, void *data,
                              void *private_data)
 {
@@ -325,10 +336,8 @@ static void relookup_open_cb(int status, struct nfs_context *nfs, void *data,
     if (ni->dead)
         return;
     if (status < 0) {
-        if (status == -EFAULT || status == -EINTR) {
-            ni->relookup = RELOOKUP_NONE;   /* try again on the next call */
+        if (relookup_again(ni, status))
             return;
-        }
         relookup_failed(ni, "stale file handle; opening %s again failed: %s",
                         ni->path, data ? (const char *)data
                                        : nfs_get_error(nfs));
@@ -347,10 +356,8 @@ static void relookup_stat_cb(int status, struct nfs_context *nfs, void *data,
     if (ni->dead)
         return;
     if (status < 0) {
-        if (status == -EFAULT || status == -EINTR) {
-            ni->relookup = RELOOKUP_NONE;
+        if (relookup_again(ni, status))
             return;
-        }
         relookup_failed(ni, "stale file handle; %s is gone: %s", ni->path,
                         data ? (const char *)data : nfs_get_error(nfs));
         return;

@@ -71,13 +71,6 @@ static struct nfs_image *nfs_of(struct image *img)
     return img->priv;
 }
 
-/* Complete `cb` on the next iteration (never inside the issuing call). */
-static void complete_later(struct image *img, image_io_cb cb, void *opaque,
-                           int err)
-{
-    if (image_complete_later(img, cb, opaque, err) < 0)
-        cb(opaque, -ENOMEM);
-}
 
 /* libnfs reports an RPC failure (connection lost) as -EFAULT and an RPC
  * timeout as -EINTR; callers get the errnos that mean that (when the
@@ -131,7 +124,7 @@ static void request_finish(struct nfs_request *req, bool from_issue)
         ni->img->size = req->end;       /* growable file got longer */
     free(req);
     if (from_issue)
-        complete_later(ni->img, cb, opaque, err);
+        image_complete_later(ni->img, cb, opaque, err);
     else
         cb(opaque, err);
 }
@@ -379,16 +372,16 @@ static void request_start(struct image *img, enum nfs_op op, uint8_t *rbuf,
 {
     struct nfs_image *ni = nfs_of(img);
     if (ni->dead) {
-        complete_later(img, cb, opaque, nfs_dead_error(ni));
+        image_complete_later(img, cb, opaque, nfs_dead_error(ni));
         return;
     }
     if (len == 0) {
-        complete_later(img, cb, opaque, 0);
+        image_complete_later(img, cb, opaque, 0);
         return;
     }
     struct nfs_request *req = malloc(sizeof *req);
     if (!req) {
-        complete_later(img, cb, opaque, -ENOMEM);
+        image_complete_later(img, cb, opaque, -ENOMEM);
         return;
     }
     *req = (struct nfs_request){
@@ -426,7 +419,7 @@ static void nfs_img_read(struct image *img, void *buf, uint64_t offset,
         image_set_error(img, "read of %zu bytes at offset %" PRIu64
                         " goes past the end of the image (%" PRIu64
                         " bytes)", len, offset, img->size);
-        complete_later(img, cb, opaque, -EINVAL);
+        image_complete_later(img, cb, opaque, -EINVAL);
         return;
     }
     request_start(img, NFS_OP_READ, buf, NULL, offset, len, cb, opaque);
@@ -437,7 +430,7 @@ static void nfs_img_write(struct image *img, const void *buf, uint64_t offset,
 {
     int r = check_write_range(img, offset, len);
     if (r < 0) {
-        complete_later(img, cb, opaque, r);
+        image_complete_later(img, cb, opaque, r);
         return;
     }
     request_start(img, NFS_OP_WRITE, NULL, buf, offset, len, cb, opaque);
@@ -450,7 +443,7 @@ static void nfs_img_write_zeroes(struct image *img, uint64_t offset,
     (void)flags;    /* NFSv3 cannot deallocate; zeroes are written */
     int r = check_write_range(img, offset, len);
     if (r < 0) {
-        complete_later(img, cb, opaque, r);
+        image_complete_later(img, cb, opaque, r);
         return;
     }
     request_start(img, NFS_OP_ZEROES, NULL, NULL, offset, len, cb, opaque);
@@ -538,12 +531,12 @@ static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
 {
     struct nfs_image *ni = nfs_of(img);
     if (img->read_only) {
-        complete_later(img, cb, opaque, 0);
+        image_complete_later(img, cb, opaque, 0);
         return;
     }
     struct nfs_flush *f = malloc(sizeof *f);
     if (!f) {
-        complete_later(img, cb, opaque, -ENOMEM);
+        image_complete_later(img, cb, opaque, -ENOMEM);
         return;
     }
     *f = (struct nfs_flush){ .img = img, .cb = cb, .opaque = opaque };
@@ -551,7 +544,7 @@ static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
     int r = flush_send(f);
     if (r < 0) {
         free(f);
-        complete_later(img, cb, opaque, r);
+        image_complete_later(img, cb, opaque, r);
         return;
     }
     nfs_pending_add(ni, &f->pend);

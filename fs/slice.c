@@ -23,8 +23,7 @@ static void slice_read(struct image *img, void *buf, uint64_t offset,
                        size_t len, image_io_cb cb, void *opaque)
 {
     if (offset + len > img->size) {
-        if (image_complete_later(img, cb, opaque, -EINVAL) < 0)
-            cb(opaque, -EINVAL);
+        image_complete_later(img, cb, opaque, -EINVAL);
         return;
     }
     image_read(S(img)->base, buf, S(img)->offset + offset, len, cb, opaque);
@@ -34,8 +33,7 @@ static void slice_write(struct image *img, const void *buf, uint64_t offset,
                         size_t len, image_io_cb cb, void *opaque)
 {
     if (offset + len > img->size) {
-        if (image_complete_later(img, cb, opaque, -ENOSPC) < 0)
-            cb(opaque, -ENOSPC);
+        image_complete_later(img, cb, opaque, -ENOSPC);
         return;
     }
     image_write(S(img)->base, buf, S(img)->offset + offset, len, cb, opaque);
@@ -46,8 +44,7 @@ static void slice_write_zeroes(struct image *img, uint64_t offset,
                                void *opaque)
 {
     if (offset + len > img->size) {
-        if (image_complete_later(img, cb, opaque, -ENOSPC) < 0)
-            cb(opaque, -ENOSPC);
+        image_complete_later(img, cb, opaque, -ENOSPC);
         return;
     }
     image_write_zeroes(S(img)->base, S(img)->offset + offset, len, flags,

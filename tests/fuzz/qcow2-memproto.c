@@ -20,8 +20,7 @@ void memproto_fail_writes(struct image *img, bool fail)
 static void done_later(struct image *img, image_io_cb cb, void *opaque,
                        int err)
 {
-    if (image_complete_later(img, cb, opaque, err) < 0)
-        cb(opaque, -ENOMEM);
+    image_complete_later(img, cb, opaque, err);
 }
 
 /* Enforce the image.h alignment rule (the last request may end at the
