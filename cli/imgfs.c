@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../fs/mount-cmd.h"
 #include "commands.h"
 
 static void usage(FILE *f)
