@@ -199,7 +199,7 @@ int image_format_parse(const char *s, bool allow_auto, enum image_format *out)
     return 0;
 }
 
-int parse_size(const char *s, uint64_t *out)
+int image_parse_size(const char *s, uint64_t *out)
 {
     if (!s)
         return -EINVAL;

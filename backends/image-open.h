@@ -140,6 +140,6 @@ int image_format_parse(const char *s, bool allow_auto, enum image_format *out);
 
 /* Parse a size: decimal with optional K, M, G, T (binary) suffix, optional
  * trailing "B"/"iB".  Returns 0 or -EINVAL. */
-int parse_size(const char *s, uint64_t *out);
+int image_parse_size(const char *s, uint64_t *out);
 
 #endif

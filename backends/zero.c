@@ -82,7 +82,7 @@ int zero_image_open(struct loop *loop, const char *url,
                     struct errmsg *err)
 {
     uint64_t size;
-    if (parse_size(url + strlen("zero:"), &size) < 0) {
+    if (image_parse_size(url + strlen("zero:"), &size) < 0) {
         errmsg_set(err, "%s: expected zero:SIZE, e.g. zero:2G", url);
         return -EINVAL;
     }

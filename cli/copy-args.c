@@ -136,7 +136,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         return 0;
     }
     case O_REQUEST_SIZE:
-        if (parse_size(val, &v) < 0)
+        if (image_parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a size", d->name, val);
         if (v == 0 || v > COPY_MAX_REQUEST_SIZE) {
             errmsg_set(err, "%s: '%s' is out of range (1 byte to %u MiB)",
@@ -151,7 +151,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
                        d->name, val);
         return 0;
     case O_SPARSE:
-        if (parse_size(val, &v) < 0)
+        if (image_parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a size", d->name, val);
         if (v % 512)
             return bad(err, "%s: '%s' must be 0 or a multiple of 512",
@@ -167,7 +167,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
             return bad(err, "%s: '%s' is not raw or qcow2", d->name, val);
         return 0;
     case O_CLUSTER_SIZE:
-        if (parse_size(val, &v) < 0)
+        if (image_parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a size", d->name, val);
         if (v < 512 || v > 2 * 1024 * 1024 || (v & (v - 1)))
             return bad(err, "%s: '%s' is not a power of two from 512 to 2M",
@@ -175,7 +175,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         a->spec.cluster_size = (uint32_t)v;
         return 0;
     case O_RESUME_FROM:
-        if (parse_size(val, &v) < 0)
+        if (image_parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a byte offset", d->name, val);
         a->spec.copy.start_offset = v;
         return 0;

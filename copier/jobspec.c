@@ -129,7 +129,7 @@ static const char *p_requests(const char *v, struct job_spec *s)
 static const char *p_request_size(const char *v, struct job_spec *s)
 {
     uint64_t n;
-    if (parse_size(v, &n) < 0)
+    if (image_parse_size(v, &n) < 0)
         return "a size";
     if (n == 0 || n > COPY_MAX_REQUEST_SIZE)
         return "a size between 1 and 64M";
@@ -139,7 +139,7 @@ static const char *p_request_size(const char *v, struct job_spec *s)
 
 static const char *p_sparse(const char *v, struct job_spec *s)
 {
-    if (parse_size(v, &s->copy.sparse) < 0)
+    if (image_parse_size(v, &s->copy.sparse) < 0)
         return "a size";
     return NULL;
 }
@@ -147,7 +147,7 @@ static const char *p_sparse(const char *v, struct job_spec *s)
 static const char *p_cluster_size(const char *v, struct job_spec *s)
 {
     uint64_t n;
-    if (parse_size(v, &n) < 0)
+    if (image_parse_size(v, &n) < 0)
         return "a size";
     if (n < 512 || n > 2 * 1024 * 1024 || (n & (n - 1)))
         return "a power of two between 512 and 2M";

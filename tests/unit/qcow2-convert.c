@@ -214,14 +214,14 @@ int main(int argc, char **argv)
         case 'c': dopts.compress = true; break;
         case 's': {
             uint64_t v;
-            if (parse_size(optarg, &v) < 0)
+            if (image_parse_size(optarg, &v) < 0)
                 return 2;
             dopts.cluster_size = (uint32_t)v;
             break;
         }
         case 'n': nreq = (unsigned)atoi(optarg); break;
         case 'r':
-            if (parse_size(optarg, &reqsize) < 0)
+            if (image_parse_size(optarg, &reqsize) < 0)
                 return 2;
             break;
         case 'b': dopts.backing = optarg; break;

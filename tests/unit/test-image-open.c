@@ -21,22 +21,22 @@ static void test_parse_size(void **state)
 {
     (void)state;
     uint64_t v;
-    assert_int_equal(parse_size("4096", &v), 0);
+    assert_int_equal(image_parse_size("4096", &v), 0);
     assert_int_equal(v, 4096);
-    assert_int_equal(parse_size("4K", &v), 0);
+    assert_int_equal(image_parse_size("4K", &v), 0);
     assert_int_equal(v, 4096);
-    assert_int_equal(parse_size("1M", &v), 0);
+    assert_int_equal(image_parse_size("1M", &v), 0);
     assert_int_equal(v, 1 << 20);
-    assert_int_equal(parse_size("2GiB", &v), 0);
+    assert_int_equal(image_parse_size("2GiB", &v), 0);
     assert_int_equal(v, 2ull << 30);
-    assert_int_equal(parse_size("64g", &v), 0);
+    assert_int_equal(image_parse_size("64g", &v), 0);
     assert_int_equal(v, 64ull << 30);
-    assert_int_equal(parse_size("0", &v), 0);
+    assert_int_equal(image_parse_size("0", &v), 0);
     assert_int_equal(v, 0);
-    assert_int_equal(parse_size("", &v), -EINVAL);
-    assert_int_equal(parse_size("3X", &v), -EINVAL);
-    assert_int_equal(parse_size("-1", &v), -EINVAL);
-    assert_int_equal(parse_size("99999999999T", &v), -EINVAL);
+    assert_int_equal(image_parse_size("", &v), -EINVAL);
+    assert_int_equal(image_parse_size("3X", &v), -EINVAL);
+    assert_int_equal(image_parse_size("-1", &v), -EINVAL);
+    assert_int_equal(image_parse_size("99999999999T", &v), -EINVAL);
 }
 
 static void test_format_parse(void **state)
