@@ -180,7 +180,7 @@ static int apply(struct copy_args *a, const struct opt_def *d,
         a->spec.copy.start_offset = v;
         return 0;
     case O_ALLOW_BACKING:
-        if (job_spec_allow_backing(&a->spec, val) < 0) {
+        if (copy_spec_allow_backing(&a->spec, val) < 0) {
             errmsg_set(err, "%s: '%.64s' is not a prefix of fewer than %u "
                        "bytes without control characters, or more than %u "
                        "were given", d->name, val, JOB_PATH_MAX,
@@ -214,7 +214,7 @@ static int validate(struct copy_args *a, bool sparse_given,
      * explicit --sparse larger than a request could never match. */
     if (!sparse_given && a->spec.copy.sparse > a->spec.copy.request_size)
         a->spec.copy.sparse = a->spec.copy.request_size / 512 * 512;
-    int r = job_spec_check(&a->spec, JOB_SPEC_CLI, err);
+    int r = copy_spec_check(&a->spec, JOB_SPEC_CLI, err);
     if (r < 0)
         return r;
     if (a->spec.copy.start_offset && a->create) {
@@ -234,7 +234,7 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
                     struct errmsg *err)
 {
     struct copy_args a = { 0 };
-    job_spec_init(&a.spec);
+    copy_spec_init(&a.spec);
     const char *operands[2];
     int noperands = 0;
     bool options_done = false;

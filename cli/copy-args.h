@@ -16,8 +16,8 @@ struct copy_args {
     /* What to copy, as a job file would say it: source/target are the
      * operands; copy.start_offset is --resume-from; --keep-backing sets
      * keep_backing (and copy.skip_backing), --allow-backing adds to
-     * allow_backing.  job_spec_check has passed. */
-    struct job_spec spec;
+     * allow_backing.  copy_spec_check has passed. */
+    struct copy_spec spec;
     bool create;                    /* --create */
     const char *state_path;         /* --state FILE (in argv), or NULL */
     bool progress;                  /* -p */

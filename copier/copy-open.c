@@ -19,7 +19,7 @@ static void label_error(struct errmsg *err, const char *side,
 }
 
 /* Steps 2-3: the source, and the resume offset against it. */
-static int open_source(struct loop *loop, const struct job_spec *spec,
+static int open_source(struct loop *loop, const struct copy_spec *spec,
                        const struct copy_endpoints *ep,
                        const char *const *allow, struct image **src,
                        struct errmsg *err)
@@ -48,13 +48,13 @@ static int open_source(struct loop *loop, const struct job_spec *spec,
     return 0;
 }
 
-int copy_open(struct loop *loop, const struct job_spec *spec_in,
+int copy_open(struct loop *loop, const struct copy_spec *spec_in,
               const struct copy_endpoints *ep, struct copy_session *out,
               struct errmsg *err)
 {
     *out = (struct copy_session){ 0 };
-    struct job_spec spec = *spec_in;
-    int r = job_spec_check(&spec, JOB_SPEC_FILE, err);
+    struct copy_spec spec = *spec_in;
+    int r = copy_spec_check(&spec, JOB_SPEC_FILE, err);
     if (r < 0)
         return r;
     const char *allow[JOB_MAX_ALLOW_BACKING + 1] = { NULL };

@@ -9,7 +9,7 @@
  * target file may be created or replaced.
  *
  * Order of work, so that bad input touches nothing:
- *   1. job_spec_check (option combinations);
+ *   1. copy_spec_check (option combinations);
  *   2. the source, read-only, with the spec's source format, no_backing for
  *      keep-backing, and the spec's allow-backing prefixes (a refused
  *      backing file fails here);
@@ -57,7 +57,7 @@ struct copy_session {
  * `loop` as described above and prepare the job.  Returns 0 with `out`
  * filled, or -errno with `err` set and `out` all NULL.  Runs the loop
  * (opening is synchronous). */
-int copy_open(struct loop *loop, const struct job_spec *spec,
+int copy_open(struct loop *loop, const struct copy_spec *spec,
               const struct copy_endpoints *ep, struct copy_session *out,
               struct errmsg *err);
 

@@ -16,7 +16,7 @@
 
 #define JOB_LINE_MAX 4096
 
-void job_spec_init(struct job_spec *spec)
+void copy_spec_init(struct copy_spec *spec)
 {
     memset(spec, 0, sizeof *spec);
     spec->source_format = IMAGE_FORMAT_AUTO;
@@ -24,7 +24,7 @@ void job_spec_init(struct job_spec *spec)
     copy_options_init(&spec->copy);
 }
 
-int parse_bool(const char *s, bool *out)
+int copy_spec_parse_bool(const char *s, bool *out)
 {
     static const char *const yes[] = { "yes", "true", "on", "1" };
     static const char *const no[] = { "no", "false", "off", "0" };
@@ -45,7 +45,7 @@ int parse_bool(const char *s, bool *out)
 
 /* Per-key value parsers: return NULL or a description of what the value
  * should have been (used as "line N: KEY: 'VALUE' is not DESCRIPTION"). */
-typedef const char *(*value_parser)(const char *v, struct job_spec *s);
+typedef const char *(*value_parser)(const char *v, struct copy_spec *s);
 
 static bool is_control(char c)
 {
@@ -82,38 +82,38 @@ static const char *set_path(const char *v, char *dst, size_t cap)
     return NULL;
 }
 
-static const char *p_source(const char *v, struct job_spec *s)
+static const char *p_source(const char *v, struct copy_spec *s)
 {
     return set_path(v, s->source, sizeof s->source);
 }
 
-static const char *p_target(const char *v, struct job_spec *s)
+static const char *p_target(const char *v, struct copy_spec *s)
 {
     return set_path(v, s->target, sizeof s->target);
 }
 
-static const char *p_source_format(const char *v, struct job_spec *s)
+static const char *p_source_format(const char *v, struct copy_spec *s)
 {
     if (image_format_parse(v, true, &s->source_format) < 0)
         return "auto, raw or qcow2";
     return NULL;
 }
 
-static const char *p_target_format(const char *v, struct job_spec *s)
+static const char *p_target_format(const char *v, struct copy_spec *s)
 {
     if (image_format_parse(v, false, &s->target_format) < 0)
         return "raw or qcow2";
     return NULL;
 }
 
-static const char *p_order(const char *v, struct job_spec *s)
+static const char *p_order(const char *v, struct copy_spec *s)
 {
     if (copy_order_parse(v, &s->copy.order) < 0)
         return "strict, pipelined or any";
     return NULL;
 }
 
-static const char *p_requests(const char *v, struct job_spec *s)
+static const char *p_requests(const char *v, struct copy_spec *s)
 {
     char *end;
     if (!isdigit((unsigned char)v[0]))
@@ -126,7 +126,7 @@ static const char *p_requests(const char *v, struct job_spec *s)
     return NULL;
 }
 
-static const char *p_request_size(const char *v, struct job_spec *s)
+static const char *p_request_size(const char *v, struct copy_spec *s)
 {
     uint64_t n;
     if (image_parse_size(v, &n) < 0)
@@ -137,14 +137,14 @@ static const char *p_request_size(const char *v, struct job_spec *s)
     return NULL;
 }
 
-static const char *p_sparse(const char *v, struct job_spec *s)
+static const char *p_sparse(const char *v, struct copy_spec *s)
 {
     if (image_parse_size(v, &s->copy.sparse) < 0)
         return "a size";
     return NULL;
 }
 
-static const char *p_cluster_size(const char *v, struct job_spec *s)
+static const char *p_cluster_size(const char *v, struct copy_spec *s)
 {
     uint64_t n;
     if (image_parse_size(v, &n) < 0)
@@ -155,7 +155,7 @@ static const char *p_cluster_size(const char *v, struct job_spec *s)
     return NULL;
 }
 
-static const char *p_backing(const char *v, struct job_spec *s)
+static const char *p_backing(const char *v, struct copy_spec *s)
 {
     if (strcmp(v, "flatten") == 0)
         s->keep_backing = false;
@@ -167,19 +167,19 @@ static const char *p_backing(const char *v, struct job_spec *s)
     return NULL;
 }
 
-static const char *p_allow_backing(const char *v, struct job_spec *s)
+static const char *p_allow_backing(const char *v, struct copy_spec *s)
 {
     if (s->n_allow_backing >= JOB_MAX_ALLOW_BACKING)
         return "allowed: at most 8 allow-backing lines";
-    if (job_spec_allow_backing(s, v) < 0)
+    if (copy_spec_allow_backing(s, v) < 0)
         return "a URL or path prefix of fewer than 1024 bytes";
     return NULL;
 }
 
 #define BOOL_PARSER(fn, field)                                           \
-    static const char *fn(const char *v, struct job_spec *s)             \
+    static const char *fn(const char *v, struct copy_spec *s)             \
     {                                                                    \
-        return parse_bool(v, &s->field) < 0 ? "yes or no" : NULL;        \
+        return copy_spec_parse_bool(v, &s->field) < 0 ? "yes or no" : NULL;        \
     }
 BOOL_PARSER(p_compress, compress)
 BOOL_PARSER(p_verify, copy.verify)
@@ -246,7 +246,7 @@ static const char *shown(const char *v, char out[SHOWN_MAX])
 
 /* Parse one line (NUL-terminated copy, comment already cut). */
 static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
-                      struct job_spec *spec, struct errmsg *err)
+                      struct copy_spec *spec, struct errmsg *err)
 {
     char *end = line + strlen(line);
     char *eq = strchr(line, '=');
@@ -289,10 +289,10 @@ static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
     return -EINVAL;
 }
 
-int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
+int copy_spec_parse(const char *text, size_t len, struct copy_spec *spec,
                    struct errmsg *err)
 {
-    job_spec_init(spec);
+    copy_spec_init(spec);
     bool seen[NKEYS] = { false };
     char line[JOB_LINE_MAX + 1];
     unsigned lineno = 0;
@@ -336,7 +336,7 @@ int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
     return 0;
 }
 
-int job_spec_allow_backing(struct job_spec *spec, const char *prefix)
+int copy_spec_allow_backing(struct copy_spec *spec, const char *prefix)
 {
     size_t n = strlen(prefix);
     if (spec->n_allow_backing >= JOB_MAX_ALLOW_BACKING || n == 0 ||
@@ -352,7 +352,7 @@ int job_spec_allow_backing(struct job_spec *spec, const char *prefix)
 /* A setting's name in messages: the job-file key, or "--key". */
 #define SETTING(style, key) ((style) == JOB_SPEC_CLI ? "--" key : key)
 
-int job_spec_check(struct job_spec *spec, enum job_spec_style style,
+int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
                    struct errmsg *err)
 {
     bool cli = style == JOB_SPEC_CLI;

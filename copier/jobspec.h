@@ -39,7 +39,7 @@
 #define JOB_MAX_ALLOW_BACKING 8
 #define JOB_PATH_MAX 1024
 
-struct job_spec {
+struct copy_spec {
     char source[JOB_PATH_MAX];
     char target[JOB_PATH_MAX];
     enum image_format source_format;    /* AUTO by default */
@@ -59,20 +59,20 @@ struct job_spec {
     unsigned n_allow_backing;
 };
 
-/* How job_spec_check names settings in its messages. */
+/* How copy_spec_check names settings in its messages. */
 enum job_spec_style {
     JOB_SPEC_FILE,      /* job-file keys: "compress needs target-format = qcow2" */
     JOB_SPEC_CLI,       /* options: "--compress needs --target-format qcow2" */
 };
 
 /* Fill `spec` with defaults (empty source/target). */
-void job_spec_init(struct job_spec *spec);
+void copy_spec_init(struct copy_spec *spec);
 
 /* Parse `len` bytes of job text into `spec` (initialised first).  Returns
  * 0, or -EINVAL with `err` naming the line and the problem, e.g.
  * "line 4: unknown key 'ordr'", "line 6: request-size: '3X' is not a
  * size", "missing 'target'". */
-int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
+int copy_spec_parse(const char *text, size_t len, struct copy_spec *spec,
                    struct errmsg *err);
 
 /* Check the combinations of settings that no single key can: qcow2-only
@@ -80,14 +80,14 @@ int job_spec_parse(const char *text, size_t len, struct job_spec *spec,
  * target, keep-backing with verify or target-is-zero, sparse larger than
  * request-size.  Sets copy.skip_backing from keep_backing.  Returns 0 or
  * -EINVAL with `err` naming the settings in `style`. */
-int job_spec_check(struct job_spec *spec, enum job_spec_style style,
+int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
                    struct errmsg *err);
 
 /* Add an allow-backing prefix.  Returns 0, or -EINVAL when the list is
  * full, the prefix is empty or too long, or it holds control characters. */
-int job_spec_allow_backing(struct job_spec *spec, const char *prefix);
+int copy_spec_allow_backing(struct copy_spec *spec, const char *prefix);
 
 /* Parse yes/no/true/false/on/off/1/0.  Returns 0 or -EINVAL. */
-int parse_bool(const char *s, bool *out);
+int copy_spec_parse_bool(const char *s, bool *out);
 
 #endif

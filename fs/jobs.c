@@ -355,7 +355,7 @@ static bool is_file_node(const struct node *n)
 /* What the job may do to its target: create it in an NFS directory,
  * replace it (overwrite = yes), or write it in place (top-level images,
  * resume).  Returns 0 or -errno with `em` set. */
-static int target_policy(const struct job_spec *spec, struct node *dst,
+static int target_policy(const struct copy_spec *spec, struct node *dst,
                          bool resume, struct copy_endpoints *ep,
                          struct errmsg *em)
 {
@@ -388,7 +388,7 @@ static int target_policy(const struct job_spec *spec, struct node *dst,
 /* Open both images through copy_open (the path imgfs copy takes) and start
  * the engine.  `resume`: the previous run of this job stopped on the same
  * target at `prev_watermark`, and the spec asks to resume. */
-static int open_and_start(struct job *j, struct job_spec *spec,
+static int open_and_start(struct job *j, struct copy_spec *spec,
                           struct node *dst,
                           const char *src_url, const char *dst_url,
                           bool prev_resumable, uint64_t prev_watermark,
@@ -436,8 +436,8 @@ static int job_try_start(struct job *j, const char *text, size_t len,
                          const char *prev_target, bool force_resume,
                          struct errmsg *em)
 {
-    struct job_spec spec;
-    int r = job_spec_parse(text, len, &spec, em);
+    struct copy_spec spec;
+    int r = copy_spec_parse(text, len, &spec, em);
     if (r < 0)
         return r;
     if (force_resume)
@@ -446,7 +446,7 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
     pthread_mutex_unlock(&the_fs->jobs_lock);
-    r = job_spec_check(&spec, JOB_SPEC_FILE, em);
+    r = copy_spec_check(&spec, JOB_SPEC_FILE, em);
     if (r < 0)
         return r;
     struct node *src = node_resolve(spec.source, false);

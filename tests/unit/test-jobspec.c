@@ -10,15 +10,15 @@
 
 #include "copier/jobspec.h"
 
-static int parse(const char *text, struct job_spec *s, struct errmsg *e)
+static int parse(const char *text, struct copy_spec *s, struct errmsg *e)
 {
     errmsg_clear(e);
-    return job_spec_parse(text, strlen(text), s, e);
+    return copy_spec_parse(text, strlen(text), s, e);
 }
 
 static void expect_error(const char *text, const char *msg)
 {
-    struct job_spec s;
+    struct copy_spec s;
     struct errmsg e;
     assert_int_equal(parse(text, &s, &e), -EINVAL);
     assert_string_equal(e.text, msg);
@@ -44,7 +44,7 @@ static void test_full_example(void **state)
         "resume        = true\n"
         "overwrite     = 1\n"
         "target-is-zero = YES\n";
-    struct job_spec s;
+    struct copy_spec s;
     struct errmsg e;
     assert_int_equal(parse(text, &s, &e), 0);
     assert_string_equal(s.source, "templates/debian-12.qcow2");
@@ -69,7 +69,7 @@ static void test_full_example(void **state)
 static void test_defaults(void **state)
 {
     (void)state;
-    struct job_spec s;
+    struct copy_spec s;
     struct errmsg e;
     assert_int_equal(parse("source=a\ntarget=b", &s, &e), 0);
     assert_string_equal(s.source, "a");
@@ -98,7 +98,7 @@ static void test_whitespace_comments_crlf(void **state)
         "target=lun1#no space before comment\r\n"
         "   sparse =0\r\n"
         "#last line without newline";
-    struct job_spec s;
+    struct copy_spec s;
     struct errmsg e;
     assert_int_equal(parse(text, &s, &e), 0);
     assert_string_equal(s.source, "my image.raw");
@@ -189,7 +189,7 @@ static void test_path_components_and_control_chars(void **state)
                  "line 1: unknown key 'sour\\x1bce'");
 
     /* ".." inside a name is not a component; blanks around still trim */
-    struct job_spec s;
+    struct copy_spec s;
     struct errmsg e;
     assert_int_equal(parse("source = x..y/..a/b..\ntarget = dir/.../c\t\r\n",
                            &s, &e), 0);
@@ -200,10 +200,10 @@ static void test_path_components_and_control_chars(void **state)
 static void test_nul_and_long_lines(void **state)
 {
     (void)state;
-    struct job_spec s;
+    struct copy_spec s;
     struct errmsg e;
     const char text[] = "source = a\ntarget = b\nverify = n\0o\n";
-    assert_int_equal(job_spec_parse(text, sizeof text - 1, &s, &e), -EINVAL);
+    assert_int_equal(copy_spec_parse(text, sizeof text - 1, &s, &e), -EINVAL);
     assert_string_equal(e.text,
                         "line 3: NUL byte in job text (not a text file?)");
 
@@ -234,16 +234,16 @@ static void test_parse_bool(void **state)
     bool v;
     for (size_t i = 0; i < 5; i++) {
         v = false;
-        assert_int_equal(parse_bool(yes[i], &v), 0);
+        assert_int_equal(copy_spec_parse_bool(yes[i], &v), 0);
         assert_true(v);
     }
     for (size_t i = 0; i < 4; i++) {
         v = true;
-        assert_int_equal(parse_bool(no[i], &v), 0);
+        assert_int_equal(copy_spec_parse_bool(no[i], &v), 0);
         assert_false(v);
     }
     for (size_t i = 0; i < 5; i++)
-        assert_int_equal(parse_bool(bad[i], &v), -EINVAL);
+        assert_int_equal(copy_spec_parse_bool(bad[i], &v), -EINVAL);
 }
 
 int main(void)
