@@ -158,25 +158,25 @@ struct copy_job {
  * flush, verify, finish.  Safe to call from any completion; re-entrant
  * calls are folded into the running one.  May call the done callback,
  * so callers must not touch the job after calling it. */
-void job_pump(struct copy_job *job);
+void copy_job_pump(struct copy_job *job);
 /* Record the first error ("OP on IMAGE at offset N: strerror[: detail]";
  * offset < 0 omits "at offset") and start draining. */
-void job_fail(struct copy_job *job, const char *op, struct image *img,
+void copy_job_fail(struct copy_job *job, const char *op, struct image *img,
               int64_t offset, int err);
 /* Same with a ready-made message. */
-void job_fail_msg(struct copy_job *job, int err, const char *msg);
+void copy_job_fail_msg(struct copy_job *job, int err, const char *msg);
 /* Copy into `out` (at most `max`) the contiguous prefix of a block-status
  * answer asked at `asked`, clipped to the job's size.  Returns how many;
  * 0 fails the job ("OP on IMAGE at offset N: backend returned no usable
  * extent"). */
-size_t job_keep_extents(struct copy_job *job, const char *op,
+size_t copy_job_keep_extents(struct copy_job *job, const char *op,
                         struct image *img, uint64_t asked,
                         const struct extent *ext, size_t n,
                         struct extent *out, size_t max);
 /* Update the thread-visible progress (under the lock). */
-void job_set_state(struct copy_job *job, enum copy_state s);
-void job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark);
-void job_add_verified(struct copy_job *job, uint64_t bytes);
+void copy_job_set_state(struct copy_job *job, enum copy_state s);
+void copy_job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark);
+void copy_job_add_verified(struct copy_job *job, uint64_t bytes);
 
 /* Borrow one op context of `r` for an operation at `offset`. */
 struct request_op *request_op_take(struct copy_request *r, uint64_t offset);

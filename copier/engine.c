@@ -252,7 +252,7 @@ void copy_job_free(struct copy_job *job)
 
 /* ---- progress ---------------------------------------------------------- */
 
-void job_set_state(struct copy_job *job, enum copy_state s)
+void copy_job_set_state(struct copy_job *job, enum copy_state s)
 {
     pthread_mutex_lock(&job->lock);
     job->prog.state = s;
@@ -261,7 +261,7 @@ void job_set_state(struct copy_job *job, enum copy_state s)
     pthread_mutex_unlock(&job->lock);
 }
 
-void job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark)
+void copy_job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark)
 {
     pthread_mutex_lock(&job->lock);
     job->prog.done += bytes;
@@ -269,7 +269,7 @@ void job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark)
     pthread_mutex_unlock(&job->lock);
 }
 
-void job_add_verified(struct copy_job *job, uint64_t bytes)
+void copy_job_add_verified(struct copy_job *job, uint64_t bytes)
 {
     pthread_mutex_lock(&job->lock);
     job->prog.verified += bytes;
@@ -291,7 +291,7 @@ void copy_job_progress(struct copy_job *job, struct copy_progress *out)
 
 /* ---- errors ------------------------------------------------------------ */
 
-void job_fail_msg(struct copy_job *job, int err, const char *msg)
+void copy_job_fail_msg(struct copy_job *job, int err, const char *msg)
 {
     job->stopping = true;
     pthread_mutex_lock(&job->lock);
@@ -302,7 +302,7 @@ void job_fail_msg(struct copy_job *job, int err, const char *msg)
     pthread_mutex_unlock(&job->lock);
 }
 
-void job_fail(struct copy_job *job, const char *op, struct image *img,
+void copy_job_fail(struct copy_job *job, const char *op, struct image *img,
               int64_t offset, int err)
 {
     struct errmsg msg;
@@ -321,10 +321,10 @@ void job_fail(struct copy_job *job, const char *op, struct image *img,
         memcpy(msg.text + n, img->last_error.text, add);
         msg.text[n + add] = '\0';
     }
-    job_fail_msg(job, err, msg.text);
+    copy_job_fail_msg(job, err, msg.text);
 }
 
-size_t job_keep_extents(struct copy_job *job, const char *op,
+size_t copy_job_keep_extents(struct copy_job *job, const char *op,
                         struct image *img, uint64_t asked,
                         const struct extent *ext, size_t n,
                         struct extent *out, size_t max)
@@ -345,7 +345,7 @@ size_t job_keep_extents(struct copy_job *job, const char *op,
         snprintf(msg, sizeof msg,
                  "%s on %s at offset %llu: backend returned no usable extent",
                  op, img->name, (unsigned long long)asked);
-        job_fail_msg(job, -EIO, msg);
+        copy_job_fail_msg(job, -EIO, msg);
     }
     return count;
 }
@@ -357,16 +357,16 @@ static void flush_done(void *opaque, int err)
     struct copy_job *job = opaque;
     job->ops_inflight--;
     if (err) {
-        job_fail(job, "flush", job->dst, -1, err);
+        copy_job_fail(job, "flush", job->dst, -1, err);
     } else if (!job->stopping) {
         if (job->opts.verify) {
-            job_set_state(job, COPY_VERIFYING);
+            copy_job_set_state(job, COPY_VERIFYING);
             verify_start(job);
         } else {
             job->finished = true;
         }
     }
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 /* One round of work; sets job->finished when the job is over. */
@@ -384,7 +384,7 @@ static void pump_round(struct copy_job *job)
         pipeline_issue_writes(job);
         if (!job->stopping && pipeline_finished(job) && !job->flush_issued) {
             job->flush_issued = true;
-            job_set_state(job, COPY_FLUSHING);
+            copy_job_set_state(job, COPY_FLUSHING);
             job->ops_inflight++;
             image_flush(job->dst, flush_done, job);
         }
@@ -396,7 +396,7 @@ static void pump_round(struct copy_job *job)
                 snprintf(msg, sizeof msg,
                          "verify: images differ at byte offset %llu",
                          (unsigned long long)job->ver.diff);
-                job_fail_msg(job, -EIO, msg);
+                copy_job_fail_msg(job, -EIO, msg);
                 job->pump_again = true;
             } else {
                 job->finished = true;
@@ -408,7 +408,7 @@ static void pump_round(struct copy_job *job)
     }
 }
 
-void job_pump(struct copy_job *job)
+void copy_job_pump(struct copy_job *job)
 {
     if (job->in_pump) {
         job->pump_again = true;
@@ -441,7 +441,7 @@ void job_pump(struct copy_job *job)
     } else if (job->prog.err) {
         s = COPY_FAILED;
     }
-    job_set_state(job, s);
+    copy_job_set_state(job, s);
     struct copy_progress final;
     copy_job_progress(job, &final);
     /* Last use of `job`: the callback may free it. */
@@ -452,10 +452,10 @@ static void kick(void *opaque)
 {
     struct copy_job *job = opaque;
     job->ops_inflight--;
-    job_pump(job);
+    copy_job_pump(job);
 }
 
-/* Run job_pump on a later loop iteration (counted as in flight, so the job
+/* Run copy_job_pump on a later loop iteration (counted as in flight, so the job
  * cannot finish and be freed while the call is pending). */
 static void schedule_kick(struct copy_job *job)
 {
@@ -499,11 +499,11 @@ static void checkpoint_flushed(void *opaque, int err)
     struct checkpoint *c = opaque;
     struct copy_job *job = c->job;
     if (err)
-        job_fail(job, "flush", job->dst, -1, err);
+        copy_job_fail(job, "flush", job->dst, -1, err);
     c->cb(c->opaque, c->watermark, err);
     free(c);
     job->ops_inflight--;
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 unsigned copy_checkpoint_interval_ms(void)

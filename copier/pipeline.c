@@ -85,7 +85,7 @@ static void retire(struct copy_job *job, uint64_t bytes)
         wm = t->end;
         job->retire_seq++;
     }
-    job_add_done(job, bytes, wm);
+    copy_job_add_done(job, bytes, wm);
 }
 
 /* The request's target operations all completed. */
@@ -199,10 +199,10 @@ static void target_op_done(struct request_op *op, int err, const char *name)
     job->ops_inflight--;
     if (err) {
         r->failed = true;
-        job_fail(job, name, job->dst, (int64_t)op->offset, err);
+        copy_job_fail(job, name, job->dst, (int64_t)op->offset, err);
     } else if (job->opts.order == COPY_ORDER_STRICT && !job->stopping &&
                !r->failed && issue_next_piece(r)) {
-        job_pump(job);
+        copy_job_pump(job);
         return;
     }
     if (r->ops_pending == 0) {
@@ -211,7 +211,7 @@ static void target_op_done(struct request_op *op, int err, const char *name)
             r->failed = true;
         request_finish(r);
     }
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 static void write_done(void *opaque, int err)
@@ -241,7 +241,7 @@ static void read_done(void *opaque, int err)
     job->ops_inflight--;
     if (err) {
         r->failed = true;
-        job_fail(job, "read", job->src, (int64_t)op->offset, err);
+        copy_job_fail(job, "read", job->src, (int64_t)op->offset, err);
     }
     if (r->ops_pending == 0) {
         if (r->failed || job->stopping)
@@ -249,7 +249,7 @@ static void read_done(void *opaque, int err)
         else
             request_ready(r);
     }
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 static void start_read(struct copy_request *r)

@@ -81,13 +81,13 @@ static void block_status_done(void *opaque, int err, const struct extent *ext,
     job->ops_inflight--;
     p->first = p->count = 0;
     if (err) {
-        job_fail(job, "block status", job->src, (int64_t)asked, err);
-        job_pump(job);
+        copy_job_fail(job, "block status", job->src, (int64_t)asked, err);
+        copy_job_pump(job);
         return;
     }
-    p->count = job_keep_extents(job, "block status", job->src, asked, ext,
+    p->count = copy_job_keep_extents(job, "block status", job->src, asked, ext,
                                 n, p->cache, PLANNER_CACHE_EXTENTS);
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 /* Ask block status from p->next, if the window allows. */

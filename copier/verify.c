@@ -82,19 +82,19 @@ static void status_done(void *opaque, int err, const struct extent *ext,
     s->count = 0;
     s->end = asked;
     if (err) {
-        job_fail(job, "verify: block status", s->img, (int64_t)asked, err);
-        job_pump(job);
+        copy_job_fail(job, "verify: block status", s->img, (int64_t)asked, err);
+        copy_job_pump(job);
         return;
     }
     /* The prefix is clipped to the source's end (the target may be
      * larger). */
-    s->count = job_keep_extents(job, "verify: block status", s->img, asked,
+    s->count = copy_job_keep_extents(job, "verify: block status", s->img, asked,
                                 ext, n, s->cache, VERIFY_CACHE_EXTENTS);
     if (s->count) {
         const struct extent *last = &s->cache[s->count - 1];
         s->end = last->offset + last->length;
     }
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 /* Ask the side's block status from `at` to the source's end (once). */
@@ -183,7 +183,7 @@ static enum chunk_result next_chunk(struct copy_job *job, uint64_t *len)
     }
     if (skipped) {
         v->skipped += skipped;
-        job_add_verified(job, skipped);
+        copy_job_add_verified(job, skipped);
     }
     return res;
 }
@@ -195,7 +195,7 @@ static void compare_pair(struct copy_job *job, struct copy_request *a,
 {
     if (!a->failed && !b->failed) {
         if (memcmp(a->buf, b->buf, a->length) == 0) {
-            job_add_verified(job, a->length);
+            copy_job_add_verified(job, a->length);
         } else {
             size_t i = 0;
             while (a->buf[i] == b->buf[i])
@@ -222,12 +222,12 @@ static void verify_read_done(void *opaque, int err)
     job->ops_inflight--;
     if (err) {
         r->failed = true;
-        job_fail(job, "read", is_src ? job->src : job->dst,
+        copy_job_fail(job, "read", is_src ? job->src : job->dst,
                  (int64_t)op->offset, err);
     }
     if (r->ops_pending == 0 && other->ops_pending == 0)
         compare_pair(job, is_src ? r : other, is_src ? other : r);
-    job_pump(job);
+    copy_job_pump(job);
 }
 
 static void read_side(struct copy_request *r,
