@@ -75,6 +75,15 @@ struct copy_options {
     bool skip_backing;
     bool verify;                /* compare both sides after the copy */
     uint64_t start_offset;      /* resume point (a previous watermark) */
+    /* Rate limit in bytes/s, 0: unlimited (copier/rate.h: 0 or RATE_MIN ..
+     * RATE_MAX).  Paces the writes of data ranges: a request that read
+     * data is written only when the job's token bucket grants its length;
+     * ranges the source reports as zeroes or holes cost nothing (their
+     * zero writes, or nothing, go at once), nor do the verify pass's
+     * reads.  Bursts above the rate last at most RATE_BURST_MS (or one
+     * request).  While the bucket is empty a loop timer waits: nothing
+     * spins. */
+    uint64_t rate;
 };
 
 enum copy_state {
@@ -162,6 +171,12 @@ unsigned copy_checkpoint_interval_ms(void);
 
 int copy_job_checkpoint(struct copy_job *job, copy_checkpoint_cb cb,
                         void *opaque);
+
+/* Change the rate limit of a job, started or not (loop thread), with
+ * effect on the next write: a job waiting for the old rate re-evaluates
+ * at once.  Returns 0, or -ERANGE for a rate outside 0 or RATE_MIN ..
+ * RATE_MAX (nothing changed). */
+int copy_job_set_rate(struct copy_job *job, uint64_t rate);
 
 /* Snapshot the job's progress.  Safe from any thread. */
 void copy_job_progress(struct copy_job *job, struct copy_progress *out);
