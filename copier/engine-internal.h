@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "engine.h"
+#include "rate.h"
 
 /* How many extents of one block-status answer the planner keeps. */
 #define PLANNER_CACHE_EXTENTS 32u
@@ -145,6 +146,10 @@ struct copy_job {
     bool in_pump, pump_again;
     uint64_t start_ns;
 
+    struct rate_bucket rate;        /* paces data writes (opts.rate) */
+    int64_t rate_timer;             /* waiting for the bucket, 0: not */
+    bool rate_held;                 /* a ready request was refused */
+
     copy_done_cb done_cb;
     void *done_opaque;
 
@@ -177,6 +182,9 @@ size_t copy_job_keep_extents(struct copy_job *job, const char *op,
 void copy_job_set_state(struct copy_job *job, enum copy_state s);
 void copy_job_add_done(struct copy_job *job, uint64_t bytes, uint64_t watermark);
 void copy_job_add_verified(struct copy_job *job, uint64_t bytes);
+/* Whether request `r` may start writing now under the rate limit
+ * (charged if so).  If not, a timer pumps the job when it may. */
+bool copy_job_rate_admit(struct copy_job *job, const struct copy_request *r);
 
 /* Borrow one op context of `r` for an operation at `offset`. */
 struct request_op *request_op_take(struct copy_request *r, uint64_t offset);

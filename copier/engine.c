@@ -138,6 +138,10 @@ static int validate(struct image *src, struct image *dst,
                        "the block sizes (source %llu, target %llu)",
                        (unsigned long long)o->start_offset,
                        (unsigned long long)sb, (unsigned long long)db);
+    if (o->rate && (o->rate < RATE_MIN || o->rate > RATE_MAX))
+        return invalid(err, -EINVAL, "rate %llu bytes/s is out of range "
+                       "(0 for unlimited, or %llu to %llu)",
+                       (unsigned long long)o->rate, RATE_MIN, RATE_MAX);
     return 0;
 }
 
@@ -242,6 +246,8 @@ void copy_job_free(struct copy_job *job)
 {
     if (!job)
         return;
+    if (job->rate_timer)
+        loop_cancel_timer(job->src->loop, job->rate_timer);
     pthread_mutex_destroy(&job->lock);
     free(job->buffers);
     free(job->reqs);
@@ -442,6 +448,10 @@ void copy_job_pump(struct copy_job *job)
         s = COPY_FAILED;
     }
     copy_job_set_state(job, s);
+    if (job->rate_timer) {
+        loop_cancel_timer(job->src->loop, job->rate_timer);
+        job->rate_timer = 0;
+    }
     struct copy_progress final;
     copy_job_progress(job, &final);
     /* Last use of `job`: the callback may free it. */
@@ -480,6 +490,7 @@ void copy_job_start(struct copy_job *job, copy_done_cb done, void *opaque)
     job->start_ns = loop_now_ns();
     job->prog.state = COPY_RUNNING;
     pthread_mutex_unlock(&job->lock);
+    rate_init(&job->rate, job->opts.rate, job->start_ns);
     if (job->cancel_requested)
         job->stopping = true;
     schedule_kick(job);
@@ -548,4 +559,52 @@ void copy_job_cancel(struct copy_job *job)
     job->stopping = true;
     if (job->started)
         schedule_kick(job);
+}
+
+/* ---- rate limit (rate.h) ---------------------------------------------- */
+
+static void rate_timer_fired(void *opaque)
+{
+    struct copy_job *job = opaque;
+    job->rate_timer = 0;
+    copy_job_pump(job);
+}
+
+bool copy_job_rate_admit(struct copy_job *job, const struct copy_request *r)
+{
+    uint64_t cost = r->kind == REQ_DATA ? r->length : 0;
+    if (cost == 0 || job->opts.rate == 0)
+        return true;
+    if (job->rate_timer) {
+        job->rate_held = true;      /* already waiting for the bucket */
+        return false;
+    }
+    uint64_t wait = rate_take(&job->rate, cost, loop_now_ns());
+    if (wait == 0)
+        return true;
+    uint64_t ms = (wait + 999999) / 1000000;
+    int64_t t = loop_add_timer(job->src->loop,
+                               (unsigned)(ms < 1000 ? ms : 1000),
+                               rate_timer_fired, job);
+    if (t <= 0)
+        return true;                /* no memory for a timer: unpaced */
+    job->rate_timer = t;
+    job->rate_held = true;
+    return false;
+}
+
+int copy_job_set_rate(struct copy_job *job, uint64_t rate)
+{
+    if (rate && (rate < RATE_MIN || rate > RATE_MAX))
+        return -ERANGE;
+    job->opts.rate = rate;
+    rate_set(&job->rate, rate, loop_now_ns());
+    if (job->rate_timer) {
+        /* Waiting under the old rate: ask the bucket again now. */
+        loop_cancel_timer(job->src->loop, job->rate_timer);
+        job->rate_timer = 0;
+        if (job->started && !job->done_called)
+            schedule_kick(job);
+    }
+    return 0;
 }

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rate.h"
+
 #define JOB_LINE_MAX 4096
 
 void copy_spec_init(struct copy_spec *spec)
@@ -144,6 +146,13 @@ static const char *p_sparse(const char *v, struct copy_spec *s)
     return NULL;
 }
 
+static const char *p_rate(const char *v, struct copy_spec *s)
+{
+    if (rate_parse(v, &s->copy.rate) < 0)
+        return "a rate (0 for unlimited, or 1K to 1T bytes/s, e.g. 50M)";
+    return NULL;
+}
+
 static const char *p_cluster_size(const char *v, struct copy_spec *s)
 {
     uint64_t n;
@@ -200,6 +209,7 @@ static const struct {
     { "requests", p_requests },
     { "request-size", p_request_size },
     { "sparse", p_sparse },
+    { "rate", p_rate },
     { "compress", p_compress },
     { "cluster-size", p_cluster_size },
     { "backing", p_backing },

@@ -9,6 +9,9 @@
  *   requests      = 16
  *   request-size  = 1M
  *   sparse        = 4K           # 0: write every byte
+ *   rate          = 50M          # bytes/s of data writes, 0: unlimited
+ *                                # (copier/rate.h; changed live through
+ *                                # control/NAME.rate in a mount)
  *   compress      = no           # qcow2 targets
  *   cluster-size  = 64K          # qcow2 targets
  *   backing       = flatten      # flatten | keep

@@ -228,7 +228,8 @@ static void zero_done(void *opaque, int err)
 static void request_ready(struct copy_request *r)
 {
     r->state = REQ_READY;
-    if (r->job->opts.order == COPY_ORDER_ANY && !r->job->stopping)
+    if (r->job->opts.order == COPY_ORDER_ANY && !r->job->stopping &&
+        copy_job_rate_admit(r->job, r))
         request_write(r);
 }
 
@@ -306,6 +307,15 @@ void pipeline_fill(struct copy_job *job)
 
 void pipeline_issue_writes(struct copy_job *job)
 {
+    if (job->opts.order == COPY_ORDER_ANY && job->rate_held &&
+        !job->stopping) {
+        /* Requests the rate limit held back when they became ready. */
+        job->rate_held = false;
+        for (unsigned i = 0; i < job->nbuf; i++)
+            if (job->reqs[i].state == REQ_READY &&
+                copy_job_rate_admit(job, &job->reqs[i]))
+                request_write(&job->reqs[i]);
+    }
     if (job->opts.order == COPY_ORDER_ANY || job->stopping)
         return;
     while (job->issue_seq < job->plan_seq) {
@@ -314,6 +324,8 @@ void pipeline_issue_writes(struct copy_job *job)
         if (!r || r->state != REQ_READY)
             break;
         if (job->opts.order == COPY_ORDER_STRICT && job->groups_writing)
+            break;
+        if (!copy_job_rate_admit(job, r))
             break;
         job->issue_seq++;
         request_write(r);

@@ -231,16 +231,16 @@ static void test_parse(void **state)
 static void test_job_key(void **state)
 {
     (void)state;
-    struct job_spec spec;
+    struct copy_spec spec;
     struct errmsg err = { "" };
     const char *ok = "source = a\ntarget = b\nrate = 50M\n";
-    assert_int_equal(job_spec_parse(ok, strlen(ok), &spec, &err), 0);
+    assert_int_equal(copy_spec_parse(ok, strlen(ok), &spec, &err), 0);
     assert_int_equal(spec.copy.rate, 50 * MiB);
     const char *none = "source = a\ntarget = b\n";
-    assert_int_equal(job_spec_parse(none, strlen(none), &spec, &err), 0);
+    assert_int_equal(copy_spec_parse(none, strlen(none), &spec, &err), 0);
     assert_int_equal(spec.copy.rate, 0);
     const char *bad = "source = a\ntarget = b\nrate = fast\n";
-    assert_int_equal(job_spec_parse(bad, strlen(bad), &spec, &err), -EINVAL);
+    assert_int_equal(copy_spec_parse(bad, strlen(bad), &spec, &err), -EINVAL);
     assert_non_null(strstr(err.text, "line 3: rate: 'fast' is not a rate"));
 }
 
