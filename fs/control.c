@@ -5,7 +5,9 @@
  *    runs; otherwise the text is (re)written in memory;
  *  - flush (close) of a handle that wrote: the job starts on the loop
  *    thread; the flush answers 0, or the errno of the refusal (the reason
- *    goes to x.status);
+ *    goes to x.status); a handle that created or truncated x.job counts
+ *    as one that wrote, and a job file with nothing but blank lines and
+ *    comments fails at once (EINVAL, "empty job file: ...");
  *  - x.status: `key: value` text built at open (direct_io: no size is
  *    cached, `cat` and `watch` see fresh content on every open);
  *  - rm x.job: cancels a running job (answered once it stopped; x.status
@@ -24,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,6 +195,7 @@ void control_op_create(fuse_req_t req, const char *name,
     j->job_visible = true;
     h->node = j->jobnode;
     h->write = true;
+    h->wrote = true;            /* a created file is a job, even if empty */
     struct fuse_entry_param e;
     entry_locked(j->jobnode, &e);
     pthread_mutex_unlock(&the_fs->jobs_lock);
@@ -313,6 +317,7 @@ void control_op_open(fuse_req_t req, struct node *n,
         else if (fi->flags & O_TRUNC) {
             reset_text_locked(j);
             j->writer = cred;
+            h->wrote = true;    /* emptied: checked at close like a write */
         }
     }
     pthread_mutex_unlock(&the_fs->jobs_lock);
@@ -414,6 +419,35 @@ void control_op_write(fuse_req_t req, struct node *n, const char *buf,
         fuse_reply_write(req, size);
 }
 
+/* True if `text` has a line with something besides blanks and a
+ * comment: a job file without one would never name an image. */
+static bool has_key_line(const char *text, size_t len)
+{
+    bool comment = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '\n')
+            comment = false;
+        else if (c == '#')
+            comment = true;
+        else if (!comment && c != ' ' && c != '\t' && c != '\r')
+            return true;
+    }
+    return false;
+}
+
+/* An empty job file (0 bytes, blank lines, comments) fails at once with
+ * what a job needs, instead of staying queued (jobs_lock held). */
+static void fail_empty_locked(struct job *j)
+{
+    j->state = j->final_state = JOB_FAILED;
+    j->err = -EINVAL;
+    j->dirty = false;
+    snprintf(j->error, sizeof j->error, "empty job file: a job needs "
+             "'source = IMAGE' and 'target = IMAGE' lines");
+    j->start_ns = j->end_ns = 0;    /* as a refused job: never ran */
+}
+
 static void start_on_loop(void *opaque)
 {
     struct start_ctx *c = opaque;
@@ -433,6 +467,12 @@ void control_op_flush(fuse_req_t req, struct node *n,
     pthread_mutex_lock(&the_fs->jobs_lock);
     struct job *j = n->job;
     bool start = j && j->dirty && !job_active(j);
+    if (start && !has_key_line(j->text, j->len)) {
+        fail_empty_locked(j);
+        pthread_mutex_unlock(&the_fs->jobs_lock);
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
     if (start)
         j->state = JOB_STARTING;    /* no second start, no more writes */
     pthread_mutex_unlock(&the_fs->jobs_lock);
