@@ -107,9 +107,9 @@ int job_check_access(struct job *j, struct node *src, struct node *dst,
                      struct errmsg *em)
 {
     struct access_cred c;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     c = j->writer;
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     struct { struct node *n; int mask; const char *verb, *what; } ends[] = {
         { src, R_OK, "read", "source" },
         { dst, W_OK, "write", "target" },

@@ -56,18 +56,18 @@ static void job_attr_locked(struct node *n, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     st->st_ino = n->ino;
-    st->st_uid = the_fs->uid;
-    st->st_gid = the_fs->gid;
+    st->st_uid = fs_global->uid;
+    st->st_gid = fs_global->gid;
     st->st_nlink = 1;
     st->st_blksize = 4096;
     struct job *j = n->job;
     /* Modes from -o umask: with default_permissions they decide who may
      * write jobs and read their status. */
     if (n->kind == NODE_JOBFILE) {
-        st->st_mode = S_IFREG | (0666 & ~the_fs->umask);
+        st->st_mode = S_IFREG | (0666 & ~fs_global->umask);
         st->st_size = j ? (off_t)j->len : 0;
     } else {
-        st->st_mode = S_IFREG | (0444 & ~the_fs->umask);
+        st->st_mode = S_IFREG | (0444 & ~fs_global->umask);
         st->st_size = 0;
     }
     struct timespec ts;
@@ -99,24 +99,24 @@ void control_op_lookup(fuse_req_t req, const char *name)
         return;
     }
     struct fuse_entry_param e;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = job_find_locked(base);
     if (!j || (kind == NODE_JOBFILE && !j->job_visible)) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, ENOENT);
         return;
     }
     entry_locked(kind == NODE_JOBFILE ? j->jobnode : j->statusnode, &e);
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     fuse_reply_entry(req, &e);
 }
 
 int control_list(struct dirlist *l)
 {
     int r = 0;
-    pthread_mutex_lock(&the_fs->jobs_lock);
-    for (size_t i = 0; i < the_fs->njobs && r == 0; i++) {
-        struct job *j = the_fs->jobs[i];
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    for (size_t i = 0; i < fs_global->njobs && r == 0; i++) {
+        struct job *j = fs_global->jobs[i];
         if (j->job_visible)
             r = dirlist_add(l, j->jobnode->name, S_IFREG | 0644,
                             j->jobnode->ino);
@@ -124,7 +124,7 @@ int control_list(struct dirlist *l)
             r = dirlist_add(l, j->statusnode->name, S_IFREG | 0444,
                             j->statusnode->ino);
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     return r;
 }
 
@@ -169,10 +169,10 @@ void control_op_create(fuse_req_t req, const char *name,
     }
     struct access_cred cred;
     access_cred_from_req(req, &cred);
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = job_find_locked(base);
     if (j && job_active(j)) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         free(h);
         fuse_reply_err(req, EBUSY);
         return;
@@ -180,7 +180,7 @@ void control_op_create(fuse_req_t req, const char *name,
     if (!j)
         j = job_create_locked(base);
     if (!j) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         free(h);
         fuse_reply_err(req, ENOMEM);
         return;
@@ -198,7 +198,7 @@ void control_op_create(fuse_req_t req, const char *name,
     h->wrote = true;            /* a created file is a job, even if empty */
     struct fuse_entry_param e;
     entry_locked(j->jobnode, &e);
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1;
     if (fuse_reply_create(req, &e, fi) != 0)
@@ -208,14 +208,14 @@ void control_op_create(fuse_req_t req, const char *name,
 void control_op_getattr(fuse_req_t req, struct node *n)
 {
     struct fuse_entry_param e;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     if (!n->job) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, ENOENT);
         return;
     }
     entry_locked(n, &e);
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     fuse_reply_attr(req, &e.attr, 0);
 }
 
@@ -236,7 +236,7 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
 {
     struct access_cred cred;
     access_cred_from_req(req, &cred);
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
     int err = 0;
     const int times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
@@ -246,7 +246,7 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
         /* touch x.job resumes an interrupted job at its watermark. */
         j->state = JOB_STARTING;
         j->writer = cred;
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         struct start_ctx *c = malloc(sizeof *c);
         if (c) {
             c->req = req;
@@ -254,9 +254,9 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
         }
         if (!c || fs_post(resume_on_loop, c) < 0) {
             free(c);
-            pthread_mutex_lock(&the_fs->jobs_lock);
+            pthread_mutex_lock(&fs_global->jobs_lock);
             j->state = JOB_INTERRUPTED;
-            pthread_mutex_unlock(&the_fs->jobs_lock);
+            pthread_mutex_unlock(&fs_global->jobs_lock);
             fuse_reply_err(req, ENOMEM);
         }
         return;
@@ -276,7 +276,7 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
             j->writer = cred;
         }
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (err)
         fuse_reply_err(req, err);
     else
@@ -298,7 +298,7 @@ void control_op_open(fuse_req_t req, struct node *n,
     struct access_cred cred;
     if (write)
         access_cred_from_req(req, &cred);
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
     if (!j) {
         err = ENOENT;
@@ -320,7 +320,7 @@ void control_op_open(fuse_req_t req, struct node *n,
             h->wrote = true;    /* emptied: checked at close like a write */
         }
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (err) {
         free(h->text);
         free(h);
@@ -354,10 +354,10 @@ void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
         free(copy);
         return;
     }
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
     if (!j) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, ENOENT);
         return;
     }
@@ -366,7 +366,7 @@ void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
     char *copy = malloc(l ? l : 1);
     if (copy)
         memcpy(copy, j->text + o, l);
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (!copy)
         fuse_reply_err(req, ENOMEM);
     else
@@ -381,7 +381,7 @@ void control_op_write(fuse_req_t req, struct node *n, const char *buf,
     int err = 0;
     struct access_cred cred;
     access_cred_from_req(req, &cred);
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
     if (!j || n->kind != NODE_JOBFILE)
         err = j ? EACCES : ENOENT;
@@ -412,7 +412,7 @@ void control_op_write(fuse_req_t req, struct node *n, const char *buf,
             h->wrote = true;
         }
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (err)
         fuse_reply_err(req, err);
     else
@@ -464,18 +464,18 @@ void control_op_flush(fuse_req_t req, struct node *n,
         return;
     }
     h->wrote = false;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
     bool start = j && j->dirty && !job_active(j);
     if (start && !has_key_line(j->text, j->len)) {
         fail_empty_locked(j);
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, EINVAL);
         return;
     }
     if (start)
         j->state = JOB_STARTING;    /* no second start, no more writes */
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (!start) {
         fuse_reply_err(req, j ? 0 : ENOENT);
         return;
@@ -487,9 +487,9 @@ void control_op_flush(fuse_req_t req, struct node *n,
     }
     if (!c || fs_post(start_on_loop, c) < 0) {
         free(c);
-        pthread_mutex_lock(&the_fs->jobs_lock);
+        pthread_mutex_lock(&fs_global->jobs_lock);
         j->state = JOB_FAILED;
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, ENOMEM);
     }
 }
@@ -526,26 +526,26 @@ void control_op_unlink(fuse_req_t req, const char *name)
         fuse_reply_err(req, ENOENT);
         return;
     }
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = job_find_locked(base);
     if (!j || (kind == NODE_JOBFILE && !j->job_visible)) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, ENOENT);
         return;
     }
     if (j->state == JOB_STARTING) {
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, EBUSY);
         return;
     }
     if (j->state == JOB_RUNNING) {
         if (kind == NODE_STATUSFILE) {
-            pthread_mutex_unlock(&the_fs->jobs_lock);
+            pthread_mutex_unlock(&fs_global->jobs_lock);
             fuse_reply_err(req, EBUSY);
             return;
         }
         j->job_visible = false;
-        pthread_mutex_unlock(&the_fs->jobs_lock);
+        pthread_mutex_unlock(&fs_global->jobs_lock);
         struct cancel_ctx *c = malloc(sizeof *c);
         if (!c) {
             fuse_reply_err(req, ENOMEM);
@@ -560,6 +560,6 @@ void control_op_unlink(fuse_req_t req, const char *name)
         return;
     }
     job_forget_locked(j);
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     fuse_reply_err(req, 0);
 }

@@ -41,7 +41,7 @@ static void finish(struct range_ctx *c, int err, uint64_t copied)
         image_close(c->s_out);
     atomic_fetch_sub(&c->in->job_readers, 1);
     atomic_fetch_sub(&c->out->job_writers, 1);
-    the_fs->active_jobs--;
+    fs_global->active_jobs--;
     node_close(c->in, false);
     node_close(c->out, false);
     free(c);
@@ -63,7 +63,7 @@ static void copied(void *opaque, const struct copy_progress *final)
         syslog(LOG_ERR, "imgfs: copy_file_range: %s", final->error);
     }
     /* The job is freed after this callback returned. */
-    if (loop_defer(the_fs->loop, cleanup_later, c) < 0)
+    if (loop_defer(fs_global->loop, cleanup_later, c) < 0)
         cleanup_later(c);
 }
 
@@ -93,9 +93,9 @@ static int start_copy(struct range_ctx *c)
     bool target_zero = false;
     if (end_out > out->size) {
         char *rel;
-        pthread_mutex_lock(&the_fs->tree_lock);
+        pthread_mutex_lock(&fs_global->tree_lock);
         rel = strdup(c->out->relpath);
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
         int r = rel ? nfs_meta_truncate(c->out->exp, rel, end_out) : -ENOMEM;
         free(rel);
         if (r < 0)
@@ -176,7 +176,7 @@ static void range_on_loop(void *opaque)
     atomic_fetch_add(&c->in->job_readers, 1);
     atomic_fetch_add(&c->out->job_writers, 1);
     node_cache_drop(c->out);
-    the_fs->active_jobs++;
+    fs_global->active_jobs++;
     c->in->opens++;
     c->out->opens++;
     node_drain(c->in, drained, c);

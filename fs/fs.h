@@ -132,7 +132,7 @@ struct imgfs {
     bool resume_jobs;           /* -o resume_jobs */
 };
 
-extern struct imgfs *the_fs;
+extern struct imgfs *fs_global;
 
 /* ---- tree.c: the node table ------------------------------------------ */
 
@@ -422,7 +422,7 @@ void job_resume(struct job *j, fuse_req_t req);
 /* -o resume_jobs: post job_resume for every interrupted job (any thread,
  * once the loop runs). */
 void jobs_resume_all(void);
-/* At mount, before FUSE runs: list the jobs kept in the_fs->state_dir —
+/* At mount, before FUSE runs: list the jobs kept in fs_global->state_dir —
  * those that were running or interrupted as JOB_INTERRUPTED, failed ones
  * as JOB_FAILED — with their text, watermark and error.  Returns how many
  * were found; unreadable files are skipped with a message in `warn`. */
@@ -433,7 +433,7 @@ char *job_state_path(const char *name);
 /* Status text of a job (malloc'd), generated now (jobs_lock held). */
 char *job_status_text_locked(struct job *j);
 /* Ask every running job to stop (loop thread, at shutdown); they are
- * gone when the_fs->active_jobs is 0. */
+ * gone when fs_global->active_jobs is 0. */
 void jobs_cancel_all(void);
 /* Print where each stopped job left its target (at shutdown). */
 void jobs_report_stopped(void);

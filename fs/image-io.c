@@ -131,7 +131,7 @@ static void close_if_idle(struct node *n)
     if (!node_idle(n) || n->close_pending)
         return;
     n->close_pending = true;
-    if (loop_defer(the_fs->loop, close_now, n) < 0)
+    if (loop_defer(fs_global->loop, close_now, n) < 0)
         n->close_pending = false;   /* stays open until the next chance */
 }
 
@@ -240,11 +240,11 @@ void node_open(struct node *n, bool write, bool trunc, node_open_cb cb,
     };
     struct image *img = NULL;
     struct errmsg em = { "" };
-    int r = url ? image_open_protocol(the_fs->loop, url, &o, &img, &em)
+    int r = url ? image_open_protocol(fs_global->loop, url, &o, &img, &em)
                 : -ENOMEM;
     if (r < 0 && o.write && (r == -EROFS || r == -EACCES || r == -EPERM)) {
         o.write = false;
-        r = image_open_protocol(the_fs->loop, url, &o, &img, &em);
+        r = image_open_protocol(fs_global->loop, url, &o, &img, &em);
     }
     if (r < 0)
         syslog(LOG_WARNING, "imgfs: opening %s: %s", url ? url : n->name,
@@ -825,9 +825,9 @@ static void trunc_finish(struct trunc_ctx *t, int err)
 
 static char *node_relpath(struct node *n)
 {
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     char *rel = strdup(n->relpath);
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return rel;
 }
 

@@ -11,7 +11,7 @@
 
 int fs_post(loop_fn fn, void *opaque)
 {
-    return loop_post(the_fs->loop, fn, opaque);
+    return loop_post(fs_global->loop, fn, opaque);
 }
 
 int node_attr(struct node *n, struct stat *st)
@@ -21,9 +21,9 @@ int node_attr(struct node *n, struct stat *st)
         return 0;
     }
     char *rel;
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     rel = strdup(n->relpath);
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     if (!rel)
         return -ENOMEM;
     int r = nfs_meta_stat(n->exp, rel, st);
@@ -154,9 +154,9 @@ void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
             else if (to_set & FUSE_SET_ATTR_MTIME)
                 ts[1] = attr->st_mtim;
             char *rel;
-            pthread_mutex_lock(&the_fs->tree_lock);
+            pthread_mutex_lock(&fs_global->tree_lock);
             rel = strdup(n->relpath);
-            pthread_mutex_unlock(&the_fs->tree_lock);
+            pthread_mutex_unlock(&fs_global->tree_lock);
             r = rel ? nfs_meta_utimes(n->exp, rel, ts) : -ENOMEM;
             free(rel);
         }
@@ -210,7 +210,7 @@ void handle_reply_opened(fuse_req_t req, struct node *n, bool write, int err,
      * read-ahead (readahead.h), writes go straight to the image.  With
      * -o page_cache the kernel caches them (and its readahead requests are
      * answered from ours). */
-    fi->direct_io = !the_fs->page_cache;
+    fi->direct_io = !fs_global->page_cache;
     int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
     if (r != 0) {
         /* The opener went away (interrupted): drop the reference. */
@@ -228,7 +228,7 @@ static void open_on_loop(void *opaque)
 void image_op_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
 {
     bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
-    if (write && (n->read_only || the_fs->read_only)) {
+    if (write && (n->read_only || fs_global->read_only)) {
         fuse_reply_err(req, EROFS);
         return;
     }

@@ -13,7 +13,7 @@
  * target (created by the job) records the backing name from
  * keep_backing_name().
  *
- * Kept jobs (the_fs->state_dir, job-state.h): a running job's state file
+ * Kept jobs (fs_global->state_dir, job-state.h): a running job's state file
  * is written when it starts, every copy_checkpoint_interval_ms() after a
  * checkpoint made its watermark durable (copy_job_checkpoint), and when it
  * ends: removed when done or cancelled by rm; "failed" or, cancelled by
@@ -43,8 +43,8 @@ static bool shutting_down;
 char *job_state_path(const char *name)
 {
     char *p = NULL;
-    if (!the_fs->state_dir ||
-        asprintf(&p, "%s/%s" JOB_STATE_SUFFIX, the_fs->state_dir, name) < 0)
+    if (!fs_global->state_dir ||
+        asprintf(&p, "%s/%s" JOB_STATE_SUFFIX, fs_global->state_dir, name) < 0)
         return NULL;
     return p;
 }
@@ -66,7 +66,7 @@ static void persist_write(struct job *j, const char *state, uint64_t wm,
     snprintf(st->state, sizeof st->state, "%s", state);
     st->watermark = wm;
     snprintf(st->error, sizeof st->error, "%s", error ? error : "");
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     st->total = j->total;
     snprintf(st->source, sizeof st->source, "%s", j->source);
     snprintf(st->target, sizeof st->target, "%s", j->target);
@@ -77,7 +77,7 @@ static void persist_write(struct job *j, const char *state, uint64_t wm,
         memcpy(st->text, j->text, j->len);
         st->len = j->len;
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     struct errmsg em = { "" };
     if (job_state_write(path, st, &em) < 0)
         syslog(LOG_ERR, "imgfs: job %s: %s", j->name, em.text);
@@ -127,16 +127,16 @@ static void ckpt_arm(struct job *j)
 {
     if (!j->persist || j->ckpt_timer || !j->cj)
         return;
-    int64_t t = loop_add_timer(the_fs->loop, copy_checkpoint_interval_ms(),
+    int64_t t = loop_add_timer(fs_global->loop, copy_checkpoint_interval_ms(),
                                ckpt_tick, j);
     j->ckpt_timer = t > 0 ? t : 0;
 }
 
 struct job *job_find_locked(const char *name)
 {
-    for (size_t i = 0; i < the_fs->njobs; i++)
-        if (!strcmp(the_fs->jobs[i]->name, name))
-            return the_fs->jobs[i];
+    for (size_t i = 0; i < fs_global->njobs; i++)
+        if (!strcmp(fs_global->jobs[i]->name, name))
+            return fs_global->jobs[i];
     return NULL;
 }
 
@@ -150,22 +150,22 @@ struct job *job_create_locked(const char *name)
     if (!j->name || asprintf(&jn, "%s.job", name) < 0 ||
         asprintf(&sn, "%s.status", name) < 0)
         goto fail;
-    if (the_fs->njobs % 16 == 0) {
-        struct job **v = realloc(the_fs->jobs,
-                                 (the_fs->njobs + 16) * sizeof *v);
+    if (fs_global->njobs % 16 == 0) {
+        struct job **v = realloc(fs_global->jobs,
+                                 (fs_global->njobs + 16) * sizeof *v);
         if (!v)
             goto fail;
-        the_fs->jobs = v;
+        fs_global->jobs = v;
     }
-    j->jobnode = node_new(NODE_JOBFILE, the_fs->control, jn);
-    j->statusnode = node_new(NODE_STATUSFILE, the_fs->control, sn);
+    j->jobnode = node_new(NODE_JOBFILE, fs_global->control, jn);
+    j->statusnode = node_new(NODE_STATUSFILE, fs_global->control, sn);
     if (!j->jobnode || !j->statusnode)
         goto fail;
     j->jobnode->job = j;
     j->statusnode->job = j;
     free(jn);
     free(sn);
-    the_fs->jobs[the_fs->njobs++] = j;
+    fs_global->jobs[fs_global->njobs++] = j;
     return j;
 fail:
     /* Nodes already made stay in the table, unlinked. */
@@ -182,18 +182,18 @@ fail:
 
 void job_forget_locked(struct job *j)
 {
-    for (size_t i = 0; i < the_fs->njobs; i++) {
-        if (the_fs->jobs[i] == j) {
-            the_fs->jobs[i] = the_fs->jobs[--the_fs->njobs];
+    for (size_t i = 0; i < fs_global->njobs; i++) {
+        if (fs_global->jobs[i] == j) {
+            fs_global->jobs[i] = fs_global->jobs[--fs_global->njobs];
             break;
         }
     }
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     j->jobnode->unlinked = true;
     j->statusnode->unlinked = true;
     j->jobnode->job = NULL;
     j->statusnode->job = NULL;
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     persist_remove(j);
     free(j->text);
     free(j->unlink_reqs);
@@ -210,13 +210,13 @@ bool node_busy_for_write(struct node *n)
 
 static void job_fail(struct job *j, int err, const char *msg)
 {
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     j->state = JOB_FAILED;
     j->final_state = JOB_FAILED;
     j->err = err;
     snprintf(j->error, sizeof j->error, "%s", msg);
     j->end_ns = loop_now_ns();
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
 }
 
 static void release_nodes(struct job *j)
@@ -244,8 +244,8 @@ static void close_images(struct job *j)
 static void *inval_thread(void *opaque)
 {
     fuse_ino_t ino = (fuse_ino_t)(uintptr_t)opaque;
-    if (the_fs->se)
-        fuse_lowlevel_notify_inval_inode(the_fs->se, ino, 0, 0);
+    if (fs_global->se)
+        fuse_lowlevel_notify_inval_inode(fs_global->se, ino, 0, 0);
     return NULL;
 }
 
@@ -263,23 +263,23 @@ static void job_cleanup(void *opaque)
 {
     struct job *j = opaque;
     struct node *dst_node = j->dst_node;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     struct copy_job *cj = j->cj;
     j->cj = NULL;
     fuse_req_t *reqs = j->unlink_reqs;
     size_t nreqs = j->n_unlink_reqs;
     j->unlink_reqs = NULL;
     j->n_unlink_reqs = 0;
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     copy_job_free(cj);
     close_images(j);
     release_nodes(j);
     if (dst_node)
         invalidate_cache(dst_node);
-    the_fs->active_jobs--;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    fs_global->active_jobs--;
+    pthread_mutex_lock(&fs_global->jobs_lock);
     j->state = j->final_state;      /* j may be freed from now on */
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     for (size_t i = 0; i < nreqs; i++)
         fuse_reply_err(reqs[i], 0);
     free(reqs);
@@ -299,7 +299,7 @@ static void end_flushed(void *opaque, int err)
                  "ran");
     persist_write(j, j->final_state == JOB_FAILED ? "failed" : "interrupted",
                   wm, why);
-    if (loop_defer(the_fs->loop, job_cleanup, j) < 0)
+    if (loop_defer(fs_global->loop, job_cleanup, j) < 0)
         job_cleanup(j);
 }
 
@@ -307,10 +307,10 @@ static void job_done(void *opaque, const struct copy_progress *final)
 {
     struct job *j = opaque;
     if (j->ckpt_timer) {
-        loop_cancel_timer(the_fs->loop, j->ckpt_timer);
+        loop_cancel_timer(fs_global->loop, j->ckpt_timer);
         j->ckpt_timer = 0;
     }
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     j->total = final->total;
     j->done = final->done;
     j->watermark = final->watermark;
@@ -322,7 +322,7 @@ static void job_done(void *opaque, const struct copy_progress *final)
     j->final_state = final->state == COPY_DONE ? JOB_DONE
                    : final->state == COPY_CANCELLED ? JOB_CANCELLED
                                                     : JOB_FAILED;
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (final->state != COPY_DONE)
         syslog(LOG_NOTICE, "imgfs: job %s %s at watermark %llu%s%s", j->name,
                j->state == JOB_CANCELLED ? "cancelled" : "failed",
@@ -343,7 +343,7 @@ static void job_done(void *opaque, const struct copy_progress *final)
         else
             persist_remove(j);
     }
-    if (loop_defer(the_fs->loop, job_cleanup, j) < 0)
+    if (loop_defer(fs_global->loop, job_cleanup, j) < 0)
         job_cleanup(j);
 }
 
@@ -404,12 +404,12 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
         return r;
     spec->copy.start_offset = resume ? prev_watermark : 0;
     struct copy_session cs;
-    r = copy_open(the_fs->loop, spec, &ep, &cs, em);
+    r = copy_open(fs_global->loop, spec, &ep, &cs, em);
     if (r < 0)
         return r;
     j->src = cs.src;
     j->dst = cs.dst;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     j->cj = cs.job;
     j->state = JOB_RUNNING;
     j->total = j->src->size;
@@ -418,11 +418,11 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
     j->resumed = resume;
     j->resumed_from = spec->copy.start_offset;
     j->start_ns = loop_now_ns();
-    pthread_mutex_unlock(&the_fs->jobs_lock);
-    the_fs->active_jobs++;
+    pthread_mutex_unlock(&fs_global->jobs_lock);
+    fs_global->active_jobs++;
     /* The resume point was durable: the previous run saved it so. */
     j->durable = spec->copy.start_offset;
-    j->persist = the_fs->state_dir != NULL;
+    j->persist = fs_global->state_dir != NULL;
     if (j->persist)
         persist_write(j, "running", j->durable, NULL);
     copy_job_start(cs.job, job_done, j);
@@ -442,10 +442,10 @@ static int job_try_start(struct job *j, const char *text, size_t len,
         return r;
     if (force_resume)
         spec.resume = true;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     r = copy_spec_check(&spec, JOB_SPEC_FILE, em);
     if (r < 0)
         return r;
@@ -470,7 +470,7 @@ static int job_try_start(struct job *j, const char *text, size_t len,
                    spec.source);
         return -EINVAL;
     }
-    if (dst->read_only || the_fs->read_only) {
+    if (dst->read_only || fs_global->read_only) {
         errmsg_set(em, "target '%s' is read-only", spec.target);
         return -EROFS;
     }
@@ -510,7 +510,7 @@ static int job_try_start(struct job *j, const char *text, size_t len,
 /* Start (or with force_resume, resume) the job; 0 or -errno. */
 static int job_start_run(struct job *j, bool force_resume)
 {
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     /* The outcome of the previous run: j->state already says "starting"
      * (control_op_flush set it, so that nothing starts twice). */
     bool prev_stopped = j->final_state == JOB_FAILED ||
@@ -533,7 +533,7 @@ static int job_start_run(struct job *j, bool force_resume)
     j->resumed = false;
     j->resumed_from = 0;
     j->start_ns = j->end_ns = 0;
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
 
     struct errmsg em = { "" };
     int r = text ? job_try_start(j, text, len, prev_stopped, prev_watermark,
@@ -547,10 +547,10 @@ static int job_start_run(struct job *j, bool force_resume)
         syslog(LOG_NOTICE, "imgfs: job %s refused: %s", j->name, em.text);
         if (force_resume && prev_stopped) {
             /* Still resumable where it stopped (its state file too). */
-            pthread_mutex_lock(&the_fs->jobs_lock);
+            pthread_mutex_lock(&fs_global->jobs_lock);
             j->watermark = prev_watermark;
             j->final_state = j->state = prev_final;
-            pthread_mutex_unlock(&the_fs->jobs_lock);
+            pthread_mutex_unlock(&fs_global->jobs_lock);
         }
     }
     return r;
@@ -580,16 +580,16 @@ static void resume_on_loop(void *opaque)
 
 void jobs_resume_all(void)
 {
-    pthread_mutex_lock(&the_fs->jobs_lock);
-    for (size_t i = 0; i < the_fs->njobs; i++) {
-        struct job *j = the_fs->jobs[i];
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    for (size_t i = 0; i < fs_global->njobs; i++) {
+        struct job *j = fs_global->jobs[i];
         if (j->state != JOB_INTERRUPTED)
             continue;
         j->state = JOB_STARTING;
-        if (loop_post(the_fs->loop, resume_on_loop, j) < 0)
+        if (loop_post(fs_global->loop, resume_on_loop, j) < 0)
             j->state = JOB_INTERRUPTED;
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
 }
 
 /* ---- kept jobs at mount ------------------------------------------------ */
@@ -659,14 +659,14 @@ static bool load_one(const char *file, void (*warn)(const char *msg))
 
 size_t jobs_load_state(void (*warn)(const char *msg))
 {
-    if (!the_fs->state_dir)
+    if (!fs_global->state_dir)
         return 0;
-    DIR *d = opendir(the_fs->state_dir);
+    DIR *d = opendir(fs_global->state_dir);
     if (!d)
         return 0;
     size_t n = 0;
     struct dirent *e;
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name);
         if (l > 4 && !strcmp(e->d_name + l - 4, ".tmp")) {
@@ -676,7 +676,7 @@ size_t jobs_load_state(void (*warn)(const char *msg))
         }
         n += load_one(e->d_name, warn);
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     closedir(d);
     return n;
 }
@@ -685,7 +685,7 @@ size_t jobs_load_state(void (*warn)(const char *msg))
 
 void job_cancel(struct job *j, fuse_req_t req)
 {
-    pthread_mutex_lock(&the_fs->jobs_lock);
+    pthread_mutex_lock(&fs_global->jobs_lock);
     bool running = j->cj != NULL;
     if (running && req) {
         fuse_req_t *v = realloc(j->unlink_reqs,
@@ -697,7 +697,7 @@ void job_cancel(struct job *j, fuse_req_t req)
         }
     }
     struct copy_job *cj = j->cj;
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     if (cj)
         copy_job_cancel(cj);
     if (req)
@@ -707,12 +707,12 @@ void job_cancel(struct job *j, fuse_req_t req)
 void jobs_cancel_all(void)
 {
     shutting_down = true;
-    pthread_mutex_lock(&the_fs->jobs_lock);
-    size_t n = the_fs->njobs;
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    size_t n = fs_global->njobs;
     struct copy_job **v = calloc(n ? n : 1, sizeof *v);
     for (size_t i = 0; v && i < n; i++)
-        v[i] = the_fs->jobs[i]->cj;
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+        v[i] = fs_global->jobs[i]->cj;
+    pthread_mutex_unlock(&fs_global->jobs_lock);
     for (size_t i = 0; v && i < n; i++)
         if (v[i])
             copy_job_cancel(v[i]);
@@ -723,16 +723,16 @@ void jobs_report_stopped(void)
 {
     /* The status files go away with the mount: say where each stopped
      * job left its target (stderr with -f; syslog from job_done). */
-    pthread_mutex_lock(&the_fs->jobs_lock);
-    for (size_t i = 0; i < the_fs->njobs; i++) {
-        struct job *j = the_fs->jobs[i];
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    for (size_t i = 0; i < fs_global->njobs; i++) {
+        struct job *j = fs_global->jobs[i];
         if (j->state == JOB_CANCELLED || j->state == JOB_FAILED)
             fprintf(stderr, "imgfs: job %s (%s -> %s) %s at watermark "
                     "%llu\n", j->name, j->source, j->target,
                     j->state == JOB_CANCELLED ? "cancelled" : "failed",
                     (unsigned long long)j->watermark);
     }
-    pthread_mutex_unlock(&the_fs->jobs_lock);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
 }
 
 /* ---- status ------------------------------------------------------------ */

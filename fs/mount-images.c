@@ -16,12 +16,12 @@ static bool is_nfs_dir_url(const char *url)
 
 static int add_export(struct nfs_export *e)
 {
-    struct nfs_export **v = realloc(the_fs->exports,
-                                    (the_fs->nexports + 1) * sizeof *v);
+    struct nfs_export **v = realloc(fs_global->exports,
+                                    (fs_global->nexports + 1) * sizeof *v);
     if (!v)
         return -ENOMEM;
-    the_fs->exports = v;
-    v[the_fs->nexports++] = e;
+    fs_global->exports = v;
+    v[fs_global->nexports++] = e;
     return 0;
 }
 
@@ -44,7 +44,7 @@ static int add_nfs(const char *name, const char *url, struct errmsg *em)
         return -1;
     }
     struct node *n = node_new(dir ? NODE_NFSDIR : NODE_NFSFILE,
-                              the_fs->root, name);
+                              fs_global->root, name);
     if (!n) {
         free(file);
         errmsg_set(em, "%s: out of memory", name);
@@ -52,7 +52,7 @@ static int add_nfs(const char *name, const char *url, struct errmsg *em)
     }
     n->exp = e;
     n->relpath = dir ? strdup("") : file;
-    n->read_only = the_fs->read_only;
+    n->read_only = fs_global->read_only;
     struct stat st;
     r = n->relpath ? nfs_meta_stat(e, n->relpath, &st) : -ENOMEM;
     if (r < 0) {
@@ -85,7 +85,7 @@ static int add_fixed(struct loop *tmp_loop, const char *name,
     const char *open_url = path ? path : url;
     /* overwrite without create: open the existing image for writing,
      * never truncating it. */
-    struct image_open_opts o = { .write = !the_fs->read_only,
+    struct image_open_opts o = { .write = !fs_global->read_only,
                                  .overwrite = true,
                                  .format = IMAGE_FORMAT_RAW };
     struct image *img;
@@ -100,7 +100,7 @@ static int add_fixed(struct loop *tmp_loop, const char *name,
         free(path);
         return -1;
     }
-    struct node *n = node_new(NODE_IMAGE, the_fs->root, name);
+    struct node *n = node_new(NODE_IMAGE, fs_global->root, name);
     if (!n) {
         image_close(img);
         free(path);
@@ -110,7 +110,7 @@ static int add_fixed(struct loop *tmp_loop, const char *name,
     n->url = path ? path : strdup(url);
     n->fixed_size = img->size;
     n->id_ino = node_id_ino(img);
-    n->read_only = the_fs->read_only || !o.write || img->read_only;
+    n->read_only = fs_global->read_only || !o.write || img->read_only;
     n->lun = true;
     image_close(img);
     if (!n->url) {
@@ -129,7 +129,7 @@ int fs_mount_add_image(struct fs_mount *m, const char *name, const char *url,
         errmsg_set(em, "'%s': bad name (no '/', not 'control')", name);
         return -1;
     }
-    if (node_child(the_fs->root, name)) {
+    if (node_child(fs_global->root, name)) {
         errmsg_set(em, "'%s': name used twice", name);
         return -1;
     }

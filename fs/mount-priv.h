@@ -6,7 +6,7 @@
 #include "mount.h"
 
 struct fs_mount {
-    struct imgfs fs;            /* the_fs points here */
+    struct imgfs fs;            /* fs_global points here */
     struct fs_mount_options opts;   /* opts.state owned */
     struct fuse_session *se;
     bool signals;               /* fuse_set_signal_handlers done */

@@ -12,7 +12,7 @@
 static void *loop_main(void *opaque)
 {
     (void)opaque;
-    loop_run(the_fs->loop);
+    loop_run(fs_global->loop);
     return NULL;
 }
 
@@ -21,9 +21,9 @@ static bool shutdown_done;
 /* True when no node has image I/O pending. */
 static bool io_idle(void)
 {
-    pthread_mutex_lock(&the_fs->tree_lock);
-    size_t n = the_fs->nnodes;
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
+    size_t n = fs_global->nnodes;
+    pthread_mutex_unlock(&fs_global->tree_lock);
     for (size_t i = 0; i < n; i++) {
         struct node *x = node_get(i + 1);
         if (x && (x->inflight || x->parked_head || x->reads_inflight ||
@@ -37,9 +37,9 @@ static bool io_idle(void)
 static void shutdown_finish(void)
 {
     jobs_report_stopped();
-    pthread_mutex_lock(&the_fs->tree_lock);
-    size_t n = the_fs->nnodes;
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
+    size_t n = fs_global->nnodes;
+    pthread_mutex_unlock(&fs_global->tree_lock);
     for (size_t i = 0; i < n; i++) {
         struct node *x = node_get(i + 1);
         if (!x || !x->img)
@@ -55,7 +55,7 @@ static void shutdown_finish(void)
         image_close(img);
     }
     shutdown_done = true;
-    loop_stop(the_fs->loop);
+    loop_stop(fs_global->loop);
 }
 
 /* Loop thread, after the FUSE session ended: wait (without spinning the
@@ -64,11 +64,11 @@ static void shutdown_finish(void)
 static void shutdown_poll(void *opaque)
 {
     (void)opaque;
-    if (the_fs->active_jobs == 0 && io_idle()) {
+    if (fs_global->active_jobs == 0 && io_idle()) {
         shutdown_finish();
         return;
     }
-    if (loop_add_timer(the_fs->loop, 20, shutdown_poll, NULL) < 0)
+    if (loop_add_timer(fs_global->loop, 20, shutdown_poll, NULL) < 0)
         shutdown_finish();
 }
 

@@ -34,7 +34,7 @@ struct fs_mount *fs_mount_new(const struct fs_mount_options *o,
     m->opts = *o;
     m->opts.state = NULL;
     struct imgfs *fs = &m->fs;
-    the_fs = fs;
+    fs_global = fs;
     pthread_mutex_init(&fs->tree_lock, NULL);
     pthread_mutex_init(&fs->jobs_lock, NULL);
     fs->uid = o->uid;

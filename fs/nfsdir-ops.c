@@ -14,10 +14,10 @@
 static char *child_rel(struct node *dir, const char *name)
 {
     char *rel = NULL;
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     if (asprintf(&rel, "%s/%s", dir->relpath, name) < 0)
         rel = NULL;
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return rel;
 }
 
@@ -65,9 +65,9 @@ void nfsdir_op_lookup(fuse_req_t req, struct node *dir, const char *name)
 int nfsdir_list(struct node *dir, struct dirlist *l)
 {
     char *rel;
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     rel = strdup(dir->relpath);
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     if (!rel)
         return -ENOMEM;
     struct nfs_meta_dirent *v;
@@ -141,7 +141,7 @@ void nfsdir_op_create(fuse_req_t req, struct node *dir, const char *name,
         fuse_reply_err(req, EINVAL);
         return;
     }
-    if (dir->read_only || the_fs->read_only) {
+    if (dir->read_only || fs_global->read_only) {
         fuse_reply_err(req, EROFS);
         return;
     }
@@ -197,7 +197,7 @@ void nfsdir_op_mkdir(fuse_req_t req, struct node *dir, const char *name,
         fuse_reply_err(req, EINVAL);
         return;
     }
-    if (dir->read_only || the_fs->read_only) {
+    if (dir->read_only || fs_global->read_only) {
         fuse_reply_err(req, EROFS);
         return;
     }
@@ -220,7 +220,7 @@ void nfsdir_op_mkdir(fuse_req_t req, struct node *dir, const char *name,
 void nfsdir_op_unlink(fuse_req_t req, struct node *dir, const char *name,
                       bool is_dir)
 {
-    if (dir->read_only || the_fs->read_only) {
+    if (dir->read_only || fs_global->read_only) {
         fuse_reply_err(req, EROFS);
         return;
     }
@@ -234,9 +234,9 @@ void nfsdir_op_unlink(fuse_req_t req, struct node *dir, const char *name,
                                     : nfs_meta_unlink(dir->exp, rel);
     free(rel);
     if (r == 0 && n) {
-        pthread_mutex_lock(&the_fs->tree_lock);
+        pthread_mutex_lock(&fs_global->tree_lock);
         n->unlinked = true;
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
     }
     fuse_reply_err(req, -r);
 }
@@ -252,8 +252,8 @@ static int move_locked(struct node *n, struct node *newdir,
         return -ENOMEM;
     }
     size_t oldlen = strlen(n->relpath);
-    for (size_t i = 0; i < the_fs->nnodes; i++) {
-        struct node *x = the_fs->nodes[i];
+    for (size_t i = 0; i < fs_global->nnodes; i++) {
+        struct node *x = fs_global->nodes[i];
         if (x == n || x->exp != n->exp || !x->relpath)
             continue;
         if (!strncmp(x->relpath, n->relpath, oldlen) &&
@@ -284,7 +284,7 @@ void nfsdir_op_rename(fuse_req_t req, struct node *dir, const char *name,
         fuse_reply_err(req, EINVAL);
         return;
     }
-    if (dir->read_only || the_fs->read_only) {
+    if (dir->read_only || fs_global->read_only) {
         fuse_reply_err(req, EROFS);
         return;
     }
@@ -300,12 +300,12 @@ void nfsdir_op_rename(fuse_req_t req, struct node *dir, const char *name,
     free(from);
     free(to);
     if (r == 0) {
-        pthread_mutex_lock(&the_fs->tree_lock);
+        pthread_mutex_lock(&fs_global->tree_lock);
         if (old && old != n)
             old->unlinked = true;
         if (n)
             r = move_locked(n, newdir, newname);
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
     }
     fuse_reply_err(req, -r);
 }

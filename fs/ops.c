@@ -58,10 +58,10 @@ static bool is_control_file(const struct node *n)
  * the first lookup. */
 static void tune_bdi(void)
 {
-    if (!the_fs->page_cache || atomic_exchange(&the_fs->bdi_tuned, true))
+    if (!fs_global->page_cache || atomic_exchange(&fs_global->bdi_tuned, true))
         return;
     struct stat st;
-    if (!the_fs->mountpoint || stat(the_fs->mountpoint, &st) < 0)
+    if (!fs_global->mountpoint || stat(fs_global->mountpoint, &st) < 0)
         return;
     char path[128];
     snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb",
@@ -85,7 +85,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
     conn->max_write = MAX_WRITE;
-    if (the_fs->page_cache)
+    if (fs_global->page_cache)
         conn->max_readahead = PAGE_CACHE_READAHEAD; /* kernel keeps the lower */
     conn->max_background = 128;
     conn->congestion_threshold = 96;
@@ -188,15 +188,15 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
         r = dirlist_add(l, "..", S_IFDIR, parent);
     switch (n->kind) {
     case NODE_ROOT:
-        pthread_mutex_lock(&the_fs->tree_lock);
-        for (size_t i = 0; i < the_fs->nnodes && r == 0; i++) {
-            struct node *c = the_fs->nodes[i];
+        pthread_mutex_lock(&fs_global->tree_lock);
+        for (size_t i = 0; i < fs_global->nnodes && r == 0; i++) {
+            struct node *c = fs_global->nodes[i];
             if (c->parent == n && !c->unlinked)
                 r = dirlist_add(l, c->name,
                                 c->kind == NODE_IMAGE || c->kind ==
                                 NODE_NFSFILE ? S_IFREG : S_IFDIR, c->ino);
         }
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
         break;
     case NODE_CONTROL:
         if (r == 0)
@@ -424,19 +424,19 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     struct statvfs sv;
     memset(&sv, 0, sizeof sv);
     struct nfs_export *e = n && n->exp ? n->exp
-                         : the_fs->nexports ? the_fs->exports[0] : NULL;
+                         : fs_global->nexports ? fs_global->exports[0] : NULL;
     if (!e || nfs_meta_statvfs(e, &sv) < 0) {
         /* No NFS: the images' total size, nothing free. */
         uint64_t total = 0;
-        pthread_mutex_lock(&the_fs->tree_lock);
-        for (size_t i = 0; i < the_fs->nnodes; i++)
-            if (the_fs->nodes[i]->kind == NODE_IMAGE)
-                total += the_fs->nodes[i]->fixed_size;
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_lock(&fs_global->tree_lock);
+        for (size_t i = 0; i < fs_global->nnodes; i++)
+            if (fs_global->nodes[i]->kind == NODE_IMAGE)
+                total += fs_global->nodes[i]->fixed_size;
+        pthread_mutex_unlock(&fs_global->tree_lock);
         memset(&sv, 0, sizeof sv);
         sv.f_bsize = sv.f_frsize = 4096;
         sv.f_blocks = (total + 4095) / 4096;
-        sv.f_files = the_fs->nnodes;
+        sv.f_files = fs_global->nnodes;
         sv.f_namemax = 255;
     }
     fuse_reply_statfs(req, &sv);

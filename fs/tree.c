@@ -12,7 +12,7 @@
 
 #include "../backends/vec.h"
 
-struct imgfs *the_fs;
+struct imgfs *fs_global;
 
 struct node *node_new(enum node_kind kind, struct node *parent,
                       const char *name)
@@ -27,36 +27,36 @@ struct node *node_new(enum node_kind kind, struct node *parent,
         free(n);
         return NULL;
     }
-    pthread_mutex_lock(&the_fs->tree_lock);
-    struct node **v = vec_room(the_fs->nodes, the_fs->nnodes, &the_fs->cap,
+    pthread_mutex_lock(&fs_global->tree_lock);
+    struct node **v = vec_room(fs_global->nodes, fs_global->nnodes, &fs_global->cap,
                                sizeof *v, 64);
     if (!v) {
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
         free(n->name);
         free(n);
         return NULL;
     }
-    the_fs->nodes = v;
-    the_fs->nodes[the_fs->nnodes++] = n;
-    n->ino = the_fs->nnodes;
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    fs_global->nodes = v;
+    fs_global->nodes[fs_global->nnodes++] = n;
+    n->ino = fs_global->nnodes;
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return n;
 }
 
 struct node *node_get(fuse_ino_t ino)
 {
     struct node *n = NULL;
-    pthread_mutex_lock(&the_fs->tree_lock);
-    if (ino >= 1 && ino <= the_fs->nnodes)
-        n = the_fs->nodes[ino - 1];
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
+    if (ino >= 1 && ino <= fs_global->nnodes)
+        n = fs_global->nodes[ino - 1];
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return n;
 }
 
 static struct node *child_locked(struct node *parent, const char *name)
 {
-    for (size_t i = 0; i < the_fs->nnodes; i++) {
-        struct node *n = the_fs->nodes[i];
+    for (size_t i = 0; i < fs_global->nnodes; i++) {
+        struct node *n = fs_global->nodes[i];
         if (n->parent == parent && !n->unlinked && !strcmp(n->name, name))
             return n;
     }
@@ -65,29 +65,29 @@ static struct node *child_locked(struct node *parent, const char *name)
 
 struct node *node_child(struct node *parent, const char *name)
 {
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     struct node *n = child_locked(parent, name);
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return n;
 }
 
 struct node *node_nfs_child(struct node *dir, const char *name,
                             enum node_kind kind)
 {
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     struct node *n = child_locked(dir, name);
     if (n && n->kind != kind)
         n->unlinked = true;     /* type changed on the server */
     else if (n) {
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
         return n;
     }
     char *rel;
     if (asprintf(&rel, "%s/%s", dir->relpath, name) < 0) {
-        pthread_mutex_unlock(&the_fs->tree_lock);
+        pthread_mutex_unlock(&fs_global->tree_lock);
         return NULL;
     }
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     n = node_new(kind, dir, name);
     if (!n) {
         free(rel);
@@ -104,7 +104,7 @@ struct node *node_resolve(const char *path, bool create_ok)
     char *copy = strdup(path);
     if (!copy)
         return NULL;
-    struct node *cur = the_fs->root;
+    struct node *cur = fs_global->root;
     char *save = NULL;
     char *part = strtok_r(copy, "/", &save);
     while (cur && part) {
@@ -157,21 +157,21 @@ void node_static_attr(const struct node *n, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     st->st_ino = n->id_ino ? n->id_ino : n->ino;
-    st->st_uid = the_fs->uid;
-    st->st_gid = the_fs->gid;
+    st->st_uid = fs_global->uid;
+    st->st_gid = fs_global->gid;
     st->st_blksize = 4096;
-    st->st_atim = st->st_mtim = st->st_ctim = the_fs->mount_time;
+    st->st_atim = st->st_mtim = st->st_ctim = fs_global->mount_time;
     switch (n->kind) {
     /* Owner, group and modes from -o uid/gid/umask: with
      * default_permissions the kernel checks every access against them. */
     case NODE_ROOT:
     case NODE_CONTROL:
-        st->st_mode = S_IFDIR | (0777 & ~the_fs->umask);
+        st->st_mode = S_IFDIR | (0777 & ~fs_global->umask);
         st->st_nlink = 2;
         break;
     default:
         st->st_mode = S_IFREG | ((n->read_only ? 0444 : 0666) &
-                                 ~the_fs->umask);
+                                 ~fs_global->umask);
         st->st_nlink = 1;
         st->st_size = (off_t)n->fixed_size;
         st->st_blocks = (blkcnt_t)((n->fixed_size + 511) / 512);
@@ -187,17 +187,17 @@ char *node_url(const struct node *n)
         return strdup(n->url);
     if (n->kind != NODE_NFSFILE)
         return NULL;
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     if (asprintf(&s, "%s%s%s", n->exp->url_prefix, n->relpath,
                  n->exp->query) < 0)
         s = NULL;
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return s;
 }
 
 char *node_path(const struct node *n)
 {
-    pthread_mutex_lock(&the_fs->tree_lock);
+    pthread_mutex_lock(&fs_global->tree_lock);
     size_t len = 1;
     for (const struct node *p = n; p && p->kind != NODE_ROOT; p = p->parent)
         len += strlen(p->name) + 1;
@@ -215,6 +215,6 @@ char *node_path(const struct node *n)
         }
         memmove(s, s + pos, len - pos);
     }
-    pthread_mutex_unlock(&the_fs->tree_lock);
+    pthread_mutex_unlock(&fs_global->tree_lock);
     return s;
 }

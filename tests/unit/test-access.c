@@ -91,7 +91,7 @@ static void test_root(void **state)
 static int setup(void **state)
 {
     (void)state;
-    the_fs = &fs;
+    fs_global = &fs;
     pthread_mutex_init(&fs.tree_lock, NULL);
     pthread_mutex_init(&fs.jobs_lock, NULL);
     fs.root = node_new(NODE_ROOT, NULL, "");
