@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "imgfs-version.h"
 
 static void usage(FILE *f)
 {
@@ -15,10 +16,25 @@ static void usage(FILE *f)
         "  mount [options] MOUNTPOINT NAME=URL...\n"
         "                                 mount images as files (imgfs mount --help)\n"
         "  wait MOUNT/control/NAME.job    follow a job started in a mount\n"
+        "  -V, --version                  print the version\n"
         "\n"
         "Images: nfs://server/export/path[?nfsport=N&mountport=M],\n"
         "        iscsi://[user@]host[:port]/iqn/lun, null:, zero:SIZE, local paths.\n"
-        "iSCSI CHAP password: $IMGFS_ISCSI_SECRET_FILE (a file) or $IMGFS_ISCSI_PASSWORD.\n");
+        "iSCSI CHAP password: $IMGFS_ISCSI_SECRET_FILE (a file) or $IMGFS_ISCSI_PASSWORD.\n"
+        "\n"
+        "Exit status: 0 --help and --version, 2 no or unknown command;\n"
+        "otherwise the command's (imgfs COMMAND --help; man imgfs).\n");
+}
+
+/* Print "imgfs VERSION", with the git description of the checkout it was
+ * built from when there is one, to stdout.  Outside a checkout the
+ * description is the version itself (meson's fallback). */
+static void print_version(void)
+{
+    if (IMGFS_GIT_DESCRIBE[0] && strcmp(IMGFS_GIT_DESCRIBE, IMGFS_VERSION))
+        printf("imgfs %s (git %s)\n", IMGFS_VERSION, IMGFS_GIT_DESCRIBE);
+    else
+        printf("imgfs %s\n", IMGFS_VERSION);
 }
 
 int main(int argc, char **argv)
@@ -33,6 +49,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        print_version();
         return 0;
     }
     if (!strcmp(cmd, "copy"))

@@ -54,7 +54,10 @@ void mount_args_usage(FILE *f)
         "(root when mounted by root; new files and directories are then\n"
         "given to the user who created them), so choose uid, gid and umask\n"
         "before opening a mount to other users.\n"
-        "Unmount with: fusermount3 -u MOUNTPOINT\n");
+        "Unmount with: fusermount3 -u MOUNTPOINT\n"
+        "Exit status: 0 mounted (or, with -f, unmounted cleanly), 1 an image,\n"
+        "the state directory or the mount failed (or a write failed at\n"
+        "unmount), 2 bad arguments.\n");
 }
 
 enum {

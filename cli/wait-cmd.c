@@ -82,8 +82,9 @@ int cmd_wait(int argc, char **argv)
                                   !strcmp(argv[1], "--help"));
         fprintf(help ? stdout : stderr,
                 "usage: imgfs wait MOUNT/control/NAME.job\n"
-                "Follow job NAME until it ends: exit 0 when done, 1 when "
-                "it failed, was cancelled or is interrupted.\n");
+                "Follow job NAME until it ends.\n"
+                "Exit status: 0 done, 1 failed, cancelled or interrupted, "
+                "2 bad arguments or no status file.\n");
         return help ? 0 : 2;
     }
     const char *job = argv[1];
