@@ -28,8 +28,8 @@ struct node *node_new(enum node_kind kind, struct node *parent,
         return NULL;
     }
     pthread_mutex_lock(&fs_global->tree_lock);
-    struct node **v = vec_room(fs_global->nodes, fs_global->nnodes, &fs_global->cap,
-                               sizeof *v, 64);
+    struct node **v = vec_room(fs_global->nodes, fs_global->nnodes,
+                               &fs_global->cap, sizeof *v, 64);
     if (!v) {
         pthread_mutex_unlock(&fs_global->tree_lock);
         free(n->name);
