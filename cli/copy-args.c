@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copier/rate.h"
+
 void copy_args_usage(FILE *f)
 {
     fprintf(f,
@@ -47,8 +49,18 @@ void copy_args_usage(FILE *f)
         "  --state FILE           keep the copy's durable watermark in FILE while\n"
         "                         it runs; if FILE names the same SOURCE and\n"
         "                         TARGET, resume there; removed on success\n"
-        "  -p                     show progress (bar with rate and ETA on a\n"
+        "  --rate RATE            write at most RATE bytes/s of data (e.g. 50M;\n"
+        "                         0: unlimited, the default; zero ranges are\n"
+        "                         free; bursts last at most 100 ms)\n"
+        "  -p, --progress         show progress (bar with rate and ETA on a\n"
         "                         terminal, a line every 10%% otherwise)\n"
+        "  --progress=json        progress as JSON lines on stdout, one every\n"
+        "                         interval and a final one with the final state\n"
+        "                         (no summary line); keys: state, bytes_done,\n"
+        "                         bytes_total, watermark, rate, rate_limit, eta_s,\n"
+        "                         error, time\n"
+        "  --progress=fd:N        the same JSON lines on file descriptor N\n"
+        "  --interval SECONDS     JSON progress interval (default 1, 0.1-3600)\n"
         "  -q                     quiet: no summary line\n"
         "  -h, --help             this text\n"
         "\n"
@@ -62,7 +74,7 @@ void copy_args_usage(FILE *f)
 enum opt_id {
     O_REQUESTS, O_REQUEST_SIZE, O_ORDER, O_SPARSE, O_SOURCE_FORMAT,
     O_TARGET_FORMAT, O_CLUSTER_SIZE, O_RESUME_FROM, O_ALLOW_BACKING,
-    O_STATE,
+    O_STATE, O_RATE, O_INTERVAL,
     /* flags */
     O_TARGET_IS_ZERO, O_VERIFY, O_CREATE, O_OVERWRITE, O_COMPRESS,
     O_KEEP_BACKING, O_PROGRESS, O_QUIET, O_HELP,
@@ -72,6 +84,7 @@ struct opt_def {
     const char *name;
     enum opt_id id;
     bool has_value;
+    bool optional_value;        /* a value only as --name=VALUE */
 };
 
 static const struct opt_def opt_defs[] = {
@@ -85,6 +98,8 @@ static const struct opt_def opt_defs[] = {
     { "--resume-from", O_RESUME_FROM, true },
     { "--allow-backing", O_ALLOW_BACKING, true },
     { "--state", O_STATE, true },
+    { "--rate", O_RATE, true },
+    { "--interval", O_INTERVAL, true },
     { "--target-is-zero", O_TARGET_IS_ZERO, false },
     { "--verify", O_VERIFY, false },
     { "--create", O_CREATE, false },
@@ -92,7 +107,7 @@ static const struct opt_def opt_defs[] = {
     { "--compress", O_COMPRESS, false },
     { "--keep-backing", O_KEEP_BACKING, false },
     { "-p", O_PROGRESS, false },
-    { "--progress", O_PROGRESS, false },
+    { "--progress", O_PROGRESS, false, true },
     { "-q", O_QUIET, false },
     { "--quiet", O_QUIET, false },
     { "-h", O_HELP, false },
@@ -114,6 +129,30 @@ static int bad(struct errmsg *err, const char *fmt, const char *opt,
 {
     errmsg_set(err, fmt, opt, val);
     return -EINVAL;
+}
+
+/* -p / --progress[=bar|json|fd:N]. */
+static int apply_progress(struct copy_args *a, const struct opt_def *d,
+                          const char *val, struct errmsg *err)
+{
+    if (!val || strcmp(val, "bar") == 0) {
+        a->progress = true;
+        return 0;
+    }
+    if (strcmp(val, "json") == 0) {
+        a->json_fd = 1;
+        return 0;
+    }
+    if (strncmp(val, "fd:", 3) == 0 && val[3] >= '0' && val[3] <= '9') {
+        char *end;
+        errno = 0;
+        long fd = strtol(val + 3, &end, 10);
+        if (!errno && !*end && fd >= 0 && fd <= 65535) {
+            a->json_fd = (int)fd;
+            return 0;
+        }
+    }
+    return bad(err, "%s: '%s' is not bar, json or fd:N", d->name, val);
 }
 
 /* Apply one option with its value (NULL for flags). */
@@ -188,6 +227,29 @@ static int apply(struct copy_args *a, const struct opt_def *d,
             return -EINVAL;
         }
         return 0;
+    case O_RATE:
+        switch (rate_parse(val, &v)) {
+        case 0:
+            a->spec.copy.rate = v;
+            return 0;
+        case -ERANGE:
+            errmsg_set(err, "%s: '%s' is out of range (0 for unlimited, or "
+                       "1K to 1T bytes/s)", d->name, val);
+            return -EINVAL;
+        default:
+            return bad(err, "%s: '%s' is not a rate (bytes/s, e.g. 50M; 0 "
+                       "for unlimited)", d->name, val);
+        }
+    case O_INTERVAL: {
+        char *end;
+        errno = 0;
+        double secs = strtod(val, &end);
+        if (errno || end == val || *end || !(secs >= 0.1 && secs <= 3600))
+            return bad(err, "%s: '%s' is not a number of seconds from 0.1 "
+                       "to 3600", d->name, val);
+        a->interval_ms = (unsigned)(secs * 1000.0 + 0.5);
+        return 0;
+    }
     case O_STATE:
         if (!val[0])
             return bad(err, "%s: '%s' is not a file name", d->name, val);
@@ -199,7 +261,8 @@ static int apply(struct copy_args *a, const struct opt_def *d,
     case O_OVERWRITE: a->spec.overwrite = true; return 0;
     case O_COMPRESS: a->spec.compress = true; return 0;
     case O_KEEP_BACKING: a->spec.keep_backing = true; return 0;
-    case O_PROGRESS: a->progress = true; return 0;
+    case O_PROGRESS:
+        return apply_progress(a, d, val, err);
     case O_QUIET: a->quiet = true; return 0;
     case O_HELP: a->help = true; return 0;
     }
@@ -234,6 +297,8 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
                     struct errmsg *err)
 {
     struct copy_args a = { 0 };
+    a.json_fd = -1;
+    a.interval_ms = 1000;
     copy_spec_init(&a.spec);
     const char *operands[2];
     int noperands = 0;
@@ -273,6 +338,8 @@ int copy_args_parse(int argc, char **argv, struct copy_args *out,
                 errmsg_set(err, "%s needs a value", d->name);
                 return -EINVAL;
             }
+        } else if (eq && d->optional_value) {
+            val = eq + 1;
         } else if (eq) {
             errmsg_set(err, "%s takes no value", d->name);
             return -EINVAL;

@@ -20,7 +20,11 @@ struct copy_args {
     struct copy_spec spec;
     bool create;                    /* --create */
     const char *state_path;         /* --state FILE (in argv), or NULL */
-    bool progress;                  /* -p */
+    bool progress;                  /* -p, --progress[=bar]: terminal bar */
+    /* --progress=json: JSON lines (copier/status-json.h) on stdout, and
+     * no summary line; --progress=fd:N: on descriptor N.  -1: none. */
+    int json_fd;
+    unsigned interval_ms;           /* --interval SECONDS (default 1 s) */
     bool quiet;                     /* -q */
     bool help;                      /* --help / -h: print usage, nothing else */
 };

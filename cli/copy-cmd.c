@@ -93,6 +93,10 @@ struct run_state {
     int64_t grace_timer;        /* cancel deadline, 0 if none */
     unsigned tick_ms;
     struct loop_poller signal_poller;
+    struct progress_json *json;     /* --progress=json|fd:N, or NULL */
+    unsigned json_ms;
+    int64_t json_timer;             /* JSON tick, 0 if none */
+    uint64_t rate_limit;
 };
 
 /* Leave at once, without waiting for in-flight requests: the watermark
@@ -204,6 +208,21 @@ static void on_tick(void *opaque)
     rs->timer = t > 0 ? t : 0;
 }
 
+static void on_json_tick(void *opaque)
+{
+    struct run_state *rs = opaque;
+    rs->json_timer = 0;
+    if (rs->finished)
+        return;
+    struct copy_progress p;
+    copy_job_progress(rs->job, &p);
+    progress_json_line(rs->json, copy_state_name(p.state), p.done, p.total,
+                       p.watermark, rs->rate_limit, p.elapsed_ns, NULL,
+                       false);
+    int64_t t = loop_add_timer(rs->loop, rs->json_ms, on_json_tick, rs);
+    rs->json_timer = t > 0 ? t : 0;
+}
+
 static void on_done(void *opaque, const struct copy_progress *final)
 {
     struct run_state *rs = opaque;
@@ -259,13 +278,26 @@ int cmd_copy(int argc, char **argv)
         return 2;
     }
 
+    /* The final JSON line: the outcome, whatever stops the copy. */
+    struct progress_json json;
+    struct copy_progress jfinal = { .state = COPY_FAILED };
+    if (a.json_fd >= 0 && progress_json_open(&json, a.json_fd, NULL) < 0) {
+        report("--progress=fd:%d: descriptor %d is not open for writing",
+               a.json_fd, a.json_fd);
+        return 2;
+    }
+    jfinal.watermark = a.spec.copy.start_offset;    /* size unknown yet */
+    if (a.json_fd >= 0)
+        json.first_done = a.spec.copy.start_offset;
+    int status = 1;
+
     struct loop *loop = loop_new();
     if (!loop) {
         snprintf(err.text, sizeof err.text, "creating the event loop: %s",
                  strerror(errno));
-        return fail(err.text);
+        fail(err.text);
+        goto out_json;
     }
-    int status = 1;
     struct copy_session cs = { 0 };
     const struct copy_endpoints ep = {
         .source_url = a.spec.source,
@@ -291,11 +323,20 @@ int cmd_copy(int argc, char **argv)
         int64_t t = loop_add_timer(loop, rs.tick_ms, on_tick, &rs);
         rs.timer = t > 0 ? t : 0;
     }
+    if (a.json_fd >= 0) {
+        rs.json = &json;
+        rs.json_ms = a.interval_ms;
+        rs.rate_limit = a.spec.copy.rate;
+        int64_t t = loop_add_timer(loop, rs.json_ms, on_json_tick, &rs);
+        rs.json_timer = t > 0 ? t : 0;
+    }
     copy_job_start(job, on_done, &rs);
     copy_state_start(&kept, loop, job, cs.dst);
     int lr = loop_run_until(loop, &rs.finished);
     if (rs.timer)
         loop_cancel_timer(loop, rs.timer);
+    if (rs.json_timer)
+        loop_cancel_timer(loop, rs.json_timer);
     if (rs.grace_timer)
         loop_cancel_timer(loop, rs.grace_timer);
     remove_signals(&rs);
@@ -313,6 +354,7 @@ int cmd_copy(int argc, char **argv)
     }
 
     const struct copy_progress *p = &rs.final;
+    jfinal = rs.final;
     copy_state_stop(&kept, p);
     const char *hint = target_is_file(a.spec.target) ? " --overwrite" : "";
     if (p->state == COPY_CANCELLED) {
@@ -343,11 +385,23 @@ int cmd_copy(int argc, char **argv)
     }
     status = 0;
     copy_state_done(&kept);
-    if (!a.quiet)
+    if (!a.quiet && a.json_fd != 1)
         print_summary(&a, p);
 
 out:
     copy_session_close(&cs, NULL);
     loop_free(loop);
+out_json:
+    if (a.json_fd >= 0) {
+        if (status == 0)
+            jfinal.state = COPY_DONE;
+        else if (jfinal.state == COPY_DONE)
+            jfinal.state = COPY_FAILED;     /* closing or publishing failed */
+        progress_json_line(&json, copy_state_name(jfinal.state), jfinal.done,
+                           jfinal.total, jfinal.watermark, a.spec.copy.rate,
+                           jfinal.elapsed_ns, status == 0 ? NULL
+                           : jfinal.error[0] ? jfinal.error : err.text, true);
+        progress_json_close(&json);
+    }
     return status;
 }

@@ -1,7 +1,13 @@
 /* progress.c — progress bar / progress lines.  See progress.h. */
 #include "progress.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "copier/status-json.h"
 
 #define BAR_WIDTH 28
 
@@ -110,4 +116,70 @@ void progress_finish(struct progress *p)
         fflush(p->out);
     }
     p->drawn = false;
+}
+
+/* ---- JSON lines ------------------------------------------------------- */
+
+int progress_json_open(struct progress_json *pj, int fd, const char *job)
+{
+    *pj = (struct progress_json){ .out = stdout, .job = job };
+    if (fd == 1)
+        return 0;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY)
+        return -EBADF;
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    FILE *f = d >= 0 ? fdopen(d, "w") : NULL;
+    if (!f) {
+        if (d >= 0)
+            close(d);
+        return -EBADF;
+    }
+    pj->out = f;
+    pj->own = true;
+    return 0;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void progress_json_line(struct progress_json *pj, const char *state,
+                        uint64_t done, uint64_t total, uint64_t watermark,
+                        uint64_t rate_limit, uint64_t elapsed_ns,
+                        const char *error, bool final)
+{
+    uint64_t now = mono_ns();
+    uint64_t base = done >= pj->first_done ? done - pj->first_done : 0;
+    double avg = elapsed_ns ? (double)base * 1e9 / (double)elapsed_ns : 0;
+    double rate = avg;
+    if (!final && pj->have_last && now > pj->last_ns && done >= pj->last_done)
+        rate = (double)(done - pj->last_done) * 1e9 /
+               (double)(now - pj->last_ns);
+    pj->last_done = done;
+    pj->last_ns = now;
+    pj->have_last = true;
+    double eta = -1;
+    if (!strcmp(state, "done"))
+        eta = 0;
+    else if (!final && rate > 0 && total >= done)
+        eta = (double)(total - done) / rate;
+    struct status_json s = {
+        .job = pj->job, .state = state, .bytes_done = done,
+        .bytes_total = total, .watermark = watermark, .rate = rate,
+        .rate_limit = rate_limit, .eta_s = eta, .error = error,
+    };
+    status_json_write(pj->out, &s);
+    fflush(pj->out);
+}
+
+void progress_json_close(struct progress_json *pj)
+{
+    if (pj->own && pj->out)
+        fclose(pj->out);
+    pj->out = NULL;
+    pj->own = false;
 }

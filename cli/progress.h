@@ -52,6 +52,42 @@ void progress_update(struct progress *p, uint64_t done, uint64_t total,
  * clean line.  Safe to call when nothing was drawn. */
 void progress_finish(struct progress *p);
 
+/* ---- JSON lines (copier/status-json.h) -------------------------------
+ *
+ * `imgfs copy --progress=json|fd:N` and `imgfs wait --json` print one
+ * status object per interval and a final one with the final state.  The
+ * "rate" key is the rate since the previous line (the average over the
+ * whole run on the first and on the final line); "eta_s" is computed from
+ * it while running, 0 when done, null otherwise. */
+struct progress_json {
+    /* private; set up by progress_json_open */
+    FILE *out;
+    bool own;                   /* out is a dup of the caller's fd */
+    const char *job;            /* "job" key (kept by pointer), or NULL */
+    uint64_t first_done;        /* bytes done when the run started (a
+                                 * resume offset): the caller may set it
+                                 * after progress_json_open */
+    uint64_t last_done, last_ns;
+    bool have_last;
+};
+
+/* Write to descriptor `fd` (1: stdout itself; another: a duplicate, so
+ * the caller's descriptor stays as it is).  Returns 0, or -EBADF when
+ * `fd` is not open for writing. */
+int progress_json_open(struct progress_json *pj, int fd, const char *job);
+
+/* Print one line: `state` (copy_state_name or a status file's word),
+ * counters, the limit in force (0: none), `elapsed_ns` since the run
+ * started, `error` (NULL or ""). `final` marks the last line (average
+ * rate).  Flushed at once. */
+void progress_json_line(struct progress_json *pj, const char *state,
+                        uint64_t done, uint64_t total, uint64_t watermark,
+                        uint64_t rate_limit, uint64_t elapsed_ns,
+                        const char *error, bool final);
+
+/* Close what progress_json_open opened (never stdout). */
+void progress_json_close(struct progress_json *pj);
+
 /* Format helpers (also used for summaries).  They write into `buf` and
  * return it. */
 /* Bytes with a binary unit: "512 B", "1.5 KiB", "2.0 GiB". */
