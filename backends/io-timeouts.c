@@ -23,7 +23,7 @@ static long env_seconds(const char *name)
     return s;
 }
 
-unsigned io_reconnect_timeout_s(void)
+unsigned image_reconnect_timeout_s(void)
 {
     long s = env_seconds("IMGFS_RECONNECT_TIMEOUT");
     if (s < 0)
@@ -31,7 +31,7 @@ unsigned io_reconnect_timeout_s(void)
     return s < 0 ? IO_DEFAULT_RECONNECT_TIMEOUT_S : (unsigned)s;
 }
 
-unsigned io_request_timeout_s(void)
+unsigned image_request_timeout_s(void)
 {
     long s = env_seconds("IMGFS_REQUEST_TIMEOUT");
     return s < 0 ? IO_DEFAULT_REQUEST_TIMEOUT_S : (unsigned)s;

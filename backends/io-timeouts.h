@@ -22,9 +22,9 @@
 #define IO_DEFAULT_REQUEST_TIMEOUT_S 30
 
 /* The reconnect timeout in seconds (environment read at each call). */
-unsigned io_reconnect_timeout_s(void);
+unsigned image_reconnect_timeout_s(void);
 
 /* The request timeout in seconds (environment read at each call). */
-unsigned io_request_timeout_s(void);
+unsigned image_request_timeout_s(void);
 
 #endif

@@ -609,8 +609,8 @@ static int setup_context(struct iscsi_lun *l, const char *url,
         errmsg_set(err, "%s: %s", url, iscsi_get_error(l->ctx));
         return -EINVAL;
     }
-    l->reconnect_limit_s = io_reconnect_timeout_s();
-    l->request_timeout_s = io_request_timeout_s();
+    l->reconnect_limit_s = image_reconnect_timeout_s();
+    l->request_timeout_s = image_request_timeout_s();
     iscsi_set_timeout(l->ctx, OPEN_TIMEOUT_S);
     iscsi_set_no_ua_on_reconnect(l->ctx, 1);
     iscsi_set_noautoreconnect(l->ctx, 0);

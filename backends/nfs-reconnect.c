@@ -518,8 +518,8 @@ static void tick(void *opaque)
 
 void nfs_image_attach(struct nfs_image *ni)
 {
-    ni->reconnect_limit_s = io_reconnect_timeout_s();
-    ni->request_timeout_s = io_request_timeout_s();
+    ni->reconnect_limit_s = image_reconnect_timeout_s();
+    ni->request_timeout_s = image_request_timeout_s();
     ni->backoff_ms = BACKOFF_FIRST_MS;
     struct nfs_stat_64 st;
     if (nfs_fstat64(ni->nfs, ni->fh, &st) == 0)

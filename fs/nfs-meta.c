@@ -34,7 +34,7 @@
 /* The libnfs RPC timeout (ms, -1: none) of a mounted meta context. */
 static int meta_request_timeout_ms(void)
 {
-    unsigned s = io_request_timeout_s();
+    unsigned s = image_request_timeout_s();
     if (s == 0)
         return -1;
     return s > 600000 ? 600000000 : (int)s * 1000;
