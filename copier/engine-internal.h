@@ -187,7 +187,7 @@ void copy_job_add_verified(struct copy_job *job, uint64_t bytes);
 bool copy_job_rate_admit(struct copy_job *job, const struct copy_request *r);
 
 /* Borrow one op context of `r` for an operation at `offset`. */
-struct request_op *request_op_take(struct copy_request *r, uint64_t offset);
+struct request_op *copy_request_op_take(struct copy_request *r, uint64_t offset);
 
 /* planner.c */
 void planner_init(struct copy_job *job);

@@ -39,7 +39,7 @@ static size_t max_len(const struct image *img)
     return m ? m : bs;
 }
 
-struct request_op *request_op_take(struct copy_request *r, uint64_t offset)
+struct request_op *copy_request_op_take(struct copy_request *r, uint64_t offset)
 {
     assert(r->ops_used < r->job->max_ops);
     struct request_op *op = &r->ops[r->ops_used++];
@@ -122,7 +122,7 @@ static void issue_zeroes(struct copy_request *r, uint64_t offset,
                          uint64_t len)
 {
     struct copy_job *job = r->job;
-    struct request_op *op = request_op_take(r, offset);
+    struct request_op *op = copy_request_op_take(r, offset);
     image_write_zeroes(job->dst, offset, target_len(job, offset, len),
                        IMAGE_ZERO_MAY_UNMAP, zero_done, op);
 }
@@ -166,7 +166,7 @@ static bool issue_next_piece(struct copy_request *r)
             issue_zeroes(r, off, piece.length);
             return true;
         }
-        struct request_op *op = request_op_take(r, off);
+        struct request_op *op = copy_request_op_take(r, off);
         image_write(job->dst, r->buf + piece.offset, off,
                     target_len(job, off, piece.length), write_done, op);
         return true;
@@ -268,7 +268,7 @@ static void start_read(struct copy_request *r)
         uint64_t len = r->length - pos;
         if (maxr && len > maxr)
             len = maxr;
-        struct request_op *op = request_op_take(r, r->offset + pos);
+        struct request_op *op = copy_request_op_take(r, r->offset + pos);
         image_read(job->src, r->buf + pos, r->offset + pos, len, read_done,
                    op);
         pos += len;

@@ -249,7 +249,7 @@ static void read_side(struct copy_request *r,
         uint64_t n = len - pos;
         if (max && n > max)
             n = max;
-        struct request_op *op = request_op_take(r, r->offset + pos);
+        struct request_op *op = copy_request_op_take(r, r->offset + pos);
         image_read(img, r->buf + pos, r->offset + pos, n, verify_read_done,
                    op);
         pos += n;

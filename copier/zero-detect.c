@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-bool buffer_is_zero(const void *p, size_t len)
+bool zero_detect_buffer(const void *p, size_t len)
 {
     const unsigned char *b = p;
     /* Check a short head byte-wise, then compare the buffer with itself
@@ -30,7 +30,7 @@ static size_t next_boundary(uint64_t base, size_t pos, uint64_t gran)
 static bool zero_chunk_at(const unsigned char *b, size_t len, size_t pos,
                           uint64_t gran)
 {
-    return pos < len && len - pos >= gran && buffer_is_zero(b + pos, gran);
+    return pos < len && len - pos >= gran && zero_detect_buffer(b + pos, gran);
 }
 
 struct zero_piece zero_detect_next(const void *buf, uint64_t base, size_t len,

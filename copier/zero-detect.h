@@ -24,7 +24,7 @@ struct zero_piece {
 };
 
 /* True if all `len` bytes at `p` are zero (len 0: true). */
-bool buffer_is_zero(const void *p, size_t len);
+bool zero_detect_buffer(const void *p, size_t len);
 
 /* Describe the piece of `buf` (image bytes [base, base+len)) that starts
  * at buffer position `pos` (< len).  `gran` > 0.  Pieces returned for

@@ -34,10 +34,10 @@ static void test_buffer_is_zero_every_position(void **state)
     unsigned char b[64];
     for (size_t len = 0; len <= sizeof b; len++) {
         memset(b, 0, sizeof b);
-        assert_true(buffer_is_zero(b, len));
+        assert_true(zero_detect_buffer(b, len));
         for (size_t i = 0; i < len; i++) {
             b[i] = 1;
-            assert_false(buffer_is_zero(b, len));
+            assert_false(zero_detect_buffer(b, len));
             b[i] = 0;
         }
     }
@@ -164,7 +164,7 @@ static void test_random_against_model(void **state)
                 uint64_t cs = abs - abs % gran;
                 bool inside = cs >= base && cs + gran <= base + len;
                 bool zero = inside &&
-                    buffer_is_zero(buf + (cs - base), (size_t)gran);
+                    zero_detect_buffer(buf + (cs - base), (size_t)gran);
                 if (zero != p[i].zero)
                     fail_msg("iter %d: byte %zu (gran %llu, base %llu): "
                              "piece says %d, model %d", iter, b,
