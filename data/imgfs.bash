@@ -47,7 +47,12 @@ _imgfs() {
     case ${words[1]} in
         copy) _imgfs_copy "$cur" "$prev" ;;
         mount) _imgfs_mount "$cur" "$prev" ;;
-        wait) (( cword == 2 )) && _filedir '@(job|status)' ;;
+        wait)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W '--json --interval --help' -- "$cur"))
+            elif [[ $prev != --interval ]]; then
+                _filedir '@(job|status)'
+            fi ;;
     esac
 }
 complete -F _imgfs imgfs
