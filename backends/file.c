@@ -44,7 +44,8 @@ struct file_priv {
     atomic_bool no_blkzeroout;
 };
 
-enum file_op { OP_READ, OP_WRITE, OP_ZERO, OP_FLUSH, OP_STATUS };
+enum file_op { OP_READ, OP_WRITE, OP_ZERO, OP_FLUSH, OP_STATUS,
+               OP_TRUNCATE };
 
 /* One request.  Fields above `err` are set on the loop thread before
  * submission; `err`, `detail` and the extents are set by the worker. */
@@ -281,6 +282,14 @@ static void run_req(struct file_work *w)
     case OP_STATUS:
         run_status(r);
         break;
+    case OP_TRUNCATE:
+        while (ftruncate(r->fp->fd, (off_t)r->offset) < 0) {
+            if (errno != EINTR) {
+                req_fail(r, -errno, "ftruncate", r->offset);
+                break;
+            }
+        }
+        break;
     }
 }
 
@@ -295,6 +304,8 @@ static void req_done(struct file_work *w)
     else if ((r->op == OP_WRITE || r->op == OP_ZERO) &&
              r->offset + r->len > img->size)
         img->size = r->offset + r->len;     /* growable file got longer */
+    else if (r->op == OP_TRUNCATE)
+        img->size = r->offset;
     if (r->op == OP_STATUS)
         r->ecb(r->opaque, r->err, r->err ? NULL : r->ext,
                r->err ? 0 : r->n_ext);
@@ -449,6 +460,34 @@ static void file_block_status(struct image *img, uint64_t offset,
     file_workers_submit(r->fp->workers, &r->work);
 }
 
+static void file_truncate(struct image *img, uint64_t size, image_io_cb cb,
+                          void *opaque)
+{
+    struct file_priv *fp = img->priv;
+    if (img->read_only || fp->is_blockdev || !fp->growable) {
+        image_set_error(img, "%s: cannot change the size of %s", img->name,
+                        img->read_only ? "a read-only image"
+                                       : "this file or device");
+        fail_now(img, cb, opaque, img->read_only ? -EROFS : -ENOTSUP);
+        return;
+    }
+    if (size > INT64_MAX) {
+        image_set_error(img, "%s: size %" PRIu64 " too large", img->name,
+                        size);
+        fail_now(img, cb, opaque, -EFBIG);
+        return;
+    }
+    struct file_req *r = req_new(img, OP_TRUNCATE, 0);
+    if (!r) {
+        fail_now(img, cb, opaque, -ENOMEM);
+        return;
+    }
+    r->offset = size;
+    r->cb = cb;
+    r->opaque = opaque;
+    file_workers_submit(fp->workers, &r->work);
+}
+
 static int file_close(struct image *img)
 {
     struct file_priv *fp = img->priv;
@@ -470,6 +509,7 @@ static const struct image_ops file_ops = {
     .write_zeroes = file_write_zeroes,
     .flush = file_flush,
     .block_status = file_block_status,
+    .truncate = file_truncate,
     .close = file_close,
 };
 

@@ -162,6 +162,18 @@ void image_flush(struct image *img, image_io_cb cb, void *opaque)
     img->ops->flush(img, cb, opaque);
 }
 
+void image_truncate(struct image *img, uint64_t size, image_io_cb cb,
+                    void *opaque)
+{
+    if (img->ops->truncate) {
+        img->ops->truncate(img, size, cb, opaque);
+        return;
+    }
+    image_set_error(img, "%s images cannot change their size",
+                    img->ops->name);
+    image_complete_later(img, cb, opaque, -ENOTSUP);
+}
+
 void image_block_status(struct image *img, uint64_t offset, uint64_t length,
                         image_extents_cb cb, void *opaque)
 {

@@ -111,6 +111,15 @@ struct image_ops {
     void (*block_status)(struct image *img, uint64_t offset, uint64_t length,
                          image_extents_cb cb, void *opaque);
 
+    /* Set the size of a file to `size`: bytes past it are gone, a larger
+     * size reads as zeroes up to it; img->size is `size` once the
+     * callback reports success.  Writes the caller issued before must
+     * have completed.  Only growable files (NFS and local files opened
+     * for writing) can; read-only images fail with -EROFS.  May be NULL:
+     * image_truncate then answers -ENOTSUP. */
+    void (*truncate)(struct image *img, uint64_t size, image_io_cb cb,
+                     void *opaque);
+
     /* Release everything.  No request may be in flight.  Synchronous: may
      * run the loop internally to finish closing (e.g. write qcow2
      * metadata, log out).  Returns 0 or -errno (then image->last_error says
@@ -152,6 +161,9 @@ void image_write_zeroes(struct image *img, uint64_t offset, uint64_t len,
 void image_flush(struct image *img, image_io_cb cb, void *opaque);
 void image_block_status(struct image *img, uint64_t offset, uint64_t length,
                         image_extents_cb cb, void *opaque);
+/* img->ops->truncate, or -ENOTSUP (deferred) when the image has none. */
+void image_truncate(struct image *img, uint64_t size, image_io_cb cb,
+                    void *opaque);
 int image_close(struct image *img);
 
 /* Allocate an image shell with ops, loop and a copy of `name`; size etc.

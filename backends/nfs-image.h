@@ -1,6 +1,7 @@
 /* nfs-image.h — private to the nfs backend (nfs.c: data path,
- * nfs-mount.c: connect and mount, nfs-open.c: open rules).  Not a shared
- * contract.
+ * nfs-mount.c: connect and mount, nfs-open.c: open rules, nfs-dir.c:
+ * metadata of a directory tree, which rides on an nfs_image without a
+ * file handle).  Not a shared contract.
  *
  * One libnfs context per image (libnfs is not thread safe); the context is
  * used synchronously only while opening and closing, and through the async
@@ -71,6 +72,11 @@ struct nfs_image {
                                  * may still use it: freed at close */
     char relookup_error[200];   /* why a stale handle could not be
                                  * replaced */
+    bool in_service;            /* inside nfs_service() of this image:
+                                 * not serviced again from one of its
+                                 * own callbacks */
+    uint64_t drive_tick_ns;     /* nfs_image_drive's last tick work */
+    uint64_t gave_up_ns;        /* when the connection was given up */
 };
 
 /* A mounted export (nfs-mount.c): the context, what was mounted and the
@@ -88,6 +94,12 @@ struct nfs_mounted {
  * failed (connection, mount). */
 int nfs_mount_url(const char *url, struct nfs_mounted *m, struct errmsg *err);
 
+/* The same for the directory `url` names (no trailing '/'): the whole
+ * path is the directory; `m->file` is its path inside the export that
+ * mounted ("" when the directory is the export). */
+int nfs_mount_dir_url(const char *url, struct nfs_mounted *m,
+                      struct errmsg *err);
+
 /* Destroy the context (if any) and free the strings; `m` becomes empty. */
 void nfs_mounted_release(struct nfs_mounted *m);
 
@@ -100,8 +112,25 @@ extern const struct image_ops nfs_image_ops;
  * file's fileid for a later re-lookup and turns libnfs's own RPC timeout
  * off.  Called once by nfs_image_open after the file is open; ni->path
  * and ni->open_flags should be set before (without a path a stale file
- * handle is not looked up again). */
+ * handle is not looked up again).  Without a file handle (ni->fh NULL:
+ * nfs-dir.c) no fileid is recorded. */
 void nfs_image_attach(struct nfs_image *ni);
+
+/* Drive `ni` without its loop for at most `ms` (capped at one tick):
+ * wait for its connection's fd, service it, and do the tick's work
+ * (request timeouts, reconnects, the give-up) when a tick is due.  For
+ * the loop thread waiting for one call of `ni` inside another loop
+ * callback (nfs-dir.c), where running the whole loop would run other
+ * callbacks in the middle of that one.  Loop timers (resends) do not
+ * fire meanwhile. */
+void nfs_image_drive(struct nfs_image *ni, unsigned ms);
+
+/* After a give-up (ni->dead): start over, for a user that wants to be
+ * tried again later (nfs-dir.c: a directory of a mount, unlike an
+ * image, stays in use).  The connection counts as lost from now: a new
+ * context is mounted at the next tick (ni->nfs stays NULL until then:
+ * calls wait), paced and given up as after any loss. */
+void nfs_image_revive(struct nfs_image *ni);
 
 /* Detach from the loop (poller, tick); before the context is destroyed. */
 void nfs_image_detach(struct nfs_image *ni);

@@ -208,9 +208,14 @@ static int explain_connect_failure(const char *url, const char *server,
     return -EIO;
 }
 
-/* Mount the directory part of `url`, falling back to its parents. */
-int nfs_mount_url(const char *url, struct nfs_mounted *m,
-                  struct errmsg *err)
+static int mount_with_fallback(const char *url, char *server, char *dir,
+                               char *file, struct nfs_mounted *m,
+                               struct errmsg *err);
+
+/* Split `url` into server, directory and file (whole path as directory
+ * with `is_dir`), then mount with the fallback to parents. */
+static int mount_url(const char *url, bool is_dir, struct nfs_mounted *m,
+                     struct errmsg *err)
 {
     int r = check_url_args(url, err);
     if (r < 0)
@@ -220,11 +225,18 @@ int nfs_mount_url(const char *url, struct nfs_mounted *m,
     if (!nfs)
         return -EINVAL;
     char *server = strdup(u->server);
-    char *dir = strdup(u->path);
-    char *file = strdup(u->file);
+    char *dir = NULL, *file = NULL;
+    if (is_dir) {
+        /* parse_url_full cut the last component off as the file. */
+        if (asprintf(&dir, "%s%s", u->path, u->file) < 0)
+            dir = NULL;
+        file = strdup("");
+    } else {
+        dir = strdup(u->path);
+        file = strdup(u->file);
+    }
     nfs_destroy_url(u);
     nfs_destroy_context(nfs);
-    nfs = NULL;
     if (!server || !dir || !file) {
         free(server);
         free(dir);
@@ -232,8 +244,29 @@ int nfs_mount_url(const char *url, struct nfs_mounted *m,
         errmsg_set(err, "%s: out of memory", url);
         return -ENOMEM;
     }
+    return mount_with_fallback(url, server, dir, file, m, err);
+}
 
-    r = -ENOENT;
+int nfs_mount_url(const char *url, struct nfs_mounted *m,
+                  struct errmsg *err)
+{
+    return mount_url(url, false, m, err);
+}
+
+int nfs_mount_dir_url(const char *url, struct nfs_mounted *m,
+                      struct errmsg *err)
+{
+    return mount_url(url, true, m, err);
+}
+
+/* Mount `dir` (takes the three strings), falling back to its parents. */
+static int mount_with_fallback(const char *url, char *server, char *dir,
+                               char *file, struct nfs_mounted *m,
+                               struct errmsg *err)
+{
+    struct nfs_context *nfs = NULL;
+    struct nfs_url *u;
+    int r = -ENOENT;
     char first_error[256] = "";
     char *first_export = NULL;
     /* `dir` is cut at its last '/' on every failed attempt. */

@@ -159,17 +159,19 @@ static void drop_rebuild(struct nfs_image *ni)
 static void give_up(struct nfs_image *ni)
 {
     ni->dead = true;
+    ni->gave_up_ns = loop_now_ns();
     loop_remove_poller(ni->img->loop, &ni->poller);
     drop_rebuild(ni);
     struct nfs_context *nfs = ni->nfs;
-    if (ni->fh)
+    if (nfs && ni->fh)
         nfs_close_async(nfs, ni->fh, close_cb, NULL);
-    if (ni->stale_fh)
+    if (nfs && ni->stale_fh)
         nfs_close_async(nfs, ni->stale_fh, close_cb, NULL);
     ni->fh = ni->stale_fh = NULL;
     /* Calls back (cancelled) every call libnfs holds; the data path
      * sees `dead` and fails them. */
-    nfs_destroy_context(nfs);
+    if (nfs)
+        nfs_destroy_context(nfs);
     ni->nfs = NULL;
     struct nfs_pending *p = ni->pending;
     while (p) {
@@ -243,6 +245,7 @@ static void start_rebuild(struct nfs_image *ni)
     nfs_set_timeout(nfs, -1);           /* attempts are timed here */
     nfs_set_tcp_syncnt(nfs, 2);
     nfs_set_autoreconnect(nfs, 0);      /* a loss is handled here */
+    nfs_set_dircache(nfs, 0);           /* listings come from the server */
     struct nfs_url *u = ni->path ? nfs_parse_url_full(nfs, ni->img->name)
                                  : NULL;
     char *export = u ? export_of(u, ni->path) : NULL;
@@ -268,7 +271,8 @@ static void finish_rebuild(struct nfs_image *ni)
     ni->rebuild = NULL;
     ni->rebuilding = false;
     ni->backoff_ms = BACKOFF_FIRST_MS;  /* the server is there */
-    nfs_destroy_context(old);
+    if (old)
+        nfs_destroy_context(old);
 }
 
 /* An attempt failed or took too long: drop it, wait for the next. */
@@ -469,8 +473,12 @@ static int poll_service(void *opaque, int revents)
         return -1;
     if (!nfs)
         return 0;
+    if (ni->in_service)
+        return 0;
     bool failed = revents & (POLLERR | POLLHUP);
+    ni->in_service = true;
     int r = nfs_service(nfs, revents);
+    ni->in_service = false;
     if (ni->dead)
         return -1;
     if (ni->rebuilding) {
@@ -489,12 +497,12 @@ static int poll_service(void *opaque, int revents)
     return 0;
 }
 
-static void tick(void *opaque)
+/* The periodic work: request timeouts, the deadline, the next mount
+ * attempt, libnfs's own timers.  False once the connection is given up. */
+static bool tick_work(struct nfs_image *ni)
 {
-    struct nfs_image *ni = opaque;
-    ni->service_timer = 0;
     if (ni->dead)
-        return;
+        return false;
     uint64_t now = loop_now_ns();
     check_request_timeout(ni, now);
     now = loop_now_ns();            /* not before lost_since_ns */
@@ -502,18 +510,45 @@ static void tick(void *opaque)
         now > ni->lost_since_ns &&
         now - ni->lost_since_ns > ni->reconnect_limit_s * NS_PER_S) {
         give_up(ni);
-        return;
+        return false;
     }
     if (ni->rebuilding) {
         if (ni->rebuild && now - ni->rebuild_started_ns > attempt_limit_ns(ni))
             rebuild_failed(ni);
         if (!ni->rebuild && now >= ni->hold_until_ns)
             start_rebuild(ni);
-    } else {
+    } else if (!ni->in_service) {
+        ni->in_service = true;
         nfs_service(ni->nfs, 0);
+        ni->in_service = false;
     }
+    return true;
+}
+
+static void tick(void *opaque)
+{
+    struct nfs_image *ni = opaque;
+    ni->service_timer = 0;
+    if (!tick_work(ni))
+        return;
     int64_t id = loop_add_timer(ni->img->loop, TICK_MS, tick, ni);
     ni->service_timer = id > 0 ? id : 0;
+}
+
+void nfs_image_drive(struct nfs_image *ni, unsigned ms)
+{
+    if (ms > TICK_MS)
+        ms = TICK_MS;
+    int fd = poll_get_fd(ni);
+    struct pollfd pfd = { .fd = fd, .events = (short)poll_events(ni) };
+    int n = poll(&pfd, fd >= 0 ? 1 : 0, (int)ms);
+    if (n > 0 && pfd.revents)
+        poll_service(ni, pfd.revents);
+    uint64_t now = loop_now_ns();
+    if (now - ni->drive_tick_ns >= TICK_MS * NS_PER_MS) {
+        ni->drive_tick_ns = now;
+        tick_work(ni);
+    }
 }
 
 void nfs_image_attach(struct nfs_image *ni)
@@ -522,7 +557,7 @@ void nfs_image_attach(struct nfs_image *ni)
     ni->request_timeout_s = image_request_timeout_s();
     ni->backoff_ms = BACKOFF_FIRST_MS;
     struct nfs_stat_64 st;
-    if (nfs_fstat64(ni->nfs, ni->fh, &st) == 0)
+    if (ni->fh && nfs_fstat64(ni->nfs, ni->fh, &st) == 0)
         ni->fileid = st.nfs_ino;
     /* Timeouts are ours (see above): a libnfs timeout would fail the call
      * instead of reconnecting. */
@@ -534,6 +569,23 @@ void nfs_image_attach(struct nfs_image *ni)
         .opaque = ni,
     };
     loop_add_poller(ni->img->loop, &ni->poller);
+    int64_t id = loop_add_timer(ni->img->loop, TICK_MS, tick, ni);
+    ni->service_timer = id > 0 ? id : 0;
+}
+
+void nfs_image_revive(struct nfs_image *ni)
+{
+    if (!ni->dead)
+        return;
+    ni->dead = false;
+    ni->rebuilding = true;          /* no context (ni->nfs is NULL) */
+    ni->rebuild = NULL;
+    ni->lost_since_ns = loop_now_ns();
+    ni->backoff_ms = BACKOFF_FIRST_MS;
+    ni->hold_until_ns = 0;          /* a mount attempt at the next tick */
+    loop_add_poller(ni->img->loop, &ni->poller);
+    if (ni->service_timer > 0)
+        loop_cancel_timer(ni->img->loop, ni->service_timer);
     int64_t id = loop_add_timer(ni->img->loop, TICK_MS, tick, ni);
     ni->service_timer = id > 0 ? id : 0;
 }

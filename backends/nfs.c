@@ -9,7 +9,9 @@
  * issued and the ones in flight are drained).  Short replies re-issue the
  * remainder of their piece.  NFSv3 has no hole punching and no SEEK_DATA:
  * write_zeroes writes one shared zero buffer, block_status is left to the
- * generic "all data" answer.  Opening lives in nfs-open.c.
+ * generic "all data" answer.  truncate is a SETATTR of the size on the
+ * file handle, sent and resent like a COMMIT.  Opening lives in
+ * nfs-open.c.
  *
  * Faults (nfs-reconnect.c): every piece and COMMIT is on the image's
  * pending list while it is inside libnfs or waiting to be sent again.  A
@@ -449,9 +451,13 @@ static void nfs_img_write_zeroes(struct image *img, uint64_t offset,
     request_start(img, NFS_OP_ZEROES, NULL, NULL, offset, len, cb, opaque);
 }
 
+/* A COMMIT (flush), or a SETATTR of the size (truncate): one call on the
+ * file handle, sent again like a piece when the connection fails. */
 struct nfs_flush {
     struct nfs_pending pend;    /* first: the list's entry is the flush */
     struct image *img;
+    bool truncate;              /* SETATTR size = trunc_size, not COMMIT */
+    uint64_t trunc_size;
     const struct nfsfh *fh_used;
     image_io_cb cb;
     void *opaque;
@@ -475,6 +481,11 @@ static void flush_abort(struct nfs_pending *pend)
 static void fsync_cb(int status, struct nfs_context *nfs, void *data,
                      void *private_data);
 
+static const char *flush_what(const struct nfs_flush *f)
+{
+    return f->truncate ? "SETATTR (size)" : "COMMIT";
+}
+
 /* Send the COMMIT of `f`; returns 0 or -errno (last_error set). */
 static int flush_send(struct nfs_flush *f)
 {
@@ -482,9 +493,13 @@ static int flush_send(struct nfs_flush *f)
     if (ni->dead)
         return nfs_dead_error(ni);
     f->fh_used = ni->fh;
-    int r = nfs_fsync_async(ni->nfs, ni->fh, fsync_cb, f);
+    int r = f->truncate
+                ? nfs_ftruncate_async(ni->nfs, ni->fh, f->trunc_size,
+                                      fsync_cb, f)
+                : nfs_fsync_async(ni->nfs, ni->fh, fsync_cb, f);
     if (r < 0) {
-        image_set_error(f->img, "NFS COMMIT: %s", nfs_get_error(ni->nfs));
+        image_set_error(f->img, "NFS %s: %s", flush_what(f),
+                        nfs_get_error(ni->nfs));
         return nfs_errno(r);
     }
     f->pend.in_libnfs = true;
@@ -509,6 +524,8 @@ static void fsync_cb(int status, struct nfs_context *nfs, void *data,
     const char *detail = error_text(status, nfs, data);
     if (status >= 0) {
         nfs_conn_answered(ni);
+        if (f->truncate)
+            f->img->size = f->trunc_size;
         flush_finish(f, 0);
         return;
     }
@@ -522,24 +539,24 @@ static void fsync_cb(int status, struct nfs_context *nfs, void *data,
         flush_finish(f, nfs_dead_error(ni));
         return;
     }
-    image_set_error(f->img, "NFS COMMIT: %s",
+    image_set_error(f->img, "NFS %s: %s", flush_what(f),
                     ni->relookup_error[0] ? ni->relookup_error : detail);
     flush_finish(f, nfs_errno(status));
 }
 
-static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
+/* Send a COMMIT or SETATTR of the size; complete cb later. */
+static void flush_start(struct image *img, bool truncate, uint64_t size,
+                        image_io_cb cb, void *opaque)
 {
     struct nfs_image *ni = nfs_of(img);
-    if (img->read_only) {
-        image_complete_later(img, cb, opaque, 0);
-        return;
-    }
     struct nfs_flush *f = malloc(sizeof *f);
     if (!f) {
         image_complete_later(img, cb, opaque, -ENOMEM);
         return;
     }
-    *f = (struct nfs_flush){ .img = img, .cb = cb, .opaque = opaque };
+    *f = (struct nfs_flush){ .img = img, .truncate = truncate,
+                             .trunc_size = size, .cb = cb,
+                             .opaque = opaque };
     f->pend.abort = flush_abort;
     int r = flush_send(f);
     if (r < 0) {
@@ -548,6 +565,31 @@ static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
         return;
     }
     nfs_pending_add(ni, &f->pend);
+}
+
+static void nfs_img_flush(struct image *img, image_io_cb cb, void *opaque)
+{
+    if (img->read_only) {
+        image_complete_later(img, cb, opaque, 0);
+        return;
+    }
+    flush_start(img, false, 0, cb, opaque);
+}
+
+static void nfs_img_truncate(struct image *img, uint64_t size,
+                             image_io_cb cb, void *opaque)
+{
+    if (img->read_only) {
+        image_set_error(img, "image is open read-only");
+        image_complete_later(img, cb, opaque, -EROFS);
+        return;
+    }
+    if (!nfs_of(img)->growable) {
+        image_set_error(img, "the file was not opened to change its size");
+        image_complete_later(img, cb, opaque, -ENOTSUP);
+        return;
+    }
+    flush_start(img, true, size, cb, opaque);
 }
 
 static int nfs_img_close(struct image *img)
@@ -581,5 +623,6 @@ const struct image_ops nfs_image_ops = {
     .write_zeroes = nfs_img_write_zeroes,
     .flush = nfs_img_flush,
     .block_status = NULL,       /* NFSv3 has no SEEK_DATA */
+    .truncate = nfs_img_truncate,
     .close = nfs_img_close,
 };
