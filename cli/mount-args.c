@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "copier/rate.h"
+
 void mount_args_usage(FILE *f)
 {
     fprintf(f,
@@ -43,6 +45,11 @@ void mount_args_usage(FILE *f)
         "                  'interrupted': touch control/NAME.job resumes one\n"
         "     nostate      keep no job state\n"
         "     resume_jobs  resume every interrupted job at mount\n"
+        "     rate=RATE    at most RATE bytes/s of data written by all\n"
+        "                  running jobs together (e.g. 100M), shared\n"
+        "                  fairly: each gets an equal share, or its own\n"
+        "                  rate if lower; control/NAME.rate shows and\n"
+        "                  changes one job's own limit (echo 50M > it)\n"
         "     and FUSE's own options (fsname=, max_read=, ...)\n"
         "\n"
         "Only the mounting user can use the mount unless allow_other or\n"
@@ -75,6 +82,7 @@ enum {
     KEY_STATE,
     KEY_NOSTATE,
     KEY_RESUME_JOBS,
+    KEY_RATE,
 };
 
 static const struct fuse_opt mount_opt_spec[] = {
@@ -93,6 +101,7 @@ static const struct fuse_opt mount_opt_spec[] = {
     FUSE_OPT_KEY("state=", KEY_STATE),
     FUSE_OPT_KEY("nostate", KEY_NOSTATE),
     FUSE_OPT_KEY("resume_jobs", KEY_RESUME_JOBS),
+    FUSE_OPT_KEY("rate=", KEY_RATE),
     FUSE_OPT_END,
 };
 
@@ -196,6 +205,14 @@ static int fs_option(struct parse_ctx *c, const char *arg, int key)
         return 0;
     case KEY_RESUME_JOBS:
         o->resume_jobs = true;
+        return 0;
+    case KEY_RATE:
+        if (rate_parse(arg + strlen("rate="), &o->rate) < 0) {
+            errmsg_set(c->err, "bad option '%s': expected a rate in bytes/s "
+                       "(e.g. 100M; 0 for unlimited, else 1K to 1T)", arg);
+            c->failed = true;
+            return -1;
+        }
         return 0;
     default:
         return 1;

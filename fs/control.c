@@ -10,6 +10,11 @@
  *    comments fails at once (EINVAL, "empty job file: ...");
  *  - x.status: `key: value` text built at open (direct_io: no size is
  *    cached, `cat` and `watch` see fresh content on every open);
+ *  - x.json: the same status as one JSON line (copier/status-json.h);
+ *  - x.rate: reads the job's own rate limit ("50M", "0": none); a write
+ *    of one whole value (rate_parse: "50M", "50M/s", "0") changes the
+ *    running job's limit at once (EINVAL/ERANGE: a bad value, ESRCH: the
+ *    job is not running); rm of either fails with EPERM;
  *  - rm x.job: cancels a running job (answered once it stopped; x.status
  *    stays) or forgets a finished one; rm x.status forgets a stopped job;
  *    forgetting a job removes its state file (jobs.c);
@@ -23,6 +28,8 @@
  *    Owner, group and modes of control/ files come from -o uid/gid/umask.
  */
 #include "fs.h"
+
+#include "../copier/rate.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +51,12 @@ static bool split_name(const char *name, char *base, size_t cap,
     } else if (l > 7 && !strcmp(name + l - 7, ".status")) {
         suffix = name + l - 7;
         *kind = NODE_STATUSFILE;
+    } else if (l > 5 && !strcmp(name + l - 5, ".rate")) {
+        suffix = name + l - 5;
+        *kind = NODE_RATEFILE;
+    } else if (l > 5 && !strcmp(name + l - 5, ".json")) {
+        suffix = name + l - 5;
+        *kind = NODE_JSONFILE;
     }
     if (!suffix || (size_t)(suffix - name) >= cap)
         return false;
@@ -66,6 +79,9 @@ static void job_attr_locked(struct node *n, struct stat *st)
     if (n->kind == NODE_JOBFILE) {
         st->st_mode = S_IFREG | (0666 & ~fs_global->umask);
         st->st_size = j ? (off_t)j->len : 0;
+    } else if (n->kind == NODE_RATEFILE) {
+        st->st_mode = S_IFREG | (0666 & ~fs_global->umask);
+        st->st_size = 0;
     } else {
         st->st_mode = S_IFREG | (0444 & ~fs_global->umask);
         st->st_size = 0;
@@ -75,14 +91,37 @@ static void job_attr_locked(struct node *n, struct stat *st)
     st->st_atim = st->st_mtim = st->st_ctim = ts;
 }
 
+/* The text of a generated file (x.status, x.json, x.rate) of job `j`,
+ * made now (malloc'd; jobs_lock held). */
+static char *generated_text_locked(struct node *n, struct job *j)
+{
+    switch (n->kind) {
+    case NODE_STATUSFILE: return job_status_text_locked(j);
+    case NODE_JSONFILE: return job_json_text_locked(j);
+    case NODE_RATEFILE: return job_rate_text_locked(j);
+    default: return NULL;
+    }
+}
+
+/* Job `j`'s control node of `kind`. */
+static struct node *job_node(struct job *j, enum node_kind kind)
+{
+    switch (kind) {
+    case NODE_JOBFILE: return j->jobnode;
+    case NODE_RATEFILE: return j->ratenode;
+    case NODE_JSONFILE: return j->jsonnode;
+    default: return j->statusnode;
+    }
+}
+
 /* Fill the entry for a control node (jobs_lock held). */
 static void entry_locked(struct node *n, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
     e->ino = n->ino;
     job_attr_locked(n, &e->attr);
-    if (n->kind == NODE_STATUSFILE) {
-        char *s = job_status_text_locked(n->job);
+    if (n->kind != NODE_JOBFILE) {
+        char *s = generated_text_locked(n, n->job);
         e->attr.st_size = s ? (off_t)strlen(s) : 0;
         free(s);
     }
@@ -106,7 +145,7 @@ void control_op_lookup(fuse_req_t req, const char *name)
         fuse_reply_err(req, ENOENT);
         return;
     }
-    entry_locked(kind == NODE_JOBFILE ? j->jobnode : j->statusnode, &e);
+    entry_locked(job_node(j, kind), &e);
     pthread_mutex_unlock(&fs_global->jobs_lock);
     fuse_reply_entry(req, &e);
 }
@@ -123,6 +162,12 @@ int control_list(struct dirlist *l)
         if (r == 0)
             r = dirlist_add(l, j->statusnode->name, S_IFREG | 0444,
                             j->statusnode->ino);
+        if (r == 0)
+            r = dirlist_add(l, j->ratenode->name, S_IFREG | 0644,
+                            j->ratenode->ino);
+        if (r == 0)
+            r = dirlist_add(l, j->jsonnode->name, S_IFREG | 0444,
+                            j->jsonnode->ino);
     }
     pthread_mutex_unlock(&fs_global->jobs_lock);
     return r;
@@ -263,6 +308,8 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
     }
     if (!j) {
         err = ENOENT;
+    } else if ((to_set & FUSE_SET_ATTR_SIZE) && n->kind == NODE_RATEFILE) {
+        /* `echo 50M > x.rate` truncates first: nothing to do */
     } else if (to_set & FUSE_SET_ATTR_SIZE) {
         if (n->kind != NODE_JOBFILE)
             err = EACCES;
@@ -302,11 +349,14 @@ void control_op_open(fuse_req_t req, struct node *n,
     struct job *j = n->job;
     if (!j) {
         err = ENOENT;
-    } else if (n->kind == NODE_STATUSFILE) {
+    } else if (n->kind == NODE_RATEFILE && write) {
+        /* written values are checked and applied as they come
+         * (control_op_write) */
+    } else if (n->kind != NODE_JOBFILE) {
         if (write)
             err = EACCES;
         else {
-            h->text = job_status_text_locked(j);
+            h->text = generated_text_locked(n, j);
             h->len = h->text ? strlen(h->text) : 0;
             if (!h->text)
                 err = ENOMEM;
@@ -339,7 +389,7 @@ void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-    if (n->kind == NODE_STATUSFILE) {
+    if (n->kind != NODE_JOBFILE) {
         size_t o = (size_t)off < h->len ? (size_t)off : h->len;
         size_t l = h->len - o < size ? h->len - o : size;
         /* Reply from a copy: once the reader has its data it may close,
@@ -349,7 +399,8 @@ void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
             fuse_reply_err(req, ENOMEM);
             return;
         }
-        memcpy(copy, h->text + o, l);
+        if (l)
+            memcpy(copy, h->text + o, l);
         fuse_reply_buf(req, copy, l);
         free(copy);
         return;
@@ -374,9 +425,69 @@ void control_op_read(fuse_req_t req, struct node *n, size_t size, off_t off,
     free(copy);
 }
 
+struct rate_ctx {
+    fuse_req_t req;
+    size_t size;
+    uint64_t rate;
+    char name[256];
+};
+
+static void rate_on_loop(void *opaque)
+{
+    struct rate_ctx *c = opaque;
+    int r = job_set_rate(c->name, c->rate);
+    if (r < 0)
+        fuse_reply_err(c->req, -r);
+    else
+        fuse_reply_write(c->req, c->size);
+    free(c);
+}
+
+/* A write to x.rate: one whole value ("50M", "50M/s", "0"; rate_parse)
+ * at offset 0, applied to the running job at once.  EINVAL: not a rate;
+ * ERANGE: outside 0 or RATE_MIN..RATE_MAX; ESRCH: the job is not
+ * running. */
+static void rate_write(fuse_req_t req, struct node *n, const char *buf,
+                       size_t size, off_t off)
+{
+    char text[64];
+    uint64_t rate;
+    if (off != 0 || size >= sizeof text) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    memcpy(text, buf, size);
+    text[size] = '\0';
+    int r = rate_parse(text, &rate);
+    if (r < 0) {
+        fuse_reply_err(req, -r);
+        return;
+    }
+    struct rate_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    c->req = req;
+    c->size = size;
+    c->rate = rate;
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    if (n->job)
+        snprintf(c->name, sizeof c->name, "%s", n->job->name);
+    pthread_mutex_unlock(&fs_global->jobs_lock);
+    if (!c->name[0] || fs_post(rate_on_loop, c) < 0) {
+        fuse_reply_err(req, c->name[0] ? ENOMEM : ENOENT);
+        free(c);
+    }
+}
+
 void control_op_write(fuse_req_t req, struct node *n, const char *buf,
                       size_t size, off_t off, struct fuse_file_info *fi)
 {
+    if (n->kind == NODE_RATEFILE) {
+        rate_write(req, n, buf, size, off);
+        return;
+    }
     struct handle *h = (struct handle *)(uintptr_t)fi->fh;
     int err = 0;
     struct access_cred cred;
@@ -531,6 +642,12 @@ void control_op_unlink(fuse_req_t req, const char *name)
     if (!j || (kind == NODE_JOBFILE && !j->job_visible)) {
         pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (kind == NODE_RATEFILE || kind == NODE_JSONFILE) {
+        /* they come and go with the job */
+        pthread_mutex_unlock(&fs_global->jobs_lock);
+        fuse_reply_err(req, EPERM);
         return;
     }
     if (j->state == JOB_STARTING) {

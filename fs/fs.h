@@ -49,6 +49,8 @@ enum node_kind {
     NODE_NFSFILE,       /* a file inside an NFS dir, or a top-level NFS file */
     NODE_JOBFILE,       /* control/x.job */
     NODE_STATUSFILE,    /* control/x.status */
+    NODE_RATEFILE,      /* control/x.rate: the job's rate limit, writable */
+    NODE_JSONFILE,      /* control/x.json: the status as one JSON object */
 };
 
 /* One mounted NFS location with its own synchronous "meta" context. */
@@ -130,6 +132,9 @@ struct imgfs {
      * subdirectory; NULL: jobs are not kept (-o nostate). */
     char *state_dir;
     bool resume_jobs;           /* -o resume_jobs */
+    /* -o rate=: bytes/s shared fairly by the running jobs (loop thread;
+     * 0: none; jobs.c, jobs_share_rate) */
+    uint64_t rate;
 };
 
 extern struct imgfs *fs_global;
@@ -374,6 +379,7 @@ enum job_state {
 struct job {
     char *name;                 /* "x" for control/x.job */
     struct node *jobnode, *statusnode;
+    struct node *ratenode, *jsonnode;   /* control/x.rate, control/x.json */
     /* guarded by jobs_lock */
     char *text;
     size_t len, cap;
@@ -402,6 +408,10 @@ struct job {
     int64_t ckpt_timer;         /* periodic checkpoint, 0 if none */
     bool ckpt_inflight;
     bool persist;               /* this run keeps a state file */
+    /* guarded by jobs_lock: the job's own rate limit (its `rate` key, or
+     * the last write to x.rate; 0: none) and the limit in force (its
+     * share of -o rate=, jobs_share_rate) */
+    uint64_t rate, rate_applied;
 };
 
 /* Find or create the job `name` (jobs_lock held by the caller). */
@@ -432,6 +442,20 @@ size_t jobs_load_state(void (*warn)(const char *msg));
 char *job_state_path(const char *name);
 /* Status text of a job (malloc'd), generated now (jobs_lock held). */
 char *job_status_text_locked(struct job *j);
+/* The same status as one JSON line (copier/status-json.h, with "job";
+ * malloc'd; jobs_lock held). */
+char *job_json_text_locked(struct job *j);
+/* control/x.rate's text: the job's own limit, "50M\n" or "0\n" (malloc'd;
+ * jobs_lock held). */
+char *job_rate_text_locked(struct job *j);
+/* Set the own rate limit of the running job `name` (loop thread) and
+ * share the mount's -o rate= again; 0, or -ESRCH when no job of that
+ * name is running. */
+int job_set_rate(const char *name, uint64_t rate);
+/* Give every running job its limit: its own, or its fair share of
+ * -o rate= (rate_fair_share) when the mount has one (loop thread; after
+ * a job starts or stops and when a limit changes). */
+void jobs_share_rate(void);
 /* Ask every running job to stop (loop thread, at shutdown); they are
  * gone when fs_global->active_jobs is 0. */
 void jobs_cancel_all(void);

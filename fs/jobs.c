@@ -34,6 +34,8 @@
 
 #include "../copier/copy-open.h"
 #include "../copier/jobspec.h"
+#include "../copier/rate.h"
+#include "../copier/status-json.h"
 
 /* How often a running job's durable watermark is saved. */
 
@@ -161,8 +163,20 @@ struct job *job_create_locked(const char *name)
     j->statusnode = node_new(NODE_STATUSFILE, fs_global->control, sn);
     if (!j->jobnode || !j->statusnode)
         goto fail;
+    free(jn);
+    free(sn);
+    jn = sn = NULL;
+    if (asprintf(&jn, "%s.rate", name) < 0 ||
+        asprintf(&sn, "%s.json", name) < 0)
+        goto fail;
+    j->ratenode = node_new(NODE_RATEFILE, fs_global->control, jn);
+    j->jsonnode = node_new(NODE_JSONFILE, fs_global->control, sn);
+    if (!j->ratenode || !j->jsonnode)
+        goto fail;
     j->jobnode->job = j;
     j->statusnode->job = j;
+    j->ratenode->job = j;
+    j->jsonnode->job = j;
     free(jn);
     free(sn);
     fs_global->jobs[fs_global->njobs++] = j;
@@ -173,6 +187,10 @@ fail:
         j->jobnode->unlinked = true;
     if (j->statusnode)
         j->statusnode->unlinked = true;
+    if (j->ratenode)
+        j->ratenode->unlinked = true;
+    if (j->jsonnode)
+        j->jsonnode->unlinked = true;
     free(jn);
     free(sn);
     free(j->name);
@@ -193,6 +211,10 @@ void job_forget_locked(struct job *j)
     j->statusnode->unlinked = true;
     j->jobnode->job = NULL;
     j->statusnode->job = NULL;
+    j->ratenode->unlinked = true;
+    j->jsonnode->unlinked = true;
+    j->ratenode->job = NULL;
+    j->jsonnode->job = NULL;
     pthread_mutex_unlock(&fs_global->tree_lock);
     persist_remove(j);
     free(j->text);
@@ -280,6 +302,7 @@ static void job_cleanup(void *opaque)
     pthread_mutex_lock(&fs_global->jobs_lock);
     j->state = j->final_state;      /* j may be freed from now on */
     pthread_mutex_unlock(&fs_global->jobs_lock);
+    jobs_share_rate();
     for (size_t i = 0; i < nreqs; i++)
         fuse_reply_err(reqs[i], 0);
     free(reqs);
@@ -418,6 +441,7 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
     j->resumed = resume;
     j->resumed_from = spec->copy.start_offset;
     j->start_ns = loop_now_ns();
+    j->rate = j->rate_applied = spec->copy.rate;
     pthread_mutex_unlock(&fs_global->jobs_lock);
     fs_global->active_jobs++;
     /* The resume point was durable: the previous run saved it so. */
@@ -426,6 +450,7 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
     if (j->persist)
         persist_write(j, "running", j->durable, NULL);
     copy_job_start(cs.job, job_done, j);
+    jobs_share_rate();
     ckpt_arm(j);
     return 0;
 }
@@ -751,6 +776,39 @@ static const char *state_name(enum job_state s)
     return "?";
 }
 
+/* What the status files show of job `j` (jobs_lock held). */
+struct job_view {
+    uint64_t total, done, wm, verified;
+    const char *phase;          /* "flushing", "verifying" or NULL */
+    double elapsed;             /* seconds of this run */
+    double rate;                /* bytes/s over the run */
+    uint64_t limit;             /* bytes/s in force, 0: none */
+};
+
+static void job_view_locked(struct job *j, struct job_view *v)
+{
+    *v = (struct job_view){ .total = j->total, .done = j->done,
+                            .wm = j->watermark };
+    uint64_t now = loop_now_ns();
+    uint64_t end = j->end_ns ? j->end_ns : now;
+    if (j->cj && j->state == JOB_RUNNING && !j->end_ns) {
+        struct copy_progress p;
+        copy_job_progress(j->cj, &p);
+        v->total = p.total;
+        v->done = p.done;
+        v->wm = p.watermark;
+        v->verified = p.verified;
+        if (p.state == COPY_FLUSHING)
+            v->phase = "flushing";
+        else if (p.state == COPY_VERIFYING)
+            v->phase = "verifying";
+    }
+    v->elapsed = j->start_ns && end > j->start_ns
+               ? (double)(end - j->start_ns) / 1e9 : 0.0;
+    v->rate = v->elapsed > 0 ? (double)v->done / v->elapsed : 0.0;
+    v->limit = j->cj ? j->rate_applied : j->rate;
+}
+
 char *job_status_text_locked(struct job *j)
 {
     char *s = NULL;
@@ -758,26 +816,12 @@ char *job_status_text_locked(struct job *j)
     FILE *f = open_memstream(&s, &len);
     if (!f)
         return NULL;
-    uint64_t total = j->total, done = j->done, wm = j->watermark;
-    uint64_t verified = 0;
-    const char *phase = NULL;
-    uint64_t now = loop_now_ns();
-    uint64_t end = j->end_ns ? j->end_ns : now;
-    if (j->cj && j->state == JOB_RUNNING && !j->end_ns) {
-        struct copy_progress p;
-        copy_job_progress(j->cj, &p);
-        total = p.total;
-        done = p.done;
-        wm = p.watermark;
-        verified = p.verified;
-        if (p.state == COPY_FLUSHING)
-            phase = "flushing";
-        else if (p.state == COPY_VERIFYING)
-            phase = "verifying";
-    }
-    double elapsed = j->start_ns && end > j->start_ns
-                   ? (double)(end - j->start_ns) / 1e9 : 0.0;
-    double rate = elapsed > 0 ? (double)done / elapsed : 0.0;
+    struct job_view v;
+    job_view_locked(j, &v);
+    uint64_t total = v.total, done = v.done, wm = v.wm;
+    uint64_t verified = v.verified;
+    const char *phase = v.phase;
+    double elapsed = v.elapsed, rate = v.rate;
     fprintf(f, "state: %s\n", state_name(j->state));
     if (phase)
         fprintf(f, "phase: %s\n", phase);
@@ -792,6 +836,16 @@ char *job_status_text_locked(struct job *j)
     if (phase && !strcmp(phase, "verifying"))
         fprintf(f, "bytes-verified: %llu\n", (unsigned long long)verified);
     fprintf(f, "rate: %.1f MiB/s\n", rate / (1024.0 * 1024.0));
+    char lim[32], own[32], all[32];
+    fprintf(f, "rate-limit: %s", v.limit ? strcat(rate_format(lim, 24,
+                                                  v.limit), "/s")
+                                         : "unlimited");
+    if (fs_global->rate)
+        fprintf(f, " (job: %s, mount: %s/s shared by the running jobs)",
+                j->rate ? strcat(rate_format(own, 24, j->rate), "/s")
+                        : "unlimited",
+                rate_format(all, 24, fs_global->rate));
+    fputc('\n', f);
     fprintf(f, "elapsed: %.1f s\n", elapsed);
     if (j->state == JOB_RUNNING && rate > 0 && total >= done)
         fprintf(f, "eta: %.0f s\n", (double)(total - done) / rate);
@@ -800,4 +854,77 @@ char *job_status_text_locked(struct job *j)
     fprintf(f, "error: %s\n", j->error[0] ? j->error : "-");
     fclose(f);
     return s;
+}
+
+char *job_json_text_locked(struct job *j)
+{
+    struct job_view v;
+    job_view_locked(j, &v);
+    const char *state = v.phase ? v.phase : state_name(j->state);
+    double rate = v.elapsed > 0 && v.done >= j->resumed_from
+                ? (double)(v.done - j->resumed_from) / v.elapsed : 0.0;
+    double eta = -1;
+    if (j->state == JOB_DONE)
+        eta = 0;
+    else if (j->state == JOB_RUNNING && rate > 0 && v.total >= v.done)
+        eta = (double)(v.total - v.done) / rate;
+    struct status_json sj = {
+        .job = j->name, .state = state, .bytes_done = v.done,
+        .bytes_total = v.total, .watermark = v.wm, .rate = rate,
+        .rate_limit = v.limit, .eta_s = eta, .error = j->error,
+    };
+    return status_json_format(&sj);
+}
+
+char *job_rate_text_locked(struct job *j)
+{
+    char buf[32], *s = NULL;
+    if (asprintf(&s, "%s\n", rate_format(buf, sizeof buf, j->rate)) < 0)
+        return NULL;
+    return s;
+}
+
+/* ---- rate limits (copier/rate.h) --------------------------------------- */
+
+void jobs_share_rate(void)
+{
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    size_t n = 0;
+    for (size_t i = 0; i < fs_global->njobs; i++)
+        n += fs_global->jobs[i]->cj != NULL;
+    uint64_t *own = n ? calloc(2 * n, sizeof *own) : NULL;
+    size_t k = 0;
+    for (size_t i = 0; own && i < fs_global->njobs; i++)
+        if (fs_global->jobs[i]->cj)
+            own[k++] = fs_global->jobs[i]->rate;
+    if (own)
+        rate_fair_share(fs_global->rate, own, n, own + n);
+    k = 0;
+    for (size_t i = 0; i < fs_global->njobs; i++) {
+        struct job *j = fs_global->jobs[i];
+        if (!j->cj)
+            continue;
+        /* Without memory for the shares, each job keeps its own limit
+         * (and the mount's whole limit when it has none). */
+        uint64_t r = own ? own[n + k++]
+                   : j->rate ? j->rate : fs_global->rate;
+        if (copy_job_set_rate(j->cj, r) == 0)
+            j->rate_applied = r;
+    }
+    pthread_mutex_unlock(&fs_global->jobs_lock);
+    free(own);
+}
+
+int job_set_rate(const char *name, uint64_t rate)
+{
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    struct job *j = job_find_locked(name);
+    bool running = j && j->cj && j->state == JOB_RUNNING;
+    if (running)
+        j->rate = rate;
+    pthread_mutex_unlock(&fs_global->jobs_lock);
+    if (!running)
+        return -ESRCH;
+    jobs_share_rate();
+    return 0;
 }

@@ -40,6 +40,7 @@ struct fs_mount *fs_mount_new(const struct fs_mount_options *o,
     fs->uid = o->uid;
     fs->gid = o->gid;
     fs->umask = o->umask;
+    fs->rate = o->rate;
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     fs->read_only = o->read_only;
     fs->page_cache = o->page_cache;

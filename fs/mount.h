@@ -19,6 +19,7 @@
 #include <fuse_lowlevel.h>
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "../backends/errmsg.h"
@@ -34,6 +35,7 @@ struct fs_mount_options {
     bool no_state;              /* keep no job state */
     const char *state;          /* state=DIR (absolute), NULL: default */
     bool resume_jobs;           /* resume every interrupted job at start */
+    uint64_t rate;              /* rate=: bytes/s shared by running jobs */
     /* Called with a message for each kept job file that cannot be read
      * (it is skipped); may be NULL. */
     void (*warn)(const char *msg);

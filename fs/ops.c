@@ -49,7 +49,8 @@ static bool is_image(const struct node *n)
 
 static bool is_control_file(const struct node *n)
 {
-    return n->kind == NODE_JOBFILE || n->kind == NODE_STATUSFILE;
+    return n->kind == NODE_JOBFILE || n->kind == NODE_STATUSFILE ||
+           n->kind == NODE_RATEFILE || n->kind == NODE_JSONFILE;
 }
 
 /* With -o page_cache, raise the mount's readahead (bdi read_ahead_kb, 16

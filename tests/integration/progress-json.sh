@@ -53,9 +53,10 @@ if mode in ("done", "wait-done"):
 if mode in ("failed", "wait-failed"):
     assert last["state"] == "failed", last
     assert args[0] in last["error"], (args[0], last["error"])
-if mode == "one":
+if mode in ("one", "wait-one"):
     assert len(objs) == 1, len(objs)
-    assert last["state"] == args[0], last
+    if args:
+        assert last["state"] == args[0], last
     if len(args) > 1:
         assert last["rate_limit"] == int(args[1]), last
 print("%s: %d JSON lines, last %s" % (path, len(objs), json.dumps(last)))
@@ -97,3 +98,32 @@ expect_fail "--progress=xml" "$IMGFS" copy --progress=xml zero:1M null:
 expect_fail "a descriptor not open" "$IMGFS" copy --progress=fd:250 zero:1M null:
 expect_fail "--interval 0" "$IMGFS" copy --progress=json --interval 0 zero:1M null:
 log "imgfs copy JSON progress ok"
+
+# ---- a mount job: imgfs wait --json and control/NAME.json ----------------
+need_servers
+new_lun $((24 * M)) 512 thin
+MNT=$S/mnt
+fuse_mount "$MNT" -o nostate "src=$S/src.raw" "lun=$LUN_URL"
+put_job "$MNT" deploy "source = src
+target = lun
+rate = 12M" || fail "job refused: $(cat "$SCRATCH/cp.err")"
+cat "$MNT/control/deploy.json" > "$S/running.json"
+check_json "$S/running.json" wait-one
+"$IMGFS" wait --json --interval 0.2 "$MNT/control/deploy.job" > "$S/wait.json" ||
+    fail "imgfs wait --json: $(job_field "$MNT" deploy error)"
+check_json "$S/wait.json" wait-done $((24 * M)) 3 $((12 * M)) deploy
+cat "$MNT/control/deploy.json" > "$S/done.json"
+check_json "$S/done.json" wait-one done $((12 * M))
+same_as_lun "$S/src.raw" "$LUN_URL" "job with rate = 12M"
+
+# A refused job whose error quotes what the job file said, quotes, a
+# backslash and all, reads as valid JSON in both places.
+put_job "$MNT" bad 'source = no"such\image
+target = lun' && fail "a job with a missing source was accepted"
+cat "$MNT/control/bad.json" > "$S/bad.json"
+check_json "$S/bad.json" wait-failed 'no"such\image'
+rc=0
+"$IMGFS" wait --json "$MNT/control/bad.job" > "$S/badwait.json" 2> /dev/null || rc=$?
+(( rc == 1 )) || fail "imgfs wait --json on a failed job: status $rc"
+check_json "$S/badwait.json" wait-failed 'no"such\image'
+log "mount JSON status ok"
