@@ -19,8 +19,11 @@ void copy_args_usage(FILE *f)
         "        iscsi://[user@]host[:port]/iqn/lun, null:, zero:SIZE, local paths.\n"
         "\n"
         "Options:\n"
-        "  --requests N           requests in flight (1-%u, default %u)\n"
+        "  --requests N           a fixed number of requests in flight (1-%u);\n"
+        "                         default: the copy finds it (from latency and\n"
+        "                         throughput of both sides) within --memory\n"
         "  --request-size SIZE    bytes per request (default 1M, at most 64M)\n"
+        "  --memory SIZE          buffer memory the copy may use (default %lluM)\n"
         "  --order MODE           target write order: strict, pipelined (default)\n"
         "                         or any\n"
         "  --sparse SIZE          zero runs of at least SIZE bytes become zero\n"
@@ -67,14 +70,14 @@ void copy_args_usage(FILE *f)
         "SIZE and OFFSET take K, M, G, T suffixes (powers of 1024).\n"
         "Ctrl-C cancels cleanly and prints the offset to resume from.\n"
         "Exit status: 0 copied, 1 failed, 2 bad arguments, 130/143 interrupted.\n",
-        COPY_MAX_REQUESTS, COPY_DEFAULT_REQUESTS);
+        COPY_MAX_REQUESTS, COPY_DEFAULT_MEMORY >> 20);
 }
 
 /* Options that take a value. */
 enum opt_id {
     O_REQUESTS, O_REQUEST_SIZE, O_ORDER, O_SPARSE, O_SOURCE_FORMAT,
     O_TARGET_FORMAT, O_CLUSTER_SIZE, O_RESUME_FROM, O_ALLOW_BACKING,
-    O_STATE, O_RATE, O_INTERVAL,
+    O_STATE, O_RATE, O_INTERVAL, O_MEMORY,
     /* flags */
     O_TARGET_IS_ZERO, O_VERIFY, O_CREATE, O_OVERWRITE, O_COMPRESS,
     O_KEEP_BACKING, O_PROGRESS, O_QUIET, O_HELP,
@@ -90,6 +93,7 @@ struct opt_def {
 static const struct opt_def opt_defs[] = {
     { "--requests", O_REQUESTS, true },
     { "--request-size", O_REQUEST_SIZE, true },
+    { "--memory", O_MEMORY, true },
     { "--order", O_ORDER, true },
     { "--sparse", O_SPARSE, true },
     { "--source-format", O_SOURCE_FORMAT, true },
@@ -172,8 +176,17 @@ static int apply(struct copy_args *a, const struct opt_def *d,
             return -EINVAL;
         }
         a->spec.copy.requests = (unsigned)n;
+        a->spec.copy.adaptive = false;
         return 0;
     }
+    case O_MEMORY:
+        if (image_parse_size(val, &v) < 0)
+            return bad(err, "%s: '%s' is not a size", d->name, val);
+        if (v < 4096 || v > (1ull << 40))
+            return bad(err, "%s: '%s' is out of range (4K to 1T)", d->name,
+                       val);
+        a->spec.copy.memory = v;
+        return 0;
     case O_REQUEST_SIZE:
         if (image_parse_size(val, &v) < 0)
             return bad(err, "%s: '%s' is not a size", d->name, val);

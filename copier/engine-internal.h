@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "depth.h"
 #include "engine.h"
 #include "rate.h"
 
@@ -47,12 +48,16 @@ struct copy_request;
 struct request_op {
     struct copy_request *req;
     uint64_t offset;
+    uint64_t issued_ns;             /* loop_now_ns() when issued */
+    bool sample;                    /* a full-size data op: its latency
+                                       goes to the depth controller */
 };
 
 struct copy_request {
     struct copy_job *job;
     unsigned index;
-    unsigned char *buf;             /* request_size bytes, 4 KiB aligned */
+    unsigned char *buf;             /* stride bytes, 4 KiB aligned; NULL
+                                       until needed (copy_job_buffer_get) */
     enum request_state state;
     enum request_kind kind;
     uint64_t seq;                   /* plan order (offset order) */
@@ -120,10 +125,14 @@ struct copy_job {
     bool skip_zeroes;               /* target reads as zeroes */
     uint64_t size;                  /* bytes to copy (src->size) */
 
-    unsigned char *buffers;         /* one block, nbuf × stride */
     size_t stride;
-    unsigned nbuf;                  /* requests (+1 for verify if needed) */
-    size_t buffer_bytes;            /* bytes allocated for buffers */
+    unsigned nslots;                /* request slots the pipeline may use:
+                                       requests, or the depth ceiling */
+    unsigned nbuf;                  /* nslots (+1 for verify if needed) */
+    size_t buffer_bytes;            /* bytes allocated for buffers now */
+    size_t buffer_bytes_peak;       /* the most ever allocated at once */
+    unsigned buffers_held;          /* requests with a buffer */
+    struct depth_ctl depth;         /* in-flight depth (pinned: fixed) */
     struct copy_request *reqs;      /* nbuf entries */
     struct request_op *op_pool;
     unsigned max_ops;               /* per request */
@@ -185,6 +194,16 @@ void copy_job_add_verified(struct copy_job *job, uint64_t bytes);
 /* Whether request `r` may start writing now under the rate limit
  * (charged if so).  If not, a timer pumps the job when it may. */
 bool copy_job_rate_admit(struct copy_job *job, const struct copy_request *r);
+
+/* Give `r` its buffer if it has none (posix_memalign of `stride` bytes,
+ * counted in buffer_bytes).  False when out of memory. */
+bool copy_job_buffer_get(struct copy_job *job, struct copy_request *r);
+/* `r` was just released: free its buffer if the job holds more buffers
+ * than its depth allows. */
+void copy_job_buffer_trim(struct copy_job *job, struct copy_request *r);
+/* A data request completed its cycle (read, written): tell the depth
+ * controller; when the depth shrank, free buffers of idle slots. */
+void copy_job_depth_cycle(struct copy_job *job);
 
 /* Borrow one op context of `r` for an operation at `offset`. */
 struct request_op *copy_request_op_take(struct copy_request *r, uint64_t offset);

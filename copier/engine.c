@@ -93,7 +93,11 @@ static int validate(struct image *src, struct image *dst,
                        "source is %llu bytes",
                        (unsigned long long)dst->size,
                        (unsigned long long)src->size);
-    if (o->requests < 1 || o->requests > COPY_MAX_REQUESTS)
+    if (o->adaptive && o->memory < o->request_size)
+        return invalid(err, -EINVAL, "memory %llu bytes is less than one "
+                       "request (%zu bytes)",
+                       (unsigned long long)o->memory, o->request_size);
+    if (!o->adaptive && (o->requests < 1 || o->requests > COPY_MAX_REQUESTS))
         return invalid(err, -EINVAL, "requests must be 1..%u (got %u)",
                        COPY_MAX_REQUESTS, o->requests);
     uint64_t sb = bs_of(src), db = bs_of(dst);
@@ -190,17 +194,26 @@ struct copy_job *copy_job_new(struct image *src, struct image *dst,
     job->skip_zeroes = opts->target_is_zero || dst->reads_as_zero;
     job->stride = (opts->request_size + REQUEST_BUFFER_ALIGN - 1) /
                   REQUEST_BUFFER_ALIGN * REQUEST_BUFFER_ALIGN;
+    /* Adaptive: as many slots as the memory holds buffers. */
+    uint64_t fit = opts->memory / job->stride;
+    if (opts->adaptive)
+        job->nslots = fit < 1 ? 1 : fit > COPY_MAX_REQUESTS
+                          ? COPY_MAX_REQUESTS : (unsigned)fit;
+    else
+        job->nslots = opts->requests;
     /* The verify pass reads source and target side by side: it needs at
      * least two buffers. */
-    job->nbuf = opts->requests + (opts->verify && opts->requests == 1);
+    job->nbuf = job->nslots + (opts->verify && job->nslots == 1);
     job->max_ops = ops_bound(src, dst, opts);
-    job->nticket = 2 * opts->requests;
-    job->buffer_bytes = job->stride * job->nbuf;
+    job->nticket = 2 * job->nslots;
+    if (opts->adaptive)
+        depth_init(&job->depth, COPY_DEPTH_FLOOR, job->nslots, DEPTH_START,
+                   loop_now_ns());
+    else
+        depth_init_pinned(&job->depth, job->nslots);
+    /* The planner's window scales with the pool it can fill. */
+    job->opts.requests = job->nslots;
 
-    void *mem = NULL;
-    if (posix_memalign(&mem, REQUEST_BUFFER_ALIGN, job->buffer_bytes) != 0)
-        goto nomem;
-    job->buffers = mem;
     job->reqs = calloc(job->nbuf, sizeof *job->reqs);
     job->op_pool = calloc((size_t)job->nbuf * job->max_ops,
                           sizeof *job->op_pool);
@@ -211,10 +224,12 @@ struct copy_job *copy_job_new(struct image *src, struct image *dst,
         struct copy_request *q = &job->reqs[i];
         q->job = job;
         q->index = i;
-        q->buf = job->buffers + (size_t)i * job->stride;
         q->ops = job->op_pool + (size_t)i * job->max_ops;
         q->state = REQ_FREE;
-        if (i < opts->requests) {
+        /* A fixed pool is allocated now, whole. */
+        if (!opts->adaptive && !copy_job_buffer_get(job, q))
+            goto nomem;
+        if (i < job->nslots) {
             q->next_free = job->free_list;
             job->free_list = q;
             job->free_count++;
@@ -230,7 +245,8 @@ struct copy_job *copy_job_new(struct image *src, struct image *dst,
 
 nomem:
     if (job) {
-        free(job->buffers);
+        for (unsigned i = 0; job->reqs && i < job->nbuf; i++)
+            free(job->reqs[i].buf);
         free(job->reqs);
         free(job->op_pool);
         free(job->tickets);
@@ -249,11 +265,66 @@ void copy_job_free(struct copy_job *job)
     if (job->rate_timer)
         loop_cancel_timer(job->src->loop, job->rate_timer);
     pthread_mutex_destroy(&job->lock);
-    free(job->buffers);
+    for (unsigned i = 0; i < job->nbuf; i++)
+        free(job->reqs[i].buf);
     free(job->reqs);
     free(job->op_pool);
     free(job->tickets);
     free(job);
+}
+
+/* ---- buffers and depth ------------------------------------------------- */
+
+bool copy_job_buffer_get(struct copy_job *job, struct copy_request *r)
+{
+    if (r->buf)
+        return true;
+    void *mem = NULL;
+    if (posix_memalign(&mem, REQUEST_BUFFER_ALIGN, job->stride) != 0)
+        return false;
+    r->buf = mem;
+    r->buf_zero = false;
+    job->buffers_held++;
+    job->buffer_bytes += job->stride;
+    if (job->buffer_bytes > job->buffer_bytes_peak)
+        job->buffer_bytes_peak = job->buffer_bytes;
+    return true;
+}
+
+static void buffer_drop(struct copy_job *job, struct copy_request *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->buf_zero = false;
+    job->buffers_held--;
+    job->buffer_bytes -= job->stride;
+}
+
+void copy_job_buffer_trim(struct copy_job *job, struct copy_request *r)
+{
+    if (job->opts.adaptive && r->buf && r->state == REQ_FREE &&
+        job->buffers_held > depth_current(&job->depth))
+        buffer_drop(job, r);
+}
+
+void copy_job_depth_cycle(struct copy_job *job)
+{
+    if (!depth_cycle(&job->depth, loop_now_ns()))
+        return;
+    for (struct copy_request *r = job->free_list;
+         r && job->buffers_held > depth_current(&job->depth);
+         r = r->next_free)
+        copy_job_buffer_trim(job, r);
+    job->pump_again = true;
+}
+
+/* The verify pass uses every buffer of the pool. */
+static bool buffers_for_verify(struct copy_job *job)
+{
+    for (unsigned i = 0; i < job->nbuf; i++)
+        if (!copy_job_buffer_get(job, &job->reqs[i]))
+            return false;
+    return true;
 }
 
 /* ---- progress ---------------------------------------------------------- */
@@ -365,7 +436,10 @@ static void flush_done(void *opaque, int err)
     if (err) {
         copy_job_fail(job, "flush", job->dst, -1, err);
     } else if (!job->stopping) {
-        if (job->opts.verify) {
+        if (job->opts.verify && !buffers_for_verify(job)) {
+            copy_job_fail_msg(job, -ENOMEM,
+                              "verify: out of memory for buffers");
+        } else if (job->opts.verify) {
             copy_job_set_state(job, COPY_VERIFYING);
             verify_start(job);
         } else {
@@ -491,6 +565,7 @@ void copy_job_start(struct copy_job *job, copy_done_cb done, void *opaque)
     job->prog.state = COPY_RUNNING;
     pthread_mutex_unlock(&job->lock);
     rate_init(&job->rate, job->opts.rate, job->start_ns);
+    job->depth.interval_start_ns = job->start_ns;
     if (job->cancel_requested)
         job->stopping = true;
     schedule_kick(job);

@@ -3,11 +3,17 @@
  * A job copies image `src` onto image `dst` (both on the same loop; all
  * calls below except copy_job_progress run on that loop's thread).
  *
- * Memory: the job owns a fixed pool of `requests` request objects, each with
- * one aligned buffer of `request_size` bytes, allocated in copy_job_new.
- * Memory is requests × request_size (+ a small constant) whatever the image
- * size.  Block status is queried lazily, a bounded window ahead of the
- * readers; the whole-image extent list never exists.
+ * Memory: with `adaptive` off the job owns a fixed pool of `requests`
+ * request objects, each with one aligned buffer of `request_size` bytes,
+ * allocated in copy_job_new: memory is requests × request_size (+ a small
+ * constant) whatever the image size.  With `adaptive` on, the job keeps
+ * as many requests in flight as the depth controller (copier/depth.h)
+ * finds useful from the latency and rate it observes, between
+ * COPY_DEPTH_FLOOR and memory / request_size (at most COPY_MAX_REQUESTS);
+ * buffers are allocated when a request first needs one and freed when the
+ * depth shrinks, so buffer memory never exceeds `memory` (the verify pass
+ * uses the same buffers).  Block status is queried lazily, a bounded window
+ * ahead of the readers; the whole-image extent list never exists.
  *
  * A request's life: free → planned (range + extent type) → read (data only)
  * → zero detection (aligned runs of >= `sparse` zero bytes become zero
@@ -57,6 +63,8 @@ enum copy_order {
 #define COPY_DEFAULT_SPARSE        4096u
 #define COPY_MAX_REQUESTS          1024u
 #define COPY_MAX_REQUEST_SIZE      (64u * 1024u * 1024u)
+#define COPY_DEFAULT_MEMORY        (64ull * 1024 * 1024)
+#define COPY_DEPTH_FLOOR           2u
 
 struct copy_options {
     unsigned requests;          /* pool size, 1..COPY_MAX_REQUESTS */
@@ -75,6 +83,12 @@ struct copy_options {
     bool skip_backing;
     bool verify;                /* compare both sides after the copy */
     uint64_t start_offset;      /* resume point (a previous watermark) */
+    /* Adaptive depth: `requests` is ignored and the depth moves between
+     * COPY_DEPTH_FLOOR and memory / request_size (see "Memory" above).
+     * Off (the engine's default; imgfs copy and job files turn it on
+     * unless requests are given): the fixed pool of `requests`. */
+    bool adaptive;
+    uint64_t memory;            /* buffer bytes, >= request_size */
     /* Rate limit in bytes/s, 0: unlimited (copier/rate.h: 0 or RATE_MIN ..
      * RATE_MAX).  Paces the writes of data ranges: a request that read
      * data is written only when the job's token bucket grants its length;
@@ -109,7 +123,8 @@ struct copy_progress {
 
 struct copy_job;
 
-/* Fill `o` with the defaults above (pipelined, 16 × 1 MiB, sparse 4 KiB). */
+/* Fill `o` with the defaults above (pipelined, 16 × 1 MiB, sparse 4 KiB,
+ * fixed pool; memory COPY_DEFAULT_MEMORY for when adaptive is set). */
 void copy_options_init(struct copy_options *o);
 
 /* Short name of a state ("queued", "running", ...). */

@@ -24,6 +24,9 @@ void copy_spec_init(struct copy_spec *spec)
     spec->source_format = IMAGE_FORMAT_AUTO;
     spec->target_format = IMAGE_FORMAT_RAW;
     copy_options_init(&spec->copy);
+    /* Jobs find their depth within a memory limit unless requests pin it. */
+    spec->copy.adaptive = true;
+    spec->copy.memory = COPY_DEFAULT_MEMORY;
 }
 
 int copy_spec_parse_bool(const char *s, bool *out)
@@ -125,6 +128,16 @@ static const char *p_requests(const char *v, struct copy_spec *s)
     if (errno || *end || n < 1 || n > COPY_MAX_REQUESTS)
         return "a number of requests (1..1024)";
     s->copy.requests = (unsigned)n;
+    s->copy.adaptive = false;       /* a fixed pool, whatever `memory` */
+    return NULL;
+}
+
+static const char *p_memory(const char *v, struct copy_spec *s)
+{
+    uint64_t n;
+    if (image_parse_size(v, &n) < 0 || n < 4096 || n > (1ull << 40))
+        return "a size between 4K and 1T";
+    s->copy.memory = n;
     return NULL;
 }
 
@@ -208,6 +221,7 @@ static const struct {
     { "order", p_order },
     { "requests", p_requests },
     { "request-size", p_request_size },
+    { "memory", p_memory },
     { "sparse", p_sparse },
     { "rate", p_rate },
     { "compress", p_compress },
@@ -366,6 +380,13 @@ int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
                    struct errmsg *err)
 {
     bool cli = style == JOB_SPEC_CLI;
+    if (spec->copy.adaptive && spec->copy.memory < spec->copy.request_size) {
+        errmsg_set(err, "%s (%llu) must be at least %s (%zu)",
+                   SETTING(style, "memory"),
+                   (unsigned long long)spec->copy.memory,
+                   SETTING(style, "request-size"), spec->copy.request_size);
+        return -EINVAL;
+    }
     if (spec->copy.sparse > spec->copy.request_size) {
         errmsg_set(err, "%s (%llu) must not exceed %s (%zu)",
                    SETTING(style, "sparse"),

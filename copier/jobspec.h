@@ -6,8 +6,9 @@
  *   source-format = auto         # auto | raw | qcow2
  *   target-format = raw          # raw | qcow2
  *   order         = pipelined    # strict | pipelined | any
- *   requests      = 16
+ *   requests      = 16           # pins the depth (default: adaptive)
  *   request-size  = 1M
+ *   memory        = 64M          # buffer limit of the adaptive depth
  *   sparse        = 4K           # 0: write every byte
  *   rate          = 50M          # bytes/s of data writes, 0: unlimited
  *                                # (copier/rate.h; changed live through

@@ -17,6 +17,7 @@
  * its ticket is retired in sequence order, which moves the watermark.
  */
 #include <assert.h>
+#include <errno.h>
 #include <string.h>
 
 #include "engine-internal.h"
@@ -45,6 +46,8 @@ struct request_op *copy_request_op_take(struct copy_request *r, uint64_t offset)
     struct request_op *op = &r->ops[r->ops_used++];
     op->req = r;
     op->offset = offset;
+    op->issued_ns = loop_now_ns();
+    op->sample = false;
     r->ops_pending++;
     r->job->ops_inflight++;
     return op;
@@ -60,6 +63,27 @@ static void slot_release(struct copy_job *job, struct copy_request *r)
     job->free_list = r;
     job->free_count++;
     job->pump_again = true;
+    copy_job_buffer_trim(job, r);
+}
+
+/* Whether an op of `len` bytes on `img` is full-size (its latency says
+ * something about the server, not about how small it was). */
+static bool full_size(const struct copy_job *job, const struct image *img,
+                      uint64_t len)
+{
+    uint64_t full = job->opts.request_size;
+    uint64_t m = img->max_request;
+    if (m && m < full)
+        full = m;
+    return 2 * len >= full;
+}
+
+/* Report a completed op's latency to the depth controller. */
+static void sample_op(struct copy_job *job, const struct request_op *op,
+                      enum depth_side side)
+{
+    if (op->sample)
+        depth_sample(&job->depth, side, loop_now_ns() - op->issued_ns);
 }
 
 static struct copy_request *slot_take(struct copy_job *job)
@@ -96,6 +120,8 @@ static void request_finish(struct copy_request *r)
     if (!r->failed) {
         job->tickets[r->seq % job->nticket].done = true;
         retire(job, r->length);
+        if (r->kind == REQ_DATA)
+            copy_job_depth_cycle(job);
     }
     slot_release(job, r);
 }
@@ -167,6 +193,7 @@ static bool issue_next_piece(struct copy_request *r)
             return true;
         }
         struct request_op *op = copy_request_op_take(r, off);
+        op->sample = full_size(job, job->dst, piece.length);
         image_write(job->dst, r->buf + piece.offset, off,
                     target_len(job, off, piece.length), write_done, op);
         return true;
@@ -216,6 +243,9 @@ static void target_op_done(struct request_op *op, int err, const char *name)
 
 static void write_done(void *opaque, int err)
 {
+    struct request_op *op = opaque;
+    if (!err)
+        sample_op(op->req->job, op, DEPTH_WRITE);
     target_op_done(opaque, err, "write");
 }
 
@@ -243,6 +273,8 @@ static void read_done(void *opaque, int err)
     if (err) {
         r->failed = true;
         copy_job_fail(job, "read", job->src, (int64_t)op->offset, err);
+    } else {
+        sample_op(job, op, DEPTH_READ);
     }
     if (r->ops_pending == 0) {
         if (r->failed || job->stopping)
@@ -269,6 +301,7 @@ static void start_read(struct copy_request *r)
         if (maxr && len > maxr)
             len = maxr;
         struct request_op *op = copy_request_op_take(r, r->offset + pos);
+        op->sample = full_size(job, job->src, len);
         image_read(job->src, r->buf + pos, r->offset + pos, len, read_done,
                    op);
         pos += len;
@@ -278,6 +311,7 @@ static void start_read(struct copy_request *r)
 void pipeline_fill(struct copy_job *job)
 {
     while (!job->stopping && job->free_count > 0 &&
+           job->nslots - job->free_count < depth_current(&job->depth) &&
            job->plan_seq - job->retire_seq < job->nticket) {
         uint64_t offset, length;
         enum request_kind kind;
@@ -290,6 +324,15 @@ void pipeline_fill(struct copy_job *job)
         r->kind = kind;
         job->tickets[r->seq % job->nticket] =
             (struct copy_ticket){ offset + length, r, false };
+        bool needs_buf = kind == REQ_DATA ||
+                         (kind == REQ_ZERO && job->opts.sparse == 0);
+        if (needs_buf && !copy_job_buffer_get(job, r)) {
+            /* Dropped as READY while the job drains. */
+            r->state = REQ_READY;
+            copy_job_fail_msg(job, -ENOMEM,
+                              "copy: out of memory for a buffer");
+            break;
+        }
         if (kind == REQ_DATA) {
             start_read(r);
         } else if (kind == REQ_ZERO && job->opts.sparse == 0) {

@@ -225,6 +225,34 @@ static bool touches(const struct fake_req *q, uint64_t off)
     return off >= q->offset && off - q->offset < len;
 }
 
+/* Lane model (fake-image.h): the op's delay in ms from now, or -1 when
+ * the model is off or does not apply to this op. */
+static int lane_delay_ms(struct fake_image *f, const struct fake_req *q)
+{
+    unsigned lanes = f->cfg.lanes;
+    if (!lanes || (q->op != FAKE_READ && q->op != FAKE_WRITE &&
+                   q->op != FAKE_WRITE_ZEROES))
+        return -1;
+    if (lanes > FAKE_MAX_LANES)
+        lanes = FAKE_MAX_LANES;
+    if (!f->lane_free_ns) {
+        f->lane_free_ns = calloc(FAKE_MAX_LANES, sizeof *f->lane_free_ns);
+        if (!f->lane_free_ns)
+            abort();
+    }
+    unsigned best = 0;
+    for (unsigned i = 1; i < lanes; i++)
+        if (f->lane_free_ns[i] < f->lane_free_ns[best])
+            best = i;
+    uint64_t now = loop_now_ns();
+    uint64_t start = f->lane_free_ns[best] > now ? f->lane_free_ns[best] : now;
+    uint64_t service = (uint64_t)f->cfg.lane_latency_us * 1000;
+    if (f->cfg.lane_bytes_per_sec)
+        service += q->length * 1000000000ull / f->cfg.lane_bytes_per_sec;
+    f->lane_free_ns[best] = start + service;
+    return (int)((start + service - now + 999999) / 1000000);
+}
+
 static void submit(struct fake_image *f, struct fake_req *q)
 {
     uint32_t bs = f->img->block_size;
@@ -255,8 +283,8 @@ static void submit(struct fake_image *f, struct fake_req *q)
     }
     inflight_add(f, q->op, +1);
 
-    int ms = -1;
-    if (f->cfg.latency)
+    int ms = lane_delay_ms(f, q);
+    if (ms < 0 && f->cfg.latency)
         ms = f->cfg.latency(f->cfg.latency_opaque, q->op, q->offset,
                             q->length);
     if (ms < 0 && f->cfg.max_delay_ms)
@@ -385,6 +413,7 @@ static int fake_close(struct image *img)
                 ? -EBUSY : 0;
     free_pages(f);
     free(f->map);
+    free(f->lane_free_ns);
     free(f->stats.log);
     free(f);
     image_free_shell(img);

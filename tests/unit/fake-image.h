@@ -46,7 +46,19 @@ struct fake_config {
     int (*latency)(void *opaque, enum fake_op op, uint64_t offset,
                    uint64_t len);
     void *latency_opaque;
+    /* Lane model (lanes 0: off; overrides the delays above for reads,
+     * writes and zero writes): the image serves operations on `lanes`
+     * parallel lanes, like a server with that many workers.  An operation
+     * takes the lane that frees first, waits for it, then holds it for
+     * lane_latency_us + length / lane_bytes_per_sec (0: no transfer time)
+     * and completes on a loop timer (ms resolution).  Tests may change
+     * these three fields of f->cfg while ops run; lanes <= FAKE_MAX_LANES. */
+    unsigned lanes;
+    unsigned lane_latency_us;
+    uint64_t lane_bytes_per_sec;
 };
+
+#define FAKE_MAX_LANES 1024u
 
 /* One target operation as issued. */
 struct fake_log_entry {
@@ -90,6 +102,7 @@ struct fake_image {
     struct extent *map;
     size_t map_len;
     unsigned char ***pages;         /* [l1][l2] → 64 KiB page or NULL */
+    uint64_t *lane_free_ns;         /* lane model: when each lane frees */
     size_t l1_len;
     uint64_t rng;
 };

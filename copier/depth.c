@@ -1,0 +1,151 @@
+/* depth.c — the copy's in-flight depth controller.  See depth.h. */
+#include "depth.h"
+
+#include <string.h>
+
+/* Intervals without a latency near the base before the controller drains
+ * to the floor to measure it again (a full queue hides the base). */
+
+static unsigned clampu(unsigned v, unsigned lo, unsigned hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+void depth_init(struct depth_ctl *c, unsigned floor, unsigned ceiling,
+                unsigned start, uint64_t now_ns)
+{
+    memset(c, 0, sizeof *c);
+    c->floor = floor ? floor : 1;
+    c->ceiling = ceiling < c->floor ? c->floor : ceiling;
+    c->depth = clampu(start, c->floor, c->ceiling);
+    c->startup = true;
+    c->interval_start_ns = now_ns;
+}
+
+void depth_init_pinned(struct depth_ctl *c, unsigned depth)
+{
+    memset(c, 0, sizeof *c);
+    c->floor = c->ceiling = c->depth = depth ? depth : 1;
+    c->pinned = true;
+}
+
+void depth_sample(struct depth_ctl *c, enum depth_side side,
+                  uint64_t latency_ns)
+{
+    if (c->pinned)
+        return;
+    struct depth_side_stats *s = &c->side[side];
+    if (latency_ns == 0)
+        latency_ns = 1;
+    if (s->min_ns == 0 || latency_ns < s->min_ns)
+        s->min_ns = latency_ns;
+}
+
+/* Fold this interval's minimum into the side's window; true when it came
+ * near the base (the base is still being observed). */
+static bool side_roll(struct depth_side_stats *s, unsigned slot)
+{
+    uint64_t seen = s->min_ns;
+    s->hist[slot] = seen;
+    s->min_ns = 0;
+    s->base_ns = 0;
+    for (unsigned i = 0; i < DEPTH_BASE_WINDOW; i++)
+        if (s->hist[i] && (s->base_ns == 0 || s->hist[i] < s->base_ns))
+            s->base_ns = s->hist[i];
+    return seen == 0 || seen <= s->base_ns + s->base_ns / 8;
+}
+
+static void set_depth(struct depth_ctl *c, unsigned d)
+{
+    d = clampu(d, c->floor, c->ceiling);
+    if (d != c->depth)
+        c->changes++;
+    c->depth = d;
+}
+
+/* Leave the probe once what was queued before it drained and the floor's
+ * own requests went through. */
+static bool probe_step(struct depth_ctl *c, uint64_t now_ns)
+{
+    if (c->probe_cycles < c->probe_saved + 2 * c->floor)
+        return false;
+    c->probing = false;
+    set_depth(c, c->probe_saved);
+    /* The rate is measured afresh; the probe's latencies are kept. */
+    c->interval_start_ns = now_ns;
+    c->cycles = 0;
+    return true;
+}
+
+static void steady_step(struct depth_ctl *c, double rate)
+{
+    if (c->startup) {
+        if (rate > c->startup_best * 1.25) {
+            c->startup_best = rate;
+            c->flat = 0;
+            set_depth(c, c->depth * 2);
+        } else {
+            c->flat++;
+        }
+        if (c->flat >= DEPTH_STARTUP_FLAT || c->depth == c->ceiling)
+            c->startup = false;
+        return;
+    }
+    uint64_t base = c->side[DEPTH_READ].base_ns + c->side[DEPTH_WRITE].base_ns;
+    double bdp = c->rate_max * (double)base;
+    double t = bdp * 1.25 + DEPTH_PROBE + 0.999;
+    unsigned target = t > c->ceiling ? c->ceiling : (unsigned)t;
+    if (target > c->depth) {
+        /* No queue: bdp ≈ depth, so this grows by about a quarter. */
+        set_depth(c, target);
+    } else if (target < c->depth) {
+        unsigned step = c->depth / 4 ? c->depth / 4 : 1;
+        unsigned d = c->depth - step;
+        set_depth(c, d > target ? d : target);
+    }
+}
+
+bool depth_cycle(struct depth_ctl *c, uint64_t now_ns)
+{
+    if (c->pinned)
+        return false;
+    unsigned before = c->depth;
+    c->cycles++;
+    if (c->probing) {
+        c->probe_cycles++;
+        return probe_step(c, now_ns);
+    }
+    uint64_t base = c->side[DEPTH_READ].base_ns + c->side[DEPTH_WRITE].base_ns;
+    uint64_t min_len = 2 * base > DEPTH_MIN_INTERVAL_NS
+                           ? 2 * base : DEPTH_MIN_INTERVAL_NS;
+    uint64_t elapsed = now_ns - c->interval_start_ns;
+    unsigned min_cycles = c->depth / 2 > 2 ? c->depth / 2 : 2;
+    if (elapsed < min_len || c->cycles < min_cycles)
+        return c->depth != before;
+
+    double rate = (double)c->cycles / (double)elapsed;
+    unsigned slot = c->intervals % DEPTH_RATE_WINDOW;
+    c->rate_hist[slot] = rate;
+    c->rate_max = 0;
+    for (unsigned i = 0; i < DEPTH_RATE_WINDOW; i++)
+        if (c->rate_hist[i] > c->rate_max)
+            c->rate_max = c->rate_hist[i];
+    unsigned bslot = c->intervals % DEPTH_BASE_WINDOW;
+    bool near_r = side_roll(&c->side[DEPTH_READ], bslot);
+    bool near_w = side_roll(&c->side[DEPTH_WRITE], bslot);
+    c->intervals++;
+    c->interval_start_ns = now_ns;
+    c->cycles = 0;
+
+    c->stale = near_r && near_w ? 0 : c->stale + 1;
+    if (c->stale >= DEPTH_PROBE_AFTER && !c->startup && c->depth > c->floor) {
+        c->stale = 0;
+        c->probing = true;
+        c->probe_saved = c->depth;
+        c->probe_cycles = 0;
+        set_depth(c, c->floor);
+    } else {
+        steady_step(c, rate);
+    }
+    return c->depth != before;
+}
