@@ -154,8 +154,12 @@ static void writeback_done(void *opaque, int err)
     free(wb);
     s->cache.writebacks--;
     if (err) {
-        image_set_error(s->img, "writing L2 table at 0x%" PRIx64 " failed",
-                        slot->offset);
+        /* Say why: the protocol's reason (e.g. the server's NOSPC), else
+         * the errno's text. */
+        image_set_error(s->img, "writing L2 table at 0x%" PRIx64 ": %s",
+                        slot->offset, s->proto->last_error.text[0]
+                                          ? s->proto->last_error.text
+                                          : strerror(-err));
         if (s->w && !s->w->err)
             s->w->err = err;    /* commits must not go on */
     }
