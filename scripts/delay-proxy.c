@@ -1,7 +1,7 @@
 /* delay-proxy — a TCP proxy that adds a fixed one-way delay (benchmarks)
  * and injects faults on command (tests).
  *
- *   delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P FILE] [-c FIFO]
+ *   delay-proxy [-d MS] [-r RATE] [-l ADDR] [-q BYTES] [-P FILE] [-c FIFO]
  *               LISTEN_PORT:TARGET_HOST:TARGET_PORT ...
  *
  * Every connection accepted on LISTEN_PORT (on ADDR, default 127.0.0.1) is
@@ -13,6 +13,16 @@
  * than BYTES, default 64 MiB, wait in one direction does it stop reading
  * that side).  An end of stream is passed on after the same delay
  * (shutdown(SHUT_WR)); a connection error closes both sides.
+ *
+ * Link model (-r RATE, bytes/s with K/M/G suffixes, powers of 1000: 125M
+ * is 1 Gbit/s): each listener (each proxied server) gets one wire per
+ * direction, shared by all its connections.  Bytes received are first
+ * serialized onto their wire at RATE (a chunk starts when the wire has
+ * sent everything before it, in arrival order) and then delayed by MS, so
+ * a transfer costs MS + size / RATE and parallel connections to one
+ * server share its bandwidth.  The queue limit then defaults to 1 MiB +
+ * RATE × MS (what the wire holds plus a switch's buffer) instead of
+ * 64 MiB, so a sender feels the link as on a real one.
  *
  * LISTEN_PORT may be 0 (the kernel picks one).  Once every listener is
  * ready the proxy prints one line per listener on stdout,
@@ -135,6 +145,7 @@ struct direction {
     bool eof_seen;       /* `from` ended; pass the end on after the delay */
     uint64_t eof_due_ns;
     bool eof_sent;
+    uint64_t *wire_free_ns;   /* the link's wire (-r): when it is idle */
     int timer_fd;
     uint64_t timer_armed_ns; /* 0: disarmed */
     struct ev_tag timer_tag;
@@ -161,11 +172,13 @@ struct listener {
     unsigned port;
     char target_host[256];
     char target_port[16];
+    uint64_t wire_free_ns[2]; /* -r: per direction, when the wire idles */
     struct ev_tag tag;
 };
 
 static int epfd;
 static uint64_t delay_ns;
+static uint64_t link_rate;       /* bytes/s per wire, 0: unlimited */
 static size_t queue_limit = 64u * 1024u * 1024u;
 static struct conn *dead_conns;
 static struct conn *live_conns;
@@ -330,8 +343,21 @@ static bool direction_flush(struct direction *d)
     return true;
 }
 
+/* When `len` bytes received now on direction `d` are due at the other
+ * side: after the wire (if any) has serialized them, plus the delay. */
+static uint64_t due_after(struct direction *d, size_t len)
+{
+    uint64_t now = now_ns();
+    if (!link_rate || !d->wire_free_ns)
+        return now + delay_ns;
+    uint64_t start = *d->wire_free_ns > now ? *d->wire_free_ns : now;
+    uint64_t end = start + (uint64_t)((double)len * 1e9 / (double)link_rate);
+    *d->wire_free_ns = end;
+    return end + delay_ns;
+}
+
 /* Read what side `s` has (until EAGAIN or the queue limit) into its
- * outgoing queue, stamped with now + delay. */
+ * outgoing queue, stamped with the time it is due (due_after). */
 static void side_read(struct conn *c, int s)
 {
     struct direction *d = &c->dir[s];
@@ -353,7 +379,7 @@ static void side_read(struct conn *c, int s)
                 return;
             }
             d->eof_seen = true;
-            d->eof_due_ns = now_ns() + delay_ns;
+            d->eof_due_ns = due_after(d, 0);
             break;
         }
         struct chunk *ch = blk;
@@ -368,7 +394,7 @@ static void side_read(struct conn *c, int s)
         ch->next = NULL;
         ch->len = (size_t)r;
         ch->off = 0;
-        ch->due_ns = now_ns() + delay_ns;
+        ch->due_ns = due_after(d, ch->len);
         if (d->tail)
             d->tail->next = ch;
         else
@@ -497,6 +523,8 @@ static void listener_accept(struct listener *l)
         side_init(c, 1, tfd, connected);
         direction_init(c, 0);
         direction_init(c, 1);
+        c->dir[0].wire_free_ns = &l->wire_free_ns[0];
+        c->dir[1].wire_free_ns = &l->wire_free_ns[1];
         side_update(c, 0);
         side_update(c, 1);
     }
@@ -773,83 +801,112 @@ static int parse_mapping(const char *arg, struct listener *l)
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: delay-proxy [-d MS] [-l ADDR] [-q BYTES] [-P PIDFILE]\n"
+        "usage: delay-proxy [-d MS] [-r RATE] [-l ADDR] [-q BYTES] [-P PIDFILE]\n"
         "                   [-c FIFO] LISTEN_PORT:TARGET_HOST:TARGET_PORT ...\n"
         "Adds MS milliseconds (default 0) of one-way delay in each\n"
-        "direction; listens on ADDR (default 127.0.0.1).  FIFO takes\n"
-        "fault commands: reset | blackhole SECONDS | pass |\n"
+        "direction; with RATE (bytes/s, K/M/G = 1000^n, e.g. 125M for\n"
+        "1 Gbit/s) each proxied server gets one wire per direction at that\n"
+        "rate before the delay.  Listens on ADDR (default 127.0.0.1).  FIFO\n"
+        "takes fault commands: reset | blackhole SECONDS | pass |\n"
         "after BYTES reset|blackhole SECONDS.\n");
 }
 
-int main(int argc, char **argv)
-{
-    const char *listen_addr = "127.0.0.1";
-    const char *pidfile = NULL;
-    const char *control = NULL;
-    double delay_ms = 0;
-    int opt;
+/* The command line. */
+struct options {
+    const char *listen_addr;
+    const char *pidfile;
+    const char *control;
+    double delay_ms;
+    bool queue_given;
+    int first_mapping, n_mappings;
+};
 
-    while ((opt = getopt(argc, argv, "d:l:q:P:c:h")) != -1) {
+/* Parse "RATE" as bytes/s: a decimal with an optional K, M or G (powers
+ * of 1000).  Returns 0, or -1 for anything else or a rate below 1 KB/s. */
+static int parse_rate(const char *v, uint64_t *out)
+{
+    char *end;
+    double r = strtod(v, &end);
+    double mult = 1;
+    if (*end == 'K' || *end == 'k')
+        mult = 1e3;
+    else if (*end == 'M' || *end == 'm')
+        mult = 1e6;
+    else if (*end == 'G' || *end == 'g')
+        mult = 1e9;
+    if (mult > 1)
+        end++;
+    if (end == v || *end || !(r * mult >= 1e3 && r * mult <= 1e12))
+        return -1;
+    *out = (uint64_t)(r * mult + 0.5);
+    return 0;
+}
+
+/* Fill `o` from argv; returns -1 (after the usage or a message on stderr)
+ * when the line is bad, 1 after -h, else 0.  Sets the globals delay_ns,
+ * link_rate and queue_limit. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    *o = (struct options){ .listen_addr = "127.0.0.1" };
+    int opt;
+    while ((opt = getopt(argc, argv, "d:r:l:q:P:c:h")) != -1) {
         char *end;
         switch (opt) {
         case 'd':
-            delay_ms = strtod(optarg, &end);
-            if (*end || delay_ms < 0 || delay_ms > 60000) {
+            o->delay_ms = strtod(optarg, &end);
+            if (*end || o->delay_ms < 0 || o->delay_ms > 60000) {
                 fprintf(stderr, "delay-proxy: bad delay %s\n", optarg);
-                return 2;
+                return -1;
+            }
+            break;
+        case 'r':
+            if (parse_rate(optarg, &link_rate) < 0) {
+                fprintf(stderr, "delay-proxy: bad rate %s (bytes/s, "
+                        "1K to 1000G)\n", optarg);
+                return -1;
             }
             break;
         case 'l':
-            listen_addr = optarg;
+            o->listen_addr = optarg;
             break;
         case 'q':
             queue_limit = strtoull(optarg, &end, 10);
             if (*end || queue_limit < BLOCK_SIZE) {
                 fprintf(stderr, "delay-proxy: bad queue limit %s\n", optarg);
-                return 2;
+                return -1;
             }
+            o->queue_given = true;
             break;
         case 'P':
-            pidfile = optarg;
+            o->pidfile = optarg;
             break;
         case 'c':
-            control = optarg;
+            o->control = optarg;
             break;
         case 'h':
             usage(stdout);
-            return 0;
+            return 1;
         default:
             usage(stderr);
-            return 2;
+            return -1;
         }
     }
-    int nl = argc - optind;
-    if (nl < 1 || nl > MAX_LISTENERS) {
+    o->first_mapping = optind;
+    o->n_mappings = argc - optind;
+    if (o->n_mappings < 1 || o->n_mappings > MAX_LISTENERS) {
         usage(stderr);
-        return 2;
+        return -1;
     }
-    delay_ns = (uint64_t)(delay_ms * 1e6 + 0.5);
+    delay_ns = (uint64_t)(o->delay_ms * 1e6 + 0.5);
+    if (link_rate && !o->queue_given)
+        queue_limit = 1024u * 1024u +
+                      (size_t)((double)link_rate * o->delay_ms / 1e3);
+    return 0;
+}
 
-    /* Timers a few µs late would blur a 1 ms delay. */
-    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-    signal(SIGPIPE, SIG_IGN);
-
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0)
-        die("epoll_create1");
-
-    static struct listener listeners[MAX_LISTENERS];
-    for (int i = 0; i < nl; i++) {
-        if (parse_mapping(argv[optind + i], &listeners[i]) < 0) {
-            fprintf(stderr, "delay-proxy: bad mapping %s "
-                    "(want LISTEN_PORT:HOST:PORT)\n", argv[optind + i]);
-            return 2;
-        }
-        if (listener_open(&listeners[i], listen_addr) < 0)
-            return 1;
-    }
-
-    /* SIGTERM/SIGINT end the loop (through a signalfd). */
+/* SIGTERM/SIGINT end the loop (through a signalfd in the epoll set). */
+static void signals_init(void)
+{
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
@@ -862,12 +919,14 @@ int main(int argc, char **argv)
     struct epoll_event se = { .events = EPOLLIN, .data.ptr = &signal_tag };
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &se) < 0)
         die("epoll_ctl");
+}
 
-    int control_fd = control ? control_open(control) : -1;
-
-    for (int i = 0; i < nl; i++)
-        printf("listen %u %s:%s\n", listeners[i].port,
-               listeners[i].target_host, listeners[i].target_port);
+/* Announce the listeners and "ready" on stdout, then the pid file. */
+static void announce(const struct listener *ls, int n, const char *pidfile)
+{
+    for (int i = 0; i < n; i++)
+        printf("listen %u %s:%s\n", ls[i].port, ls[i].target_host,
+               ls[i].target_port);
     printf("ready\n");
     fflush(stdout);
     if (pidfile) {
@@ -877,7 +936,48 @@ int main(int argc, char **argv)
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
     }
+}
 
+/* One epoll event; returns false when the proxy should exit. */
+static bool dispatch(struct ev_tag *t, uint32_t events, int control_fd)
+{
+    switch (t->kind) {
+    case EV_LISTENER:
+        listener_accept(t->owner);
+        break;
+    case EV_SOCKET: {
+        struct conn *c = t->owner;
+        if (!c->closing)
+            on_socket(c, t->index, events);
+        break;
+    }
+    case EV_TIMER: {
+        struct conn *c = t->owner;
+        if (!c->closing)
+            on_timer(&c->dir[t->index]);
+        break;
+    }
+    case EV_SIGNAL:
+        return false;
+    case EV_CONTROL:
+        control_read(control_fd);
+        break;
+    case EV_BLACKHOLE: {
+        uint64_t ticks;
+        if (read(blackhole_timer, &ticks, sizeof ticks) > 0 && blackholed) {
+            blackhole_end();
+            printf("ctl blackhole over\n");
+            fflush(stdout);
+        }
+        break;
+    }
+    }
+    return true;
+}
+
+/* Serve until SIGTERM or SIGINT. */
+static void run(int control_fd)
+{
     for (;;) {
         struct epoll_event evs[64];
         int n = epoll_wait(epfd, evs, 64, -1);
@@ -886,45 +986,46 @@ int main(int argc, char **argv)
                 continue;
             die("epoll_wait");
         }
-        for (int i = 0; i < n; i++) {
-            struct ev_tag *t = evs[i].data.ptr;
-            switch (t->kind) {
-            case EV_LISTENER:
-                listener_accept(t->owner);
-                break;
-            case EV_SOCKET: {
-                struct conn *c = t->owner;
-                if (!c->closing)
-                    on_socket(c, t->index, evs[i].events);
-                break;
-            }
-            case EV_TIMER: {
-                struct conn *c = t->owner;
-                if (!c->closing)
-                    on_timer(&c->dir[t->index]);
-                break;
-            }
-            case EV_SIGNAL:
-                return 0;
-            case EV_CONTROL:
-                control_read(control_fd);
-                break;
-            case EV_BLACKHOLE: {
-                uint64_t ticks;
-                if (read(blackhole_timer, &ticks, sizeof ticks) > 0 &&
-                    blackholed) {
-                    blackhole_end();
-                    printf("ctl blackhole over\n");
-                    fflush(stdout);
-                }
-                break;
-            }
-            }
-        }
+        for (int i = 0; i < n; i++)
+            if (!dispatch(evs[i].data.ptr, evs[i].events, control_fd))
+                return;
         while (dead_conns) {
             struct conn *c = dead_conns;
             dead_conns = c->next_dead;
             free(c);
         }
     }
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    int r = parse_options(argc, argv, &o);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+
+    /* Timers a few µs late would blur a 1 ms delay. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    signal(SIGPIPE, SIG_IGN);
+
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        die("epoll_create1");
+
+    static struct listener listeners[MAX_LISTENERS];
+    for (int i = 0; i < o.n_mappings; i++) {
+        const char *arg = argv[o.first_mapping + i];
+        if (parse_mapping(arg, &listeners[i]) < 0) {
+            fprintf(stderr, "delay-proxy: bad mapping %s "
+                    "(want LISTEN_PORT:HOST:PORT)\n", arg);
+            return 2;
+        }
+        if (listener_open(&listeners[i], o.listen_addr) < 0)
+            return 1;
+    }
+    signals_init();
+    int control_fd = o.control ? control_open(o.control) : -1;
+    announce(listeners, o.n_mappings, o.pidfile);
+    run(control_fd);
+    return 0;
 }
