@@ -11,6 +11,12 @@
 #   nfs_via_proxy NAME    nfs:// URL of NAME in the export, through the proxy
 #   lun_via_proxy URL     the LUN of iscsi:// URL, through the proxy
 #   now                   a timestamp; secs T0 T1: seconds between two
+#   fw_begin, fw_poll, fw_detect, matrix
+#                         the fault matrix's detection time and its line
+#                         (see the end of this file)
+#   restart_during CASE PID VERB STOPPED
+#                         a server restart (test-servers VERB) under a tool
+#                         held in a black hole (see the end of this file)
 #   proxy_out, proxy_ctl  the proxy's output (listen/ready/ctl lines) and
 #                         its control pipe
 : "${BUILD_DIR:?set BUILD_DIR to the build directory}"
@@ -58,3 +64,91 @@ nfs_via_proxy() { echo "$NFS_URL/$1?nfsport=$p_nfs&mountport=$p_mnt"; }
 lun_via_proxy() { echo "iscsi://127.0.0.1:$p_iscsi/${1#iscsi://*/}"; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---- the fault matrix ----------------------------------------------------
+# Each case ends with one line for scripts/fault-matrix:
+#   MATRIX case=C tool=copy|mount src=raw|qcow2 dir=nfs->lun|lun->nfs
+#          side=nfs|iscsi outcome=completed|failed-then-resumed
+#          detect=S total=S
+# detect is how long after the fault the tool showed it noticed: the first
+# new connection it opened through the proxy after the fault (a reconnect;
+# connections are sampled every 50 ms with ss), or, for a case that fails,
+# the failure itself (the copy's exit, the job's failed state) when that
+# came first; "<0.1s" when the tool had reconnected and finished before
+# the sample after the fault; "-" when it never had to (a stall shorter
+# than the request timeout is ridden through on the same connections).  total is from the
+# start of the copy or job to its end (before any resume).
+#   fw_begin          before the fault is armed: remember the connections
+#   fw_poll           call every 50 ms while the tool runs: notes when the
+#                     armed fault fired (fw_tf) and the first new connection
+#                     after it (fw_td)
+#   fw_end            call once the tool ended: a fault that fired and a
+#                     reconnect that happened between the last two samples
+#   fw_detect [END]   seconds ("1.2s") from the fault to fw_td, or to END (a failure
+#                     timestamp) when that is earlier or there was none; "-"
+#   matrix K=V...     print the MATRIX line
+_fw_ports() {
+    ss -Htn state established "( dport = :$p_mnt or dport = :$p_nfs or dport = :$p_iscsi )" 2>/dev/null |
+        awk '{ n = split($3, a, ":"); print a[n] }' | sort -u | tr '\n' ' '
+}
+fw_begin() { _fw_fired0=$(fired_count); fw_tf="" fw_td="" _fw_late=""; _fw_seen=" $(_fw_ports) "; }
+fw_poll() {
+    local p
+    if [[ -z $fw_tf ]]; then
+        if (( $(fired_count) > _fw_fired0 )); then
+            fw_tf=$(now)
+        else
+            _fw_seen+="$(_fw_ports) "
+            return 0
+        fi
+    fi
+    [[ -z $fw_td ]] || return 0
+    for p in $(_fw_ports); do
+        [[ $_fw_seen == *" $p "* ]] || { fw_td=$(now); return 0; }
+    done
+}
+fw_end() {
+    local p
+    [[ -z $fw_tf ]] && (( $(fired_count) > _fw_fired0 )) || return 0
+    for p in $(_fw_ports); do
+        [[ $_fw_seen == *" $p "* ]] || { _fw_late=1; return 0; }
+    done
+}
+fw_detect() {
+    local end=${1:-} t=$fw_td
+    [[ -z $_fw_late ]] || { echo "<0.1s"; return; }
+    [[ -n $fw_tf ]] || { echo -; return; }
+    if [[ -n $end ]] && { [[ -z $t ]] || awk -v a="$end" -v b="$t" 'BEGIN { exit !(a < b) }'; }; then
+        t=$end
+    fi
+    if [[ -n $t ]]; then echo "$(secs "$fw_tf" "$t")s"; else echo -; fi
+}
+matrix() { echo "MATRIX $*" >&2; }
+
+# restart_during CASE PID VERB STOPPED: a server restart under a tool in a
+# stall.  With the tool (PID, still running) in a black hole the proxy
+# began ("after BYTES blackhole 600", armed by the caller), run
+# `test-servers VERB 2` (restart-nfs, restart-iscsi: the server is down
+# for 2 s), lift the black hole once its log says STOPPED (the tool's
+# reconnects are refused while the server is down), wait for the tool
+# and the restart to end.  Sets after_stop (s from the stop to the end)
+# and detect (from the stop to the tool's first new connection).
+restart_during() {
+    local case=$1 pid=$2 verb=$3 stopped=$4 t0 t1 restart_pid
+    for _ in $(seq 600); do grep -q '^ctl fired ' "$proxy_out" && break; sleep 0.05; done
+    grep -q '^ctl fired ' "$proxy_out" || fail "$case: the stall never began"
+    kill -0 "$pid" 2>/dev/null || fail "$case: ended before the restart"
+    fw_begin
+    t0=$(now)
+    fw_tf=$t0
+    "$TEST_SERVERS" "$verb" 2 2> "$SCRATCH/restart.log" &
+    restart_pid=$!
+    for _ in $(seq 600); do grep -q "$stopped" "$SCRATCH/restart.log" && break; fw_poll; sleep 0.05; done
+    grep -q "$stopped" "$SCRATCH/restart.log" || fail "$case: $verb: no '$stopped': $(cat "$SCRATCH/restart.log")"
+    ctl pass
+    while kill -0 "$pid" 2>/dev/null; do fw_poll; sleep 0.05; done
+    wait "$restart_pid" || fail "$case: $verb failed: $(cat "$SCRATCH/restart.log")"
+    t1=$(now)
+    after_stop=$(secs "$t0" "$t1")
+    detect=$(fw_detect)
+}

@@ -18,15 +18,16 @@
 # long the copy took, how long after the fault it completed or failed)
 # are logged, not asserted.
 # Short timeouts keep it quick: IMGFS_REQUEST_TIMEOUT=2,
-# IMGFS_RECONNECT_TIMEOUT=5.  FAULTS_SIDES=iscsi (or nfs) runs one side only.
+# IMGFS_RECONNECT_TIMEOUT=4.  Each case prints a MATRIX line
+# (fault-proxy.sh; scripts/fault-matrix).  FAULTS_SIDES=iscsi (or nfs) runs one side only.
 . "$(dirname "$0")/lib.sh"
 need_servers
 : "${IMGFS:?set IMGFS to the imgfs binary}"
 : "${BUILD_DIR:?set BUILD_DIR to the build directory}"
 
-export IMGFS_REQUEST_TIMEOUT=2 IMGFS_RECONNECT_TIMEOUT=5
+export IMGFS_REQUEST_TIMEOUT=2 IMGFS_RECONNECT_TIMEOUT=4
 SHORT_STALL=0.5      # < request timeout
-LONG_STALL=4        # > request timeout, < request + reconnect timeout
+LONG_STALL=3        # > request timeout, < request + reconnect timeout
 OUTAGE=120          # far longer; lifted by hand once the copy failed
 
 . "$(dirname "$0")/fault-proxy.sh"
@@ -75,25 +76,28 @@ check_result() {
 # ARGS; sets rc, err (stderr), took (s), after_fault (s from the fault to
 # the end).  Fails the test if the fault did not fire during the copy.
 run_copy() {
-    local case=$1 fault=$2 src=$3 dst=$4 t0 t1 tf="" fired
+    local case=$1 fault=$2 src=$3 dst=$4 t0 t1 tf fired
     shift 4
     fired=$(fired_count)
+    fw_begin
     ctl "after $FAULT_AT $fault"
     t0=$(now)
     err=$SCRATCH/copy.err
     "$IMGFS" copy -q "$@" "$src" "$dst" 2> "$err" &
     local pid=$!
     while kill -0 "$pid" 2>/dev/null; do
-        if [[ -z $tf ]] && (( $(fired_count) > fired )); then tf=$(now); fi
+        fw_poll
         sleep 0.05
     done
     rc=0
     wait "$pid" || rc=$?
     t1=$(now)
+    fw_end
     (( $(fired_count) > fired )) || fail "$case: the fault never fired (the copy moved fewer than $FAULT_AT bytes?)"
-    [[ -n $tf ]] || tf=$t1
+    tf=${fw_tf:-$t1}
     took=$(secs "$t0" "$t1")
     after_fault=$(secs "$tf" "$t1")
+    if (( rc != 0 )); then detect=$(fw_detect "$t1"); else detect=$(fw_detect); fi
 }
 
 # nfs_side NAME / lun_side URL: the URL of that side of the copy, through
@@ -104,8 +108,9 @@ lun_side() { if [[ $side == iscsi ]]; then lun_via_proxy "$1"; else echo "$1"; f
 # one_case SIDE DIR FORMAT FAULT_NAME FAULT: SIDE (nfs|iscsi) is the
 # protocol whose connections go through the proxy and take the fault.
 one_case() {
-    local side=$1 dir=$2 fmt=$3 name=$4 fault=$5 case src dst kind target args=()
+    local side=$1 dir=$2 fmt=$3 name=$4 fault=$5 case src dst kind target args=() m
     case="$side fault, $dir $fmt, $name"
+    m="case=${name// /-} tool=copy src=$fmt dir=${dir/-to-/->} side=$side"
     if [[ $dir == nfs-to-lun ]]; then
         [[ $fmt == raw ]] && src=$(nfs_side "$src_raw") || src=$(nfs_side "$src_qcow2")
         target=$lun_target kind=lun
@@ -123,6 +128,7 @@ one_case() {
         (( rc == 0 )) || fail "$case: copy failed ($rc): $(cat "$err")"
         check_result "$case" "$kind" "$target"
         log "ok: $case: completed identical in $took s ($after_fault s after the fault)"
+        matrix "$m outcome=completed detect=$detect total=${took}s"
         return
     fi
     (( rc != 0 )) || fail "$case: the copy succeeded through a ${OUTAGE}s outage"
@@ -153,6 +159,7 @@ one_case() {
     fi
     check_result "$case (resumed)" "$kind" "$target"
     log "ok: $case: resumed from $resume, identical"
+    matrix "$m outcome=failed-then-resumed detect=$detect total=${took}s"
 }
 
 for side in ${FAULTS_SIDES:-nfs iscsi}; do

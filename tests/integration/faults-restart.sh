@@ -1,17 +1,22 @@
 #!/bin/bash
-# faults-restart.sh — `imgfs copy` NFS -> LUN rides through a restart of
-# the NFS server (scripts/test-servers restart-nfs) in the middle of the
-# copy, with reads in flight: the copy goes through scripts/delay-proxy,
-# which stalls every connection once a third of the bytes crossed it; the
-# server is stopped, the stall lifted (reconnects are refused while the
-# server is down), and the server started again on the same export: the
-# copy reconnects, re-sends what was lost with the same file handles and
-# completes identical (qemu-img compare).  The time from the stop to the
-# end of the copy is logged, not asserted.
+# faults-restart.sh — `imgfs copy` and a mount job, NFS -> LUN, ride
+# through a restart of the NFS server (scripts/test-servers restart-nfs)
+# in the middle of the copy, with reads in flight: the copy goes through
+# scripts/delay-proxy, which stalls every connection once two thirds of
+# the bytes crossed it; the server is stopped, the stall lifted
+# (reconnects are refused while the server is down), and the server
+# started again on the same export: the copy reconnects, re-sends what was
+# lost with the same file handles and completes identical (qemu-img
+# compare).  Raw and qcow2 sources for `imgfs copy`, a raw source for the
+# job.  The time from the stop to the end of the copy is logged, not
+# asserted; each case prints a MATRIX line (fault-proxy.sh; detect: from
+# the stop to the first new connection through the proxy).
 #
 # It restarts the shared nfs-ganesha: run it when no other test uses the
-# servers (meson runs integration tests one at a time).
+# servers (meson runs integration tests one at a time; by hand, hold the
+# test lock exclusively: flock -x LOCK meson test ... faults-restart).
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/fuse-helpers.sh"
 need_servers
 : "${IMGFS:?set IMGFS to the imgfs binary}"
 : "${BUILD_DIR:?set BUILD_DIR to the build directory}"
@@ -25,31 +30,47 @@ export IMGFS_REQUEST_TIMEOUT=10 IMGFS_RECONNECT_TIMEOUT=90
 
 SIZE=$((48 * 1048576))
 head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
+qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
 src=$(nfs_name src.raw)
+src_qcow2=$(nfs_name src.qcow2)
 nfs_put "$SCRATCH/src.raw" "$src"
+nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
 new_lun 48M 512 thin
+truncate -s $SIZE "$SCRATCH/zero.raw"
 
+# ---- imgfs copy, raw and qcow2 sources ----------------------------------
+for fmt in raw qcow2; do
+    case="copy NFS -> LUN, $fmt source, NFS server restart"
+    [[ $fmt == raw ]] && name=$src || name=$src_qcow2
+    fill_lun "$LUN_URL" "$SCRATCH/zero.raw"
+    ctl "after $((2 * SIZE / 3)) blackhole 600"
+    err=$SCRATCH/copy.err
+    t_start=$(now)
+    "$IMGFS" copy -q "$(nfs_via_proxy "$name")" "$(lun_via_proxy "$LUN_URL")" 2> "$err" &
+    copy_pid=$!
+    restart_during "$case" "$copy_pid" restart-nfs "stopped nfs-ganesha"
+    rc=0
+    wait "$copy_pid" || rc=$?
+    (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
+    same_as_lun "$SCRATCH/src.raw" "$LUN_URL" "$case"
+    log "ok: $case: completed identical $after_stop s after the server was stopped"
+    matrix "case=nfs-restart tool=copy src=$fmt dir=nfs->lun side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
+
+# ---- a mount job --------------------------------------------------------
+case="mount job NFS -> LUN, raw source, NFS server restart"
+MNT=$SCRATCH/mnt
+fuse_mount_fg "$MNT" "dp=$NFS_URL/?nfsport=$p_nfs&mountport=$p_mnt" "ld=$LUN_URL"
+fill_lun "$LUN_URL" "$SCRATCH/zero.raw"
 ctl "after $((2 * SIZE / 3)) blackhole 600"
-err=$SCRATCH/copy.err
-"$IMGFS" copy -q "$NFS_URL/$src?nfsport=$p_nfs&mountport=$p_mnt" \
-    "iscsi://127.0.0.1:$p_iscsi/${LUN_URL#iscsi://*/}" 2> "$err" &
-copy_pid=$!
-for _ in $(seq 600); do grep -q '^ctl fired ' "$proxy_out" && break; sleep 0.05; done
-grep -q '^ctl fired ' "$proxy_out" || fail "the stall never began: $(cat "$err")"
-kill -0 "$copy_pid" 2>/dev/null || fail "the copy ended before the restart: $(cat "$err")"
-
-t0=$(date +%s.%N)
-# Stop ganesha, keep it down 2 s (lifting the stall meanwhile: the copy's
-# reconnects are refused), start it again.
-"$TEST_SERVERS" restart-nfs 2 2> "$SCRATCH/restart.log" &
-restart_pid=$!
-for _ in $(seq 300); do grep -q 'stopped nfs-ganesha' "$SCRATCH/restart.log" && break; sleep 0.05; done
-grep -q 'stopped nfs-ganesha' "$SCRATCH/restart.log" || fail "ganesha did not stop: $(cat "$SCRATCH/restart.log")"
-ctl pass
-wait "$restart_pid" || fail "restart-nfs failed: $(cat "$SCRATCH/restart.log")"
-rc=0
-wait "$copy_pid" || rc=$?
-t1=$(date +%s.%N)
-(( rc == 0 )) || fail "the copy did not survive the restart ($rc): $(cat "$err")"
-same_as_lun "$SCRATCH/src.raw" "$LUN_URL" "copy across an NFS server restart"
-log "ok: completed identical $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s after the server was stopped"
+t_start=$(now)
+put_job "$MNT" r "source = dp/$src
+target = ld" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNT/control/r.job" > /dev/null 2> "$SCRATCH/wait.err" &
+wait_pid=$!
+restart_during "$case" "$wait_pid" restart-nfs "stopped nfs-ganesha"
+wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" r error)"
+same_as_lun "$SCRATCH/src.raw" "$LUN_URL" "$case"
+log "ok: $case: completed identical $after_stop s after the server was stopped"
+matrix "case=nfs-restart tool=mount src=raw dir=nfs->lun side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+fuse_umount "$MNT"
