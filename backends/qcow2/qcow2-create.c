@@ -39,38 +39,46 @@ static int write_zero_region(struct image *proto, uint64_t off, uint64_t len,
     return r;
 }
 
-int qcow2_create(struct image *proto, uint64_t virtual_size,
-                 const struct image_open_opts *opts, struct image **out,
-                 struct errmsg *err)
+/* Where a new image's metadata goes: cluster size, L1 and refcount table
+ * sizes. */
+struct layout {
+    uint64_t cs;                /* cluster size */
+    unsigned cb;                /* cluster bits */
+    uint64_t l1_entries, l1_clusters;
+    uint64_t rt_clusters;       /* refcount table */
+};
+
+/* Plan the layout of an image of `virtual_size` on `proto` with the
+ * cluster size of `opts` (default 64 KiB), the refcount table sized for
+ * the worst case.  0, or -EINVAL / -ENOTSUP with `err` set (bad cluster
+ * size, block device protocol, tables over their limits). */
+static int plan_layout(const struct image *proto, uint64_t virtual_size,
+                       const struct image_open_opts *opts, struct layout *l,
+                       struct errmsg *err)
 {
-    *out = NULL;
-    struct qcow2_state *s = NULL;
-    struct qcow2_writer *w = NULL;
-    int r = -EINVAL;
     uint64_t cs = opts->cluster_size ? opts->cluster_size
                                      : DEFAULT_CLUSTER_SIZE;
     if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
         errmsg_set(err, "invalid qcow2 cluster size %" PRIu64 " (a power "
                    "of two from 512 to 2M)", cs);
-        goto fail;
+        return -EINVAL;
     }
     if (proto->block_size > 1) {
         errmsg_set(err, "qcow2 targets need a byte-addressable protocol "
                    "(a file or NFS), not one with %" PRIu32 "-byte blocks",
                    proto->block_size);
-        r = -ENOTSUP;
-        goto fail;
+        return -ENOTSUP;
     }
     unsigned cb = (unsigned)__builtin_ctzll(cs);
     if (virtual_size > (1ull << 56)) {
         errmsg_set(err, "virtual size %" PRIu64 " too large", virtual_size);
-        goto fail;
+        return -EINVAL;
     }
     uint64_t l1_entries = qcow2_l1_entries_needed(virtual_size, cb, false);
     if (l1_entries * 8 > QCOW2_MAX_L1_BYTES) {
         errmsg_set(err, "virtual size %" PRIu64 " needs an L1 table larger "
                    "than 32 MiB; use a larger cluster size", virtual_size);
-        goto fail;
+        return -EINVAL;
     }
     uint64_t data_clusters = (virtual_size + cs - 1) / cs;
     uint64_t l1_clusters = (l1_entries * 8 + cs - 1) / cs;   /* 0 if empty */
@@ -86,98 +94,104 @@ int qcow2_create(struct image *proto, uint64_t virtual_size,
         errmsg_set(err, "virtual size %" PRIu64 " needs a refcount table "
                    "larger than 8 MiB; use a larger cluster size",
                    virtual_size);
-        goto fail;
+        return -EINVAL;
     }
-    s = calloc(1, sizeof *s);
-    w = s ? calloc(1, sizeof *w) : NULL;
-    if (!w) {
-        r = -ENOMEM;
-        errmsg_set(err, "out of memory");
-        goto fail;
-    }
-    s->proto = proto;
-    s->w = w;
+    *l = (struct layout){ .cs = cs, .cb = cb, .l1_entries = l1_entries,
+                          .l1_clusters = l1_clusters,
+                          .rt_clusters = rt_clusters };
+    return 0;
+}
+
+/* Fill the header of `s` for layout `l` and the backing file of `opts`
+ * (names checked for length), allocate the in-memory L1 table and the
+ * writer `w`'s refcount tables, start compression threads if asked, and
+ * open the backing file.  0, or -errno with `err` set; what was allocated
+ * stays in `s` and `w` for the caller to free. */
+static int init_state(struct qcow2_state *s, struct qcow2_writer *w,
+                      uint64_t virtual_size,
+                      const struct image_open_opts *opts,
+                      const struct layout *l, struct errmsg *err)
+{
     struct qcow2_header *h = &s->h;
     h->version = 3;
-    h->cluster_bits = cb;
+    h->cluster_bits = l->cb;
     h->size = virtual_size;
-    h->l1_size = (uint32_t)l1_entries;
-    h->reftable_offset = cs;
-    h->reftable_clusters = (uint32_t)rt_clusters;
-    h->l1_offset = cs * (1 + rt_clusters);
+    h->l1_size = (uint32_t)l->l1_entries;
+    h->reftable_offset = l->cs;
+    h->reftable_clusters = (uint32_t)l->rt_clusters;
+    h->l1_offset = l->cs * (1 + l->rt_clusters);
     h->refcount_order = 4;
     h->header_length = 112;
     if (opts->backing) {
         if (strlen(opts->backing) > QCOW2_MAX_BACKING_NAME) {
             errmsg_set(err, "backing file name too long");
-            goto fail;
+            return -EINVAL;
         }
         strcpy(h->backing_name, opts->backing);
         if (opts->backing_format) {
             if (strlen(opts->backing_format) >= sizeof h->backing_format) {
                 errmsg_set(err, "backing format name too long");
-                goto fail;
+                return -EINVAL;
             }
             strcpy(h->backing_format, opts->backing_format);
         }
     }
     qcow2_set_geometry(s);
-    s->l1_entries = l1_entries;
-    s->l1 = calloc(l1_entries ? l1_entries : 1, sizeof *s->l1);
-    w->reftable_entries = rt_clusters * cs / 8;
+    s->l1_entries = l->l1_entries;
+    s->l1 = calloc(l->l1_entries ? l->l1_entries : 1, sizeof *s->l1);
+    w->reftable_entries = l->rt_clusters * l->cs / 8;
     w->refblocks = calloc(w->reftable_entries, sizeof *w->refblocks);
-    w->zeroes = calloc(1, cs);
+    w->zeroes = calloc(1, l->cs);
     w->rc_dirty_from = UINT64_MAX;
     w->compress = opts->compress;
     if (!s->l1 || !w->refblocks || !w->zeroes) {
-        r = -ENOMEM;
         errmsg_set(err, "out of memory");
-        goto fail;
+        return -ENOMEM;
     }
     if (w->compress) {
         w->workers = qcow2_workers_new(COMPRESS_WORKERS);
         if (!w->workers) {
-            r = -ENOMEM;
             errmsg_set(err, "cannot start compression threads");
-            goto fail;
+            return -ENOMEM;
         }
     }
     if (h->backing_name[0]) {
-        r = qcow2_open_backing(s, err);
+        int r = qcow2_open_backing(s, err);
         if (r < 0) {
             errmsg_prefix(err, "the backing file is needed to fill "
                           "partially written clusters");
-            goto fail;
+            return r;
         }
     }
-    struct image *img = qcow2_image_new(s, proto->name);
-    if (!img) {
-        r = -ENOMEM;
-        errmsg_set(err, "out of memory");
-        goto fail;
-    }
-    img->read_only = false;
-    img->reads_as_zero = s->backing == NULL;
-    img->can_unmap = true;
-    /* Metadata clusters: header, refcount table, L1. */
+    return 0;
+}
+
+/* Allocate the metadata clusters of `img` (header, refcount table, L1)
+ * and write them to its protocol image: the tables zeroed, the header
+ * with the dirty bit set.  0, or -errno with `err` set. */
+static int write_initial_metadata(struct qcow2_state *s, struct image *img,
+                                  const struct layout *l, struct errmsg *err)
+{
+    struct qcow2_writer *w = s->w;
+    struct image *proto = s->proto;
+    uint64_t cs = l->cs;
     /* The first allocation is at offset 0: check the error instead. */
-    qcow2_alloc_clusters(s, 1 + rt_clusters + l1_clusters, 1);
+    qcow2_alloc_clusters(s, 1 + l->rt_clusters + l->l1_clusters, 1);
     if (w->err) {
-        r = w->err;
         errmsg_set(err, "%s", img->last_error.text);
-        goto fail_img;
+        return w->err;
     }
     s->file_size = w->alloc_end;
-    r = write_zero_region(proto, cs, (rt_clusters + l1_clusters) * cs, err);
+    int r = write_zero_region(proto, cs,
+                              (l->rt_clusters + l->l1_clusters) * cs, err);
     if (r < 0)
-        goto fail_img;
+        return r;
     uint8_t *hbuf = calloc(1, cs);
     if (!hbuf) {
-        r = -ENOMEM;
         errmsg_set(err, "out of memory");
-        goto fail_img;
+        return -ENOMEM;
     }
-    struct qcow2_header hd = *h;
+    struct qcow2_header hd = s->h;
     hd.incompat |= QCOW2_INCOMPAT_DIRTY;
     r = qcow2_header_encode(&hd, hbuf, cs);
     if (r < 0)
@@ -187,33 +201,70 @@ int qcow2_create(struct image *proto, uint64_t virtual_size,
         errmsg_set(err, "writing the qcow2 header: %s",
                    proto->last_error.text);
     free(hbuf);
-    if (r < 0)
-        goto fail_img;
-    w->header_clean_on_disk = false;
-    w->meta_changed = true;
-    w->l1_dirty = true;
-    *out = img;
-    return 0;
-fail_img:
-    errmsg_prefix(err, "%s", proto->name);
-    /* Drop the writer without committing. */
+    return r;
+}
+
+/* Free a writer that was never committed (NULL is fine). */
+static void writer_free(struct qcow2_writer *w)
+{
+    if (!w)
+        return;
     qcow2_workers_free(w->workers);
     free(w->rc);
     free(w->refblocks);
     free(w->zeroes);
     free(w);
-    s->w = NULL;
-    image_close(img);
-    return r;
+}
+
+int qcow2_create(struct image *proto, uint64_t virtual_size,
+                 const struct image_open_opts *opts, struct image **out,
+                 struct errmsg *err)
+{
+    *out = NULL;
+    struct qcow2_state *s = NULL;
+    struct qcow2_writer *w = NULL;
+    struct layout l;
+    int r = plan_layout(proto, virtual_size, opts, &l, err);
+    if (r < 0)
+        goto fail;
+    s = calloc(1, sizeof *s);
+    w = s ? calloc(1, sizeof *w) : NULL;
+    if (!w) {
+        r = -ENOMEM;
+        errmsg_set(err, "out of memory");
+        goto fail;
+    }
+    s->proto = proto;
+    s->w = w;
+    r = init_state(s, w, virtual_size, opts, &l, err);
+    if (r < 0)
+        goto fail;
+    struct image *img = qcow2_image_new(s, proto->name);
+    if (!img) {
+        r = -ENOMEM;
+        errmsg_set(err, "out of memory");
+        goto fail;
+    }
+    img->read_only = false;
+    img->reads_as_zero = s->backing == NULL;
+    img->can_unmap = true;
+    r = write_initial_metadata(s, img, &l, err);
+    if (r < 0) {
+        errmsg_prefix(err, "%s", proto->name);
+        /* Drop the writer without committing. */
+        writer_free(w);
+        s->w = NULL;
+        image_close(img);
+        return r;
+    }
+    w->header_clean_on_disk = false;
+    w->meta_changed = true;
+    w->l1_dirty = true;
+    *out = img;
+    return 0;
 fail:
     errmsg_prefix(err, "%s", proto->name);
-    if (w) {
-        qcow2_workers_free(w->workers);
-        free(w->refblocks);
-        free(w->zeroes);
-        free(w->rc);
-        free(w);
-    }
+    writer_free(w);
     if (s) {
         if (s->backing)
             image_close(s->backing);

@@ -139,15 +139,13 @@ static int parse_extensions(const uint8_t *buf, size_t end, size_t start,
     return 0;
 }
 
-int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
-                       struct qcow2_header *h, struct errmsg *err)
+/* The fields at fixed offsets into `h` (zeroed by the caller): version
+ * 2's 72 bytes, version 3's 104 and its compression type byte.
+ * `area_end` is the end of the header area (the first cluster, or the
+ * file if shorter).  0, or -EINVAL with `err` set. */
+static int parse_fields(const uint8_t *buf, size_t len, size_t area_end,
+                        struct qcow2_header *h, struct errmsg *err)
 {
-    memset(h, 0, sizeof *h);
-    int cb = qcow2_header_cluster_bits(buf, len, err);
-    if (cb < 0)
-        return cb;
-    uint64_t cs = 1ull << cb;
-    h->cluster_bits = (uint32_t)cb;
     h->version = qcow2_be32(buf + 4);
     h->backing_offset = qcow2_be64(buf + 8);
     h->backing_len = qcow2_be32(buf + 16);
@@ -161,7 +159,6 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
     h->snapshots_offset = qcow2_be64(buf + 64);
     h->refcount_order = 4;
     h->header_length = 72;
-    size_t area_end = len < cs ? len : (size_t)cs;
 
     if (h->version == 3) {
         if (len < 104) {
@@ -184,7 +181,15 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         if (h->header_length > 104)
             h->compression_type = buf[104];
     }
+    return 0;
+}
 
+/* Refuse what the known header fields say imgfs cannot read: encryption,
+ * the corrupt bit, external data files, refcount_order > 6, compression
+ * other than zlib, extended L2 entries with clusters under 16 KiB.  Sets
+ * h->extended_l2.  0, or -EINVAL / -ENOTSUP with `err` set. */
+static int check_features(struct qcow2_header *h, struct errmsg *err)
+{
     if (h->crypt_method != 0) {
         errmsg_set(err, "encrypted images are not supported (crypt_method "
                    "%" PRIu32 ")", h->crypt_method);
@@ -217,57 +222,77 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         return -ENOTSUP;
     }
     h->extended_l2 = (h->incompat & QCOW2_INCOMPAT_EXTL2) != 0;
-    if (h->extended_l2 && cb < 14) {
+    if (h->extended_l2 && h->cluster_bits < 14) {
         errmsg_set(err, "extended L2 entries need cluster_bits >= 14 "
-                   "(cluster_bits %d)", cb);
+                   "(cluster_bits %d)", (int)h->cluster_bits);
         return -EINVAL;
     }
+    return 0;
+}
 
-    /* Backing file name: must lie inside the header cluster. */
-    size_t ext_end = area_end;
-    if (h->backing_offset) {
-        if (h->backing_len == 0 || h->backing_len > QCOW2_MAX_BACKING_NAME) {
-            errmsg_set(err, "invalid backing_file_size %" PRIu32
-                       " (must be 1..%d)", h->backing_len,
-                       QCOW2_MAX_BACKING_NAME);
-            return -EINVAL;
-        }
-        if (h->backing_offset < h->header_length ||
-            h->backing_offset > area_end ||
-            h->backing_len > area_end - h->backing_offset) {
-            errmsg_set(err, "backing_file_offset %" PRIu64 " (+%" PRIu32
-                       " bytes) lies outside the header cluster",
-                       h->backing_offset, h->backing_len);
-            return -EINVAL;
-        }
-        memcpy(h->backing_name, buf + h->backing_offset, h->backing_len);
-        h->backing_name[h->backing_len] = '\0';
-        if (strlen(h->backing_name) != h->backing_len) {
-            errmsg_set(err, "backing file name contains a NUL byte");
-            return -EINVAL;
-        }
-        ext_end = (size_t)h->backing_offset;
+/* The backing file name, if the header has one: it must lie inside the
+ * header area (after the header, before `area_end`) and hold no NUL.
+ * *ext_end is where the header extensions must end: the name's offset,
+ * else `area_end`.  0, or -EINVAL with `err` set. */
+static int parse_backing_name(const uint8_t *buf, size_t area_end,
+                              struct qcow2_header *h, size_t *ext_end,
+                              struct errmsg *err)
+{
+    *ext_end = area_end;
+    if (!h->backing_offset)
+        return 0;
+    if (h->backing_len == 0 || h->backing_len > QCOW2_MAX_BACKING_NAME) {
+        errmsg_set(err, "invalid backing_file_size %" PRIu32
+                   " (must be 1..%d)", h->backing_len,
+                   QCOW2_MAX_BACKING_NAME);
+        return -EINVAL;
     }
+    if (h->backing_offset < h->header_length ||
+        h->backing_offset > area_end ||
+        h->backing_len > area_end - h->backing_offset) {
+        errmsg_set(err, "backing_file_offset %" PRIu64 " (+%" PRIu32
+                   " bytes) lies outside the header cluster",
+                   h->backing_offset, h->backing_len);
+        return -EINVAL;
+    }
+    memcpy(h->backing_name, buf + h->backing_offset, h->backing_len);
+    h->backing_name[h->backing_len] = '\0';
+    if (strlen(h->backing_name) != h->backing_len) {
+        errmsg_set(err, "backing file name contains a NUL byte");
+        return -EINVAL;
+    }
+    *ext_end = (size_t)h->backing_offset;
+    return 0;
+}
 
-    const uint8_t *ftable = NULL;
-    size_t ftable_len = 0;
-    int r = parse_extensions(buf, ext_end, h->header_length, h, &ftable,
-                             &ftable_len, err);
-    if (r < 0)
-        return r;
+/* Refuse incompatible feature bits imgfs does not know, naming the first
+ * one from the image's feature table (`ftable`, may be NULL) if it has a
+ * name there.  0, or -ENOTSUP with `err` set. */
+static int check_unknown_features(const struct qcow2_header *h,
+                                  const uint8_t *ftable, size_t ftable_len,
+                                  struct errmsg *err)
+{
     uint64_t unknown = h->incompat & ~QCOW2_INCOMPAT_KNOWN;
-    if (unknown) {
-        unsigned bit = (unsigned)__builtin_ctzll(unknown);
-        char name[48];
-        const char *n = feature_name(ftable, ftable_len, bit, name,
-                                     sizeof name);
-        errmsg_set(err, "unknown incompatible feature bits 0x%" PRIx64
-                   " (bit %u%s%s%s)", unknown, bit, n ? ": \"" : "",
-                   n ? n : "", n ? "\"" : "");
-        return -ENOTSUP;
-    }
+    if (!unknown)
+        return 0;
+    unsigned bit = (unsigned)__builtin_ctzll(unknown);
+    char name[48];
+    const char *n = feature_name(ftable, ftable_len, bit, name, sizeof name);
+    errmsg_set(err, "unknown incompatible feature bits 0x%" PRIx64
+               " (bit %u%s%s%s)", unknown, bit, n ? ": \"" : "",
+               n ? n : "", n ? "\"" : "");
+    return -ENOTSUP;
+}
 
-    /* Sizes and tables. */
+/* The virtual size and the tables the header points at (L1, refcount
+ * table, snapshot table): sizes within imgfs's limits, an L1 table large
+ * enough for the virtual size, each table cluster-aligned inside a file of
+ * `file_size` bytes, L1 and refcount table apart.  0, or -EINVAL with
+ * `err` set. */
+static int check_tables(const struct qcow2_header *h, uint64_t file_size,
+                        struct errmsg *err)
+{
+    uint64_t cs = 1ull << h->cluster_bits;
     if (h->size > (1ull << 62)) {
         errmsg_set(err, "virtual size %" PRIu64 " is too large", h->size);
         return -EINVAL;
@@ -286,6 +311,7 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         return -EINVAL;
     }
     uint64_t l1_bytes = (uint64_t)h->l1_size * 8;
+    int r;
     if (h->l1_size) {
         r = check_table("L1 table", h->l1_offset, l1_bytes, cs, file_size,
                         err);
@@ -324,6 +350,38 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
             return r;
     }
     return 0;
+}
+
+int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
+                       struct qcow2_header *h, struct errmsg *err)
+{
+    memset(h, 0, sizeof *h);
+    int cb = qcow2_header_cluster_bits(buf, len, err);
+    if (cb < 0)
+        return cb;
+    uint64_t cs = 1ull << cb;
+    h->cluster_bits = (uint32_t)cb;
+    size_t area_end = len < cs ? len : (size_t)cs;
+    int r = parse_fields(buf, len, area_end, h, err);
+    if (r < 0)
+        return r;
+    r = check_features(h, err);
+    if (r < 0)
+        return r;
+    size_t ext_end;
+    r = parse_backing_name(buf, area_end, h, &ext_end, err);
+    if (r < 0)
+        return r;
+    const uint8_t *ftable = NULL;
+    size_t ftable_len = 0;
+    r = parse_extensions(buf, ext_end, h->header_length, h, &ftable,
+                         &ftable_len, err);
+    if (r < 0)
+        return r;
+    r = check_unknown_features(h, ftable, ftable_len, err);
+    if (r < 0)
+        return r;
+    return check_tables(h, file_size, err);
 }
 
 int qcow2_header_encode(const struct qcow2_header *h, uint8_t *buf,
