@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backends/image-open.h"
 #include "copier/rate.h"
 
 void mount_args_usage(FILE *f)
@@ -50,6 +51,13 @@ void mount_args_usage(FILE *f)
         "                  fairly: each gets an equal share, or its own\n"
         "                  rate if lower; control/NAME.rate shows and\n"
         "                  changes one job's own limit (echo 50M > it)\n"
+        "     memory=SIZE  buffers of all jobs and read-ahead together stay\n"
+        "                  within SIZE (default 512M); a job that does not\n"
+        "                  fit waits as 'queued' (its status says why) and\n"
+        "                  starts, in order, when memory frees; a job's\n"
+        "                  own memory (job key memory, default 64M) is cut\n"
+        "                  to SIZE\n"
+        "     max_jobs=N   at most N jobs run at once (default: no limit)\n"
         "     and FUSE's own options (fsname=, max_read=, ...)\n"
         "\n"
         "Only the mounting user can use the mount unless allow_other or\n"
@@ -83,6 +91,8 @@ enum {
     KEY_NOSTATE,
     KEY_RESUME_JOBS,
     KEY_RATE,
+    KEY_MEMORY,
+    KEY_MAX_JOBS,
 };
 
 static const struct fuse_opt mount_opt_spec[] = {
@@ -102,6 +112,8 @@ static const struct fuse_opt mount_opt_spec[] = {
     FUSE_OPT_KEY("nostate", KEY_NOSTATE),
     FUSE_OPT_KEY("resume_jobs", KEY_RESUME_JOBS),
     FUSE_OPT_KEY("rate=", KEY_RATE),
+    FUSE_OPT_KEY("memory=", KEY_MEMORY),
+    FUSE_OPT_KEY("max_jobs=", KEY_MAX_JOBS),
     FUSE_OPT_END,
 };
 
@@ -205,6 +217,23 @@ static int fs_option(struct parse_ctx *c, const char *arg, int key)
         return 0;
     case KEY_RESUME_JOBS:
         o->resume_jobs = true;
+        return 0;
+    case KEY_MEMORY: {
+        uint64_t v;
+        if (image_parse_size(arg + strlen("memory="), &v) < 0 ||
+            v < (1u << 20)) {
+            errmsg_set(c->err, "bad option '%s': expected a size of at "
+                       "least 1M (e.g. 256M)", arg);
+            c->failed = true;
+            return -1;
+        }
+        o->memory = v;
+        return 0;
+    }
+    case KEY_MAX_JOBS:
+        if (!option_number(c, arg, 10, 4096, &n))
+            return -1;
+        o->max_jobs = (unsigned)n;
         return 0;
     case KEY_RATE:
         if (rate_parse(arg + strlen("rate="), &o->rate) < 0) {

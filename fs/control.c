@@ -28,6 +28,7 @@
  *    Owner, group and modes of control/ files come from -o uid/gid/umask.
  */
 #include "fs.h"
+#include "job-queue.h"
 
 #include "../copier/rate.h"
 
@@ -650,7 +651,8 @@ void control_op_unlink(fuse_req_t req, const char *name)
         fuse_reply_err(req, EPERM);
         return;
     }
-    if (j->state == JOB_STARTING) {
+    /* A job queued for memory (job-queue.h) is forgotten like a new one. */
+    if (j->state == JOB_STARTING && !job_queue_drop_locked(j)) {
         pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, EBUSY);
         return;

@@ -22,6 +22,7 @@
  * next mount means that mount was killed.  The files are written on the
  * loop thread (small, two fsyncs each). */
 #include "fs.h"
+#include "job-queue.h"
 #include "job-state.h"
 
 #include <dirent.h>
@@ -200,6 +201,7 @@ fail:
 
 void job_forget_locked(struct job *j)
 {
+    job_queue_drop_locked(j);
     for (size_t i = 0; i < fs_global->njobs; i++) {
         if (fs_global->jobs[i] == j) {
             fs_global->jobs[i] = fs_global->jobs[--fs_global->njobs];
@@ -299,6 +301,7 @@ static void job_cleanup(void *opaque)
     if (dst_node)
         invalidate_cache(dst_node);
     fs_global->active_jobs--;
+    job_queue_release(j);
     pthread_mutex_lock(&fs_global->jobs_lock);
     j->state = j->final_state;      /* j may be freed from now on */
     pthread_mutex_unlock(&fs_global->jobs_lock);
@@ -455,7 +458,16 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
     return 0;
 }
 
-/* Validate, open and start; returns 0 or -errno with `em` set. */
+static int job_start_run(struct job *j, bool force_resume);
+
+/* Start a job the memory budget queued (job-queue.h). */
+static void start_queued(struct job *j, bool force_resume)
+{
+    job_start_run(j, force_resume);
+}
+
+/* Validate, open and start; returns 0, 1 when the job was queued for
+ * memory (job-queue.h), or -errno with `em` set. */
 static int job_try_start(struct job *j, const char *text, size_t len,
                          bool prev_stopped, uint64_t prev_watermark,
                          const char *prev_target, bool force_resume,
@@ -474,6 +486,8 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     r = copy_spec_check(&spec, JOB_SPEC_FILE, em);
     if (r < 0)
         return r;
+    if (!job_queue_admit(j, &spec, force_resume, start_queued))
+        return 1;
     struct node *src = node_resolve(spec.source, false);
     if (!is_file_node(src)) {
         errmsg_set(em, "source '%s': %s", spec.source,
@@ -565,7 +579,10 @@ static int job_start_run(struct job *j, bool force_resume)
                                  prev_target, force_resume, &em)
                  : -ENOMEM;
     free(text);
+    if (r > 0)
+        return 0;               /* queued: it starts when memory frees */
     if (r < 0) {
+        job_queue_release(j);
         close_images(j);
         release_nodes(j);
         job_fail(j, r, em.text[0] ? em.text : strerror(-r));
@@ -712,6 +729,10 @@ void job_cancel(struct job *j, fuse_req_t req)
 {
     pthread_mutex_lock(&fs_global->jobs_lock);
     bool running = j->cj != NULL;
+    if (!running && job_queue_drop_locked(j)) {
+        j->state = j->final_state = JOB_CANCELLED;
+        snprintf(j->error, sizeof j->error, "cancelled while queued");
+    }
     if (running && req) {
         fuse_req_t *v = realloc(j->unlink_reqs,
                                 (j->n_unlink_reqs + 1) * sizeof *v);
@@ -732,6 +753,7 @@ void job_cancel(struct job *j, fuse_req_t req)
 void jobs_cancel_all(void)
 {
     shutting_down = true;
+    job_queue_clear();
     pthread_mutex_lock(&fs_global->jobs_lock);
     size_t n = fs_global->njobs;
     struct copy_job **v = calloc(n ? n : 1, sizeof *v);
@@ -823,6 +845,9 @@ char *job_status_text_locked(struct job *j)
     const char *phase = v.phase;
     double elapsed = v.elapsed, rate = v.rate;
     fprintf(f, "state: %s\n", state_name(j->state));
+    char why[200];
+    if (job_queue_why_locked(j, why, sizeof why))
+        fprintf(f, "queued: waiting for %s\n", why);
     if (phase)
         fprintf(f, "phase: %s\n", phase);
     fprintf(f, "source: %s\n", j->source);

@@ -3,6 +3,7 @@
 #include "mount-priv.h"
 
 #include "job-state.h"
+#include "mem-budget.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -41,6 +42,7 @@ struct fs_mount *fs_mount_new(const struct fs_mount_options *o,
     fs->gid = o->gid;
     fs->umask = o->umask;
     fs->rate = o->rate;
+    mem_budget_configure(o->memory, o->max_jobs);
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     fs->read_only = o->read_only;
     fs->page_cache = o->page_cache;

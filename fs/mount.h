@@ -36,6 +36,9 @@ struct fs_mount_options {
     const char *state;          /* state=DIR (absolute), NULL: default */
     bool resume_jobs;           /* resume every interrupted job at start */
     uint64_t rate;              /* rate=: bytes/s shared by running jobs */
+    uint64_t memory;            /* memory=: jobs' and read-ahead buffers
+                                   together (fs/mem-budget.h), 0: default */
+    unsigned max_jobs;          /* max_jobs=: jobs at once, 0: no limit */
     /* Called with a message for each kept job file that cannot be read
      * (it is skipped); may be NULL. */
     void (*warn)(const char *msg);

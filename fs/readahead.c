@@ -9,6 +9,7 @@
  * reads already waiting on it and is freed when the last of them is
  * answered and its image read has completed. */
 #include "readahead.h"
+#include "mem-budget.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -118,6 +119,7 @@ struct readahead *readahead_new(struct image *img, size_t chunk,
 static void chunk_free(struct chunk *ch)
 {
     atomic_fetch_sub(&total_bytes, ch->len);
+    mem_budget_ra_give(ch->len);
     free(ch->buf);
     free(ch);
 }
@@ -209,11 +211,15 @@ static bool stream_extend(struct readahead *ra, struct stream *st,
                                              : ra->chunk;
     if (atomic_load(&total_bytes) + len > RA_BUDGET)
         return false;
+    /* The mount's budget, shared with the jobs' buffers. */
+    if (!mem_budget_ra_take(len))
+        return false;
     struct chunk *ch = calloc(1, sizeof *ch);
     uint8_t *buf = ch ? aligned_alloc(4096, (len + 4095) / 4096 * 4096)
                       : NULL;
     if (!buf) {
         free(ch);
+        mem_budget_ra_give(len);
         return false;
     }
     atomic_fetch_add(&total_bytes, len);

@@ -1,0 +1,92 @@
+#!/bin/bash
+# fuse-memory.sh — the mount's memory budget: with -o memory=32M, four
+# jobs that each want 16M (job key memory) never run more than two at a
+# time; the others show state "queued" with the reason in x.status, start
+# in order as memory frees, and every target ends equal to the source.
+# Then -o max_jobs=1 runs such jobs one at a time, and a queued job
+# cancelled by rm never starts (its target keeps its bytes).
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/fuse-helpers.sh"
+need_servers
+: "${IMGFS:?set IMGFS to the imgfs binary}"
+
+MiB=1048576
+LUNS=()
+for i in 1 2 3 4; do
+    new_lun 16M 512 thin
+    LUNS+=("$LUN_URL")
+done
+head -c $((16 * MiB)) /dev/urandom > "$SCRATCH/src.raw"
+SRC=$(nfs_name src.raw)
+nfs_put "$SCRATCH/src.raw" "$SRC"
+
+# A job slow enough (rate limit) that the four overlap.
+job_text() {
+    printf 'source = src\ntarget = t%s\nmemory = 16M\nrate = 4M\n' "$1"
+}
+
+# Poll the four status files until every job ended; fail if more than
+# $1 run at once; remember whether a queued job said why.
+watch_jobs() {
+    local limit=$1 i n_run n_end st
+    SAW_QUEUED_WHY=no
+    for ((t = 0; t < 1200; t++)); do
+        n_run=0 n_end=0
+        for i in 1 2 3 4; do
+            [[ -e $MNT/control/j$i.status ]] || { n_end=$((n_end + 1)); continue; }
+            st=$(job_field "$MNT" "j$i" state)
+            case $st in
+            running) n_run=$((n_run + 1)) ;;
+            queued)
+                if grep -q '^queued: waiting for \(memory\|max_jobs\)' \
+                        "$MNT/control/j$i.status"; then
+                    SAW_QUEUED_WHY=yes
+                fi ;;
+            done) n_end=$((n_end + 1)) ;;
+            failed|cancelled) n_end=$((n_end + 1)) ;;
+            esac
+        done
+        (( n_run <= limit )) || fail "$n_run jobs running at once (limit $limit)"
+        (( n_end == 4 )) && return 0
+        sleep 0.1
+    done
+    fail "the jobs did not end"
+}
+
+MNT=$SCRATCH/mnt
+fuse_mount "$MNT" -o memory=32M "src=$(nfs_url "$SRC")" "t1=${LUNS[0]}" \
+    "t2=${LUNS[1]}" "t3=${LUNS[2]}" "t4=${LUNS[3]}"
+
+log "memory=32M, four jobs of 16M: at most two at once"
+for i in 1 2 3 4; do
+    put_job "$MNT" "j$i" "$(job_text "$i")" || fail "cp of job $i failed: $(cat "$SCRATCH/cp.err")"
+done
+watch_jobs 2
+[[ $SAW_QUEUED_WHY == yes ]] || fail "no job showed 'queued' with its reason"
+for i in 1 2 3 4; do
+    [[ $(job_field "$MNT" "j$i" state) == done ]] || fail "job $i: $(cat "$MNT/control/j$i.status")"
+    cmp -n $((16 * MiB)) "$SCRATCH/src.raw" "$MNT/t$i" || fail "target $i differs"
+    rm "$MNT/control/j$i.job"
+done
+fuse_umount "$MNT"
+
+log "max_jobs=1: one at a time; a queued job removed never starts"
+head -c $((16 * MiB)) /dev/urandom > "$SCRATCH/other.raw"
+fill_lun "${LUNS[3]}" "$SCRATCH/other.raw"
+before=$(lun_hash "${LUNS[3]}")
+fuse_mount "$MNT" -o max_jobs=1 "src=$(nfs_url "$SRC")" "t1=${LUNS[0]}" \
+    "t2=${LUNS[1]}" "t3=${LUNS[2]}" "t4=${LUNS[3]}"
+for i in 1 2 3 4; do
+    put_job "$MNT" "j$i" "$(job_text "$i")" || fail "cp of job $i failed: $(cat "$SCRATCH/cp.err")"
+done
+[[ $(job_field "$MNT" j4 state) == queued ]] || fail "job 4: $(cat "$MNT/control/j4.status")"
+grep -q '^queued: waiting for max_jobs' "$MNT/control/j4.status" || fail "job 4 status: $(cat "$MNT/control/j4.status")"
+rm "$MNT/control/j4.job"
+watch_jobs 1
+for i in 1 2 3; do
+    [[ $(job_field "$MNT" "j$i" state) == done ]] || fail "job $i: $(cat "$MNT/control/j$i.status")"
+    cmp -n $((16 * MiB)) "$SCRATCH/src.raw" "$MNT/t$i" || fail "target $i differs"
+done
+[[ $(lun_hash "${LUNS[3]}") == "$before" ]] || fail "the removed queued job wrote its target"
+fuse_umount "$MNT"
+log "ok"
