@@ -260,6 +260,56 @@ static void print_summary(const struct copy_args *a,
     fflush(stdout);
 }
 
+/* Start the progress bar (-p) and JSON (--progress=json|fd:N) ticks of
+ * `rs` on its loop as `a` asks; `json` is open when a->json_fd >= 0. */
+static void start_ticks(struct run_state *rs, const struct copy_args *a,
+                        struct progress_json *json)
+{
+    if (a->progress) {
+        progress_init(&rs->bar, stderr, PREFIX, PROGRESS_AUTO);
+        rs->tick_ms = rs->bar.style == PROGRESS_BAR ? 250 : 1000;
+        int64_t t = loop_add_timer(rs->loop, rs->tick_ms, on_tick, rs);
+        rs->timer = t > 0 ? t : 0;
+    }
+    if (a->json_fd >= 0) {
+        rs->json = json;
+        rs->json_ms = a->interval_ms;
+        rs->rate_limit = a->spec.copy.rate;
+        int64_t t = loop_add_timer(rs->loop, rs->json_ms, on_json_tick, rs);
+        rs->json_timer = t > 0 ? t : 0;
+    }
+}
+
+/* Cancel the timers of `rs` and restore the signal handlers. */
+static void stop_ticks(struct run_state *rs)
+{
+    if (rs->timer)
+        loop_cancel_timer(rs->loop, rs->timer);
+    if (rs->json_timer)
+        loop_cancel_timer(rs->loop, rs->json_timer);
+    if (rs->grace_timer)
+        loop_cancel_timer(rs->loop, rs->grace_timer);
+    remove_signals(rs);
+}
+
+/* Write the final JSON line (the outcome: `status` 0 is done, else
+ * `final`'s state with its error, or `why` when it has none) and close
+ * `json`. */
+static void finish_json(struct progress_json *json,
+                        struct copy_progress *final, const struct copy_args *a,
+                        int status, const char *why)
+{
+    if (status == 0)
+        final->state = COPY_DONE;
+    else if (final->state == COPY_DONE)
+        final->state = COPY_FAILED;     /* closing or publishing failed */
+    progress_json_line(json, copy_state_name(final->state), final->done,
+                       final->total, final->watermark, a->spec.copy.rate,
+                       final->elapsed_ns, status == 0 ? NULL
+                       : final->error[0] ? final->error : why, true);
+    progress_json_close(json);
+}
+
 int cmd_copy(int argc, char **argv)
 {
     struct copy_args a;
@@ -317,29 +367,11 @@ int cmd_copy(int argc, char **argv)
         fail(err.text);
         goto out;
     }
-    if (a.progress) {
-        progress_init(&rs.bar, stderr, PREFIX, PROGRESS_AUTO);
-        rs.tick_ms = rs.bar.style == PROGRESS_BAR ? 250 : 1000;
-        int64_t t = loop_add_timer(loop, rs.tick_ms, on_tick, &rs);
-        rs.timer = t > 0 ? t : 0;
-    }
-    if (a.json_fd >= 0) {
-        rs.json = &json;
-        rs.json_ms = a.interval_ms;
-        rs.rate_limit = a.spec.copy.rate;
-        int64_t t = loop_add_timer(loop, rs.json_ms, on_json_tick, &rs);
-        rs.json_timer = t > 0 ? t : 0;
-    }
+    start_ticks(&rs, &a, &json);
     copy_job_start(job, on_done, &rs);
     copy_state_start(&kept, loop, job, cs.dst);
     int lr = loop_run_until(loop, &rs.finished);
-    if (rs.timer)
-        loop_cancel_timer(loop, rs.timer);
-    if (rs.json_timer)
-        loop_cancel_timer(loop, rs.json_timer);
-    if (rs.grace_timer)
-        loop_cancel_timer(loop, rs.grace_timer);
-    remove_signals(&rs);
+    stop_ticks(&rs);
     if (lr < 0) {
         snprintf(err.text, sizeof err.text, "event loop failed: %s",
                  strerror(-lr));
@@ -392,16 +424,7 @@ out:
     copy_session_close(&cs, NULL);
     loop_free(loop);
 out_json:
-    if (a.json_fd >= 0) {
-        if (status == 0)
-            jfinal.state = COPY_DONE;
-        else if (jfinal.state == COPY_DONE)
-            jfinal.state = COPY_FAILED;     /* closing or publishing failed */
-        progress_json_line(&json, copy_state_name(jfinal.state), jfinal.done,
-                           jfinal.total, jfinal.watermark, a.spec.copy.rate,
-                           jfinal.elapsed_ns, status == 0 ? NULL
-                           : jfinal.error[0] ? jfinal.error : err.text, true);
-        progress_json_close(&json);
-    }
+    if (a.json_fd >= 0)
+        finish_json(&json, &jfinal, &a, status, err.text);
     return status;
 }
