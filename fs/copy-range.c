@@ -3,8 +3,8 @@
  *
  * The range is copied by wrapping both images as slices (slice.c).  Both
  * nodes are drained first so write-behind data is on the images.  A
- * growable NFS target is first extended to the end of the range (by
- * truncate), so the engine sees a target big enough; when the whole range
+ * growable NFS target is first extended to the end of the range
+ * (image_truncate), so the engine sees a target big enough; when the whole range
  * lies beyond the old end it reads as zeroes and zero runs are skipped.
  * Ranges that are not aligned to the images' block sizes answer
  * EOPNOTSUPP, on which the kernel falls back to its own copy.  A copy
@@ -27,6 +27,7 @@ struct range_ctx {
     int err;
     struct image *s_in, *s_out;
     struct copy_job *cj;
+    uint64_t old_size;          /* the target's size before it grew */
 };
 
 static void finish(struct range_ctx *c, int err, uint64_t copied)
@@ -67,6 +68,32 @@ static void copied(void *opaque, const struct copy_progress *final)
         cleanup_later(c);
 }
 
+static int run_copy(struct range_ctx *c);
+
+/* The target was extended (image_truncate) to the end of the range. */
+static void extended(void *opaque, int err)
+{
+    struct range_ctx *c = opaque;
+    int r = err;
+    if (!err) {
+        unsigned long long end_out = c->off_out + c->len;
+        unsigned long long pend = atomic_load(&c->out->pending_end);
+        while (end_out > pend &&
+               !atomic_compare_exchange_weak(&c->out->pending_end, &pend,
+                                             end_out))
+            ;
+        r = run_copy(c);
+    } else {
+        syslog(LOG_ERR, "imgfs: copy_file_range: extending %s: %s",
+               c->out->img->name, c->out->img->last_error.text);
+    }
+    if (r != 0)
+        finish(c, r < 0 ? r : 0, 0);
+}
+
+/* Check the range; extend a growable target first (then run_copy
+ * follows from `extended`).  0: started or extending, 1: nothing to
+ * copy, or -errno. */
 static int start_copy(struct range_ctx *c)
 {
     struct image *in = c->in->img, *out = c->out->img;
@@ -90,24 +117,22 @@ static int start_copy(struct range_ctx *c)
         return -EOPNOTSUPP;
     if (end_out > out->size && !growable)
         return -ENOSPC;
-    bool target_zero = false;
+    c->old_size = out->size;
     if (end_out > out->size) {
-        char *rel;
-        pthread_mutex_lock(&fs_global->tree_lock);
-        rel = strdup(c->out->relpath);
-        pthread_mutex_unlock(&fs_global->tree_lock);
-        int r = rel ? nfs_meta_truncate(c->out->exp, rel, end_out) : -ENOMEM;
-        free(rel);
-        if (r < 0)
-            return r;
-        target_zero = c->off_out >= out->size;
-        out->size = end_out;
-        unsigned long long pend = atomic_load(&c->out->pending_end);
-        while (end_out > pend &&
-               !atomic_compare_exchange_weak(&c->out->pending_end, &pend,
-                                             end_out))
-            ;
+        image_truncate(out, end_out, extended, c);
+        return 0;
     }
+    return run_copy(c);
+}
+
+/* Copy [off_in, +len) onto [off_out, +len) of a target that is big
+ * enough.  0: started, or -errno. */
+static int run_copy(struct range_ctx *c)
+{
+    struct image *in = c->in->img, *out = c->out->img;
+    uint64_t bin = in->block_size ? in->block_size : 1;
+    uint64_t bout = out->block_size ? out->block_size : 1;
+    bool target_zero = c->off_out >= c->old_size;
     struct errmsg em = { "" };
     c->s_in = slice_image_new(in, c->off_in, c->len, &em);
     c->s_out = c->s_in ? slice_image_new(out, c->off_out, c->len, &em)

@@ -2,18 +2,20 @@
  *
  * Threads:
  *  - FUSE worker threads (fuse_session_loop_mt) receive requests.  They
- *    answer pure metadata requests themselves (tree, control/ text, NFS
- *    directory operations through the per-export "meta" libnfs context,
- *    which is used synchronously under its own mutex) and hand everything
- *    that touches an image to the loop thread with loop_post().
+ *    answer pure metadata requests themselves (tree, control/ text) and
+ *    hand everything that touches an image or an NFS server to the loop
+ *    thread with loop_post().
  *  - The loop thread (backends/loop.h) owns every struct image, the I/O
- *    state of nodes (image-io.c) and the copy jobs (jobs.c).  It replies to
- *    FUSE from completion callbacks.
+ *    state of nodes (image-io.c), the copy jobs (jobs.c) and each export's
+ *    nfs_dir (backends/nfs-dir.h: NFS metadata, asynchronous, with the
+ *    nfs backend's request timeout and reconnects).  It replies to FUSE
+ *    from completion callbacks.  An NFS directory request (nfs_call) also
+ *    answers FUSE_INTERRUPT with EINTR at once; its completion then only
+ *    frees its state.
  *
  * Locks: tree_lock guards the node table and node names/paths; jobs_lock
- * guards the job table and job fields read by FUSE threads; each export's
- * lock guards its libnfs meta context.  Lock order: jobs_lock, then
- * tree_lock, then an export lock (never the other way round).
+ * guards the job table and job fields read by FUSE threads.  Lock order:
+ * jobs_lock, then tree_lock (never the other way round).
  *
  * Loop-thread callbacks must not spin the loop waiting for a completion
  * that may already be queued behind them (loop.c runs a batch of posted or
@@ -53,10 +55,10 @@ enum node_kind {
     NODE_JSONFILE,      /* control/x.json: the status as one JSON object */
 };
 
-/* One mounted NFS location with its own synchronous "meta" context. */
+/* One mounted NFS location (a NAME=nfs://... spec) and its nfs_dir
+ * (backends/nfs-dir.h), used on the loop thread. */
 struct nfs_export {
-    struct nfs_context *nfs;
-    pthread_mutex_t lock;
+    struct nfs_dir *dir;
     char *url_prefix;   /* "nfs://server/path" (no trailing '/', no query) */
     char *query;        /* "" or "?nfsport=...&..." */
     char server_addr[64]; /* numeric server address (nfs-id.h), for st_ino */
@@ -167,46 +169,69 @@ char *node_url(const struct node *n);
 /* "NAME/sub/file" path of a node from the root (malloc'd). */
 char *node_path(const struct node *n);
 
-/* ---- nfs-meta.c: synchronous metadata through the meta context -------- */
+/* ---- nfsdir-ops.c: NFS exports and requests on the loop -------------- */
 
-/* Create and mount an export for `url` (file or directory URL: with
- * `is_dir` the whole path is the directory; otherwise the last component
- * is returned in *file as "/name"). */
+/* Open an export for `url` (file or directory URL: with `is_dir` the
+ * whole path is the directory; otherwise the last component is returned
+ * in *file as "/name") and stat what it names into *st (st_ino from
+ * nfs_export_ino).  Synchronous, at mount time (no loop needed). */
 int nfs_export_open(const char *url, bool is_dir, struct nfs_export **out,
-                    char **file, struct errmsg *err);
+                    char **file, struct stat *st, struct errmsg *err);
+/* Close: on the loop thread, or after it stopped and before the loop is
+ * freed.  NULL: no-op. */
 void nfs_export_close(struct nfs_export *e);
+/* Close every export of the mount and empty the list: after the loop
+ * thread stopped, before the loop is freed (their nfs_dirs are attached
+ * to it). */
+void nfs_exports_close(void);
+/* Loop thread: the export's nfs_dir, attached to fs_global->loop. */
+struct nfs_dir *nfs_export_dir(struct nfs_export *e);
 /* st_ino (and readdir d_ino) of an NFS entry: NFS_INO_FLAG set, the
  * rest the server's fileid mixed with a key of (server address, fsid), so
  * two names for one server file (two mount names of one export, a hard
  * link) show one st_ino and `cp` sees "the same file", while the small
  * node numbers of root, control/ and top-level images never collide. */
 #define NFS_INO_FLAG (1ull << 63)
-uint64_t nfs_meta_ino(const struct nfs_export *e, uint64_t fsid,
-                      uint64_t fileid);
-/* Stat `rel`; st_ino is nfs_meta_ino() of the entry. */
-int nfs_meta_stat(struct nfs_export *e, const char *rel, struct stat *st);
-int nfs_meta_create(struct nfs_export *e, const char *rel, mode_t mode);
-int nfs_meta_unlink(struct nfs_export *e, const char *rel);
-int nfs_meta_rmdir(struct nfs_export *e, const char *rel);
-int nfs_meta_mkdir(struct nfs_export *e, const char *rel, mode_t mode);
-/* Give `rel` to `uid`:`gid` on the server (the meta context's identity
- * must be allowed to: root with no_root_squash). */
-int nfs_meta_chown(struct nfs_export *e, const char *rel, uid_t uid,
-                   gid_t gid);
-int nfs_meta_rename(struct nfs_export *e, const char *from, const char *to);
-int nfs_meta_truncate(struct nfs_export *e, const char *rel, uint64_t size);
-int nfs_meta_utimes(struct nfs_export *e, const char *rel,
-                    const struct timespec times[2]);
-int nfs_meta_statvfs(struct nfs_export *e, struct statvfs *sv);
-/* Directory listing: a malloc'd array of `*n` entries (names malloc'd). */
-struct nfs_meta_dirent {
-    char *name;
-    uint64_t ino;
-    mode_t mode;
+uint64_t nfs_export_ino(const struct nfs_export *e, uint64_t fsid,
+                        uint64_t fileid);
+struct nfs_dir_attr;
+/* `st` from the server's attributes `a` of an entry of `e`. */
+void nfs_export_attr(const struct nfs_export *e, const struct nfs_dir_attr *a,
+                     struct stat *st);
+/* Stat `rel` and wait for the answer (nfs_dir_stat_wait: from a FUSE
+ * thread it is posted to the loop; on the loop thread the loop runs
+ * meanwhile, so never from an nfs_dir callback).  For callers that need
+ * the answer at once (jobs, access checks, node_resolve). */
+int nfs_export_stat_wait(struct nfs_export *e, const char *rel,
+                         struct stat *st);
+
+/* A FUSE request answered on the loop thread from NFS completions.
+ * Embed it first in the request's state (allocated with malloc).  The
+ * request registers an interrupt handler: FUSE_INTERRUPT answers EINTR at
+ * once, and the loop side, which then finds the request claimed, only
+ * frees its state.  Exactly one reply either way.  The nodes the request
+ * concerns stay valid until it is answered: the kernel holds their
+ * inodes (and so its lookups of them) while a request on them is in
+ * flight. */
+struct nfs_call {
+    fuse_req_t req;
+    atomic_bool replied;        /* the one reply is taken */
 };
-int nfs_meta_list(struct nfs_export *e, const char *rel,
-                  struct nfs_meta_dirent **out, size_t *n);
-void nfs_meta_list_free(struct nfs_meta_dirent *v, size_t n);
+/* FUSE thread: register the interrupt and post run(c) to the loop.  If
+ * the request was interrupted already or cannot be posted, it is
+ * answered and `c` freed here. */
+void nfs_call_start(struct nfs_call *c, fuse_req_t req, loop_fn run);
+/* Loop thread: true if this side answers c->req (then exactly once);
+ * false when the interrupt answered it.  Claim before anything that
+ * must match a reply (node_nfs_child counts a lookup). */
+bool nfs_call_claim(struct nfs_call *c);
+/* Loop thread: the request is still waited for (not interrupted). */
+bool nfs_call_live(struct nfs_call *c);
+/* Loop thread: free c. */
+void nfs_call_end(struct nfs_call *c);
+/* Loop thread: answer err (0: success without data) unless interrupted,
+ * then nfs_call_end. */
+void nfs_call_reply_err(struct nfs_call *c, int err);
 
 /* st_blksize of image files: the "preferred I/O size" that cmp, cat, cp and
  * stdio size their buffers by.  Image files are direct I/O (every read(2)
@@ -238,8 +263,9 @@ int node_take_error(struct node *n);
  * other than through the mount's own writes: a job or a copy writes it). */
 void node_cache_drop(struct node *n);
 /* Truncate `n` to `size` once every write accepted so far has completed,
- * then cb(opaque, 0 or -errno).  An NFS file gets that size (the image
- * need not be open).  A fixed-size image (LUN) keeps its size: [size, end)
+ * then cb(opaque, 0 or -errno).  An NFS file gets that size through its
+ * image (image_truncate; opened for writing if needed).  A fixed-size
+ * image (LUN) keeps its size: [size, end)
  * is made to read as zeroes (write_zeroes, may unmap; the image is opened
  * for it if needed); a size beyond the end is -EFBIG.  Read-ahead of `n`
  * is dropped. */
@@ -270,7 +296,13 @@ struct handle {
 #define ATTR_TIMEOUT 1.0
 
 void image_op_getattr(fuse_req_t req, struct node *n);
+/* Attributes of `n`; NFS nodes ask the server and wait for the answer
+ * (nfs_export_stat_wait: never from an nfs_dir callback).  0 or -errno. */
 int node_attr(struct node *n, struct stat *st);
+/* `st` of the NFS node `n` from the server's attributes `a`, with what
+ * the mount adds (write-behind size, full allocation, read-only). */
+void nfs_node_stat(struct node *n, const struct nfs_dir_attr *a,
+                   struct stat *st);
 void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
                       int to_set);
 void image_op_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi);
@@ -291,6 +323,8 @@ void image_op_release(fuse_req_t req, struct node *n,
                       struct fuse_file_info *fi);
 
 void nfsdir_op_lookup(fuse_req_t req, struct node *dir, const char *name);
+/* Lookup of a top-level NFS entry `n` (fixed: no lookup count). */
+void nfsdir_op_lookup_fixed(fuse_req_t req, struct node *n);
 /* A directory listing snapshot, taken at opendir. */
 struct dirlist {
     struct dirlist_entry {
@@ -303,7 +337,12 @@ struct dirlist {
 int dirlist_add(struct dirlist *l, const char *name, mode_t mode,
                 uint64_t ino);
 void dirlist_free(struct dirlist *l);
-int nfsdir_list(struct node *dir, struct dirlist *l);
+/* opendir of an NFS directory: list it on the loop, add the entries to
+ * `l` (which then belongs to this call) and answer with fi->fh = l. */
+void nfsdir_op_opendir(fuse_req_t req, struct node *dir, struct dirlist *l,
+                       struct fuse_file_info *fi);
+/* statfs answered from the export of `n` (or the first export). */
+void nfsdir_op_statfs(fuse_req_t req, struct node *n);
 void nfsdir_op_create(fuse_req_t req, struct node *dir, const char *name,
                       mode_t mode, struct fuse_file_info *fi);
 void nfsdir_op_mkdir(fuse_req_t req, struct node *dir, const char *name,

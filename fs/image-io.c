@@ -823,29 +823,29 @@ static void trunc_finish(struct trunc_ctx *t, int err)
     free(t);
 }
 
-static char *node_relpath(struct node *n)
+static void trunc_nfs_done(void *opaque, int err)
 {
-    pthread_mutex_lock(&fs_global->tree_lock);
-    char *rel = strdup(n->relpath);
-    pthread_mutex_unlock(&fs_global->tree_lock);
-    return rel;
+    struct trunc_ctx *t = opaque;
+    if (!err)
+        atomic_store(&t->node->pending_end, t->size);
+    else
+        syslog(LOG_ERR, "imgfs: truncating %s to %llu bytes failed: %s%s%s",
+               t->node->img->name, (unsigned long long)t->size,
+               strerror(-err), t->node->img->last_error.text[0] ? ": " : "",
+               t->node->img->last_error.text);
+    trunc_finish(t, err);
 }
 
+/* Every accepted write has completed: the file's new size goes through
+ * the image (SETATTR on its handle, with its reconnect behaviour). */
 static void trunc_nfs_drained(void *opaque, int err)
 {
     struct trunc_ctx *t = opaque;
-    struct node *n = t->node;
-    if (!err) {
-        char *rel = node_relpath(n);
-        err = rel ? nfs_meta_truncate(n->exp, rel, t->size) : -ENOMEM;
-        free(rel);
+    if (err) {
+        trunc_finish(t, err);
+        return;
     }
-    if (!err) {
-        if (n->img)
-            n->img->size = t->size;
-        atomic_store(&n->pending_end, t->size);
-    }
-    trunc_finish(t, err);
+    image_truncate(t->node->img, t->size, trunc_nfs_done, t);
 }
 
 static void trunc_zeroed(void *opaque, int err)
@@ -907,6 +907,18 @@ static void trunc_fixed_drained(void *opaque, int err)
     write_submit(op);
 }
 
+static void trunc_nfs_opened(void *opaque, int err)
+{
+    struct trunc_ctx *t = opaque;
+    if (err) {
+        t->cb(t->opaque, err);
+        free(t);
+        return;
+    }
+    t->write_ref = true;
+    node_drain(t->node, trunc_nfs_drained, t);
+}
+
 static void trunc_fixed_opened(void *opaque, int err)
 {
     struct trunc_ctx *t = opaque;
@@ -930,8 +942,9 @@ void node_truncate(struct node *n, uint64_t size, node_open_cb cb,
     *t = (struct trunc_ctx){ .node = n, .size = size, .cb = cb,
                              .opaque = opaque };
     if (n->kind == NODE_NFSFILE) {
-        n->opens++;             /* hold the image (if open) meanwhile */
-        node_drain(n, trunc_nfs_drained, t);
+        /* Through the file's image: open it for writing (or take one
+         * more reference). */
+        node_open(n, true, false, trunc_nfs_opened, t);
         return;
     }
     /* A fixed-size image is written through its image: open it (or take

@@ -1,7 +1,9 @@
 /* image-ops.c — FUSE handlers for image files (top-level images and files
  * inside NFS directories): getattr, setattr, open, read, write, flush,
  * fsync, release.  They run on FUSE worker threads and hand everything
- * that touches an image to the loop thread (image-io.c). */
+ * that touches an image or the NFS server to the loop thread (image-io.c;
+ * NFS attributes through the export's nfs_dir as nfs_calls, which answer
+ * an interrupt with EINTR). */
 #include "fs.h"
 
 #include <errno.h>
@@ -9,29 +11,50 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backends/nfs-dir.h"
+
 int fs_post(loop_fn fn, void *opaque)
 {
     return loop_post(fs_global->loop, fn, opaque);
 }
 
+static bool is_nfs(const struct node *n)
+{
+    return n->kind == NODE_NFSFILE || n->kind == NODE_NFSDIR;
+}
+
+static char *node_rel(struct node *n)
+{
+    pthread_mutex_lock(&fs_global->tree_lock);
+    char *rel = strdup(n->relpath);
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    return rel;
+}
+
 int node_attr(struct node *n, struct stat *st)
 {
-    if (n->kind != NODE_NFSFILE && n->kind != NODE_NFSDIR) {
+    if (!is_nfs(n)) {
         node_static_attr(n, st);
         return 0;
     }
-    char *rel;
-    pthread_mutex_lock(&fs_global->tree_lock);
-    rel = strdup(n->relpath);
-    pthread_mutex_unlock(&fs_global->tree_lock);
+    char *rel = node_rel(n);
     if (!rel)
         return -ENOMEM;
-    int r = nfs_meta_stat(n->exp, rel, st);
+    struct nfs_dir_attr a;
+    int r = nfs_dir_stat_wait(n->exp->dir, fs_global->loop, rel, &a);
     free(rel);
     if (r < 0)
         return r;
-    /* st_ino stays the server's (nfs_meta_ino), not the node number: two
-     * names for one file must look the same to cp (see fs.h). */
+    nfs_node_stat(n, &a, st);
+    return 0;
+}
+
+void nfs_node_stat(struct node *n, const struct nfs_dir_attr *a,
+                   struct stat *st)
+{
+    nfs_export_attr(n->exp, a, st);
+    /* st_ino stays the server's (nfs_export_ino), not the node number:
+     * two names for one file must look the same to cp (see fs.h). */
     if (n->kind == NODE_NFSFILE) {
         /* Writes already answered (write-behind) may not have reached the
          * server yet. */
@@ -51,17 +74,117 @@ int node_attr(struct node *n, struct stat *st)
         if (n->read_only)
             st->st_mode &= ~(mode_t)0222;
     }
-    return 0;
+}
+
+/* ---- getattr, and setattr of times, of NFS nodes on the loop ------------ */
+
+/* A getattr, or a setattr of times (GETATTR, SETATTR, GETATTR). */
+struct attr_call {
+    struct nfs_call c;
+    struct node *node;
+    int to_set;                 /* FUSE_SET_ATTR_* of times; 0: getattr */
+    struct timespec atime, mtime;
+    char *rel;
+};
+
+static void attr_end(struct attr_call *a, int err)
+{
+    free(a->rel);
+    nfs_call_reply_err(&a->c, err);
+}
+
+static void attr_answered(void *opaque, const struct nfs_dir_result *res)
+{
+    struct attr_call *a = opaque;
+    if (res->err) {
+        attr_end(a, res->err);
+        return;
+    }
+    if (nfs_call_claim(&a->c)) {
+        struct stat st;
+        nfs_node_stat(a->node, res->attr, &st);
+        fuse_reply_attr(a->c.req, &st, ATTR_TIMEOUT);
+    }
+    free(a->rel);
+    nfs_call_end(&a->c);
+}
+
+static void times_set(void *opaque, const struct nfs_dir_result *res)
+{
+    struct attr_call *a = opaque;
+    if (res->err) {
+        attr_end(a, res->err);
+        return;
+    }
+    a->to_set = 0;
+    nfs_dir_stat(nfs_export_dir(a->node->exp), a->rel, attr_answered, a);
+}
+
+/* The current times: keep what is not being set. */
+static void times_current(void *opaque, const struct nfs_dir_result *res)
+{
+    struct attr_call *a = opaque;
+    if (res->err) {
+        attr_end(a, res->err);
+        return;
+    }
+    struct timespec ts[2] = { res->attr->atime, res->attr->mtime };
+    if (a->to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW))
+        ts[0] = a->atime;
+    if (a->to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))
+        ts[1] = a->mtime;
+    nfs_dir_utimes(nfs_export_dir(a->node->exp), a->rel, ts, times_set, a);
+}
+
+static void attr_on_loop(void *opaque)
+{
+    struct attr_call *a = opaque;
+    if (!nfs_call_live(&a->c)) {
+        attr_end(a, 0);
+        return;
+    }
+    a->rel = node_rel(a->node);
+    if (!a->rel) {
+        attr_end(a, -ENOMEM);
+        return;
+    }
+    nfs_dir_stat(nfs_export_dir(a->node->exp), a->rel,
+                 a->to_set ? times_current : attr_answered, a);
+}
+
+/* Start a getattr (to_set 0) or a setattr of the times in `attr`. */
+static void attr_start(fuse_req_t req, struct node *n,
+                       const struct stat *attr, int to_set)
+{
+    struct attr_call *a = calloc(1, sizeof *a);
+    if (!a) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    a->node = n;
+    a->to_set = to_set;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        a->atime = now;
+    else if (attr && (to_set & FUSE_SET_ATTR_ATIME))
+        a->atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        a->mtime = now;
+    else if (attr && (to_set & FUSE_SET_ATTR_MTIME))
+        a->mtime = attr->st_mtim;
+    nfs_call_start(&a->c, req, attr_on_loop);
 }
 
 void image_op_getattr(fuse_req_t req, struct node *n)
 {
+    if (is_nfs(n)) {
+        attr_start(req, n, NULL, 0);
+        return;
+    }
     struct stat st;
-    int r = node_attr(n, &st);
-    if (r < 0)
-        fuse_reply_err(req, -r);
-    else
-        fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+    node_static_attr(n, &st);
+    fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 /* ---- setattr ----------------------------------------------------------- */
@@ -72,12 +195,13 @@ struct truncate_ctx {
     uint64_t size;
 };
 
-static void truncate_done(void *opaque, int err)
+static void truncate_answer(struct truncate_ctx *c, int err,
+                            const struct stat *attr)
 {
-    struct truncate_ctx *c = opaque;
     struct stat st;
-    if (!err)
-        err = node_attr(c->node, &st);
+    memset(&st, 0, sizeof st);
+    if (attr)
+        st = *attr;
     if (err) {
         fuse_reply_err(c->req, -err);
     } else if (c->node->kind != NODE_NFSFILE) {
@@ -92,6 +216,35 @@ static void truncate_done(void *opaque, int err)
         fuse_reply_attr(c->req, &st, ATTR_TIMEOUT);
     }
     free(c);
+}
+
+static void truncated_statted(void *opaque, const struct nfs_dir_result *res)
+{
+    struct truncate_ctx *c = opaque;
+    struct stat st;
+    if (!res->err)
+        nfs_node_stat(c->node, res->attr, &st);
+    truncate_answer(c, res->err, res->err ? NULL : &st);
+}
+
+static void truncate_done(void *opaque, int err)
+{
+    struct truncate_ctx *c = opaque;
+    if (err || c->node->kind != NODE_NFSFILE) {
+        struct stat st;
+        node_static_attr(c->node, &st);
+        truncate_answer(c, err, &st);
+        return;
+    }
+    /* The new attributes from the server (asynchronously: this runs in
+     * a completion). */
+    char *rel = node_rel(c->node);
+    if (!rel) {
+        truncate_answer(c, -ENOMEM, NULL);
+        return;
+    }
+    nfs_dir_stat(nfs_export_dir(c->node->exp), rel, truncated_statted, c);
+    free(rel);
 }
 
 static void truncate_on_loop(void *opaque)
@@ -135,35 +288,12 @@ void image_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
             return;
         }
     }
+    int times = to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                          FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW);
     if (n->kind == NODE_NFSFILE &&
         (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
-        struct timespec ts[2];
-        clock_gettime(CLOCK_REALTIME, &ts[0]);
-        ts[1] = ts[0];
-        struct stat cur;
-        int r = node_attr(n, &cur);
-        if (r == 0) {
-            ts[0] = cur.st_atim;
-            ts[1] = cur.st_mtim;
-            if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-                clock_gettime(CLOCK_REALTIME, &ts[0]);
-            else if (to_set & FUSE_SET_ATTR_ATIME)
-                ts[0] = attr->st_atim;
-            if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-                clock_gettime(CLOCK_REALTIME, &ts[1]);
-            else if (to_set & FUSE_SET_ATTR_MTIME)
-                ts[1] = attr->st_mtim;
-            char *rel;
-            pthread_mutex_lock(&fs_global->tree_lock);
-            rel = strdup(n->relpath);
-            pthread_mutex_unlock(&fs_global->tree_lock);
-            r = rel ? nfs_meta_utimes(n->exp, rel, ts) : -ENOMEM;
-            free(rel);
-        }
-        if (r < 0) {
-            fuse_reply_err(req, -r);
-            return;
-        }
+        attr_start(req, n, attr, times);
+        return;
     }
     /* Mode and ownership are not ours to change; report what is. */
     image_op_getattr(req, n);

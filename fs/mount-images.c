@@ -32,7 +32,8 @@ static int add_nfs(const char *name, const char *url, struct errmsg *em)
     bool dir = is_nfs_dir_url(url);
     struct nfs_export *e;
     char *file = NULL;
-    int r = nfs_export_open(url, dir, &e, &file, em);
+    struct stat st;
+    int r = nfs_export_open(url, dir, &e, &file, &st, em);
     if (r < 0) {
         errmsg_prefix(em, "%s", name);
         return -1;
@@ -53,10 +54,8 @@ static int add_nfs(const char *name, const char *url, struct errmsg *em)
     n->exp = e;
     n->relpath = dir ? strdup("") : file;
     n->read_only = fs_global->read_only;
-    struct stat st;
-    r = n->relpath ? nfs_meta_stat(e, n->relpath, &st) : -ENOMEM;
-    if (r < 0) {
-        errmsg_set(em, "%s: %s: %s", name, url, strerror(-r));
+    if (!n->relpath) {
+        errmsg_set(em, "%s: out of memory", name);
         return -1;
     }
     if (dir != S_ISDIR(st.st_mode)) {

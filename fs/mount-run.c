@@ -111,6 +111,8 @@ int fs_mount_run(struct fs_mount *m)
     reply_pool_stop();
     if (!shutdown_done)
         status = 1;
+    /* The exports' NFS connections are attached to the loop. */
+    nfs_exports_close();
     loop_free(fs->loop);
     fs->loop = NULL;
     return status;

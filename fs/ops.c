@@ -112,6 +112,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             fuse_reply_err(req, ENOENT);
             return;
         }
+        if (n->kind == NODE_NFSDIR || n->kind == NODE_NFSFILE) {
+            /* Asked of the server on the loop (nfsdir-ops.c). */
+            nfsdir_op_lookup_fixed(req, n);
+            return;
+        }
         struct fuse_entry_param e = { .ino = n->ino,
                                       .attr_timeout = ATTR_TIMEOUT,
                                       .entry_timeout = ATTR_TIMEOUT };
@@ -204,8 +209,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
             r = control_list(l);
         break;
     case NODE_NFSDIR:
-        if (r == 0)
-            r = nfsdir_list(n, l);
+        if (r == 0) {
+            /* Listed on the loop; answered from there (l goes along). */
+            nfsdir_op_opendir(req, n, l, fi);
+            return;
+        }
         break;
     default:
         r = -ENOTDIR;
@@ -421,26 +429,8 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-    struct node *n = node_get(ino);
-    struct statvfs sv;
-    memset(&sv, 0, sizeof sv);
-    struct nfs_export *e = n && n->exp ? n->exp
-                         : fs_global->nexports ? fs_global->exports[0] : NULL;
-    if (!e || nfs_meta_statvfs(e, &sv) < 0) {
-        /* No NFS: the images' total size, nothing free. */
-        uint64_t total = 0;
-        pthread_mutex_lock(&fs_global->tree_lock);
-        for (size_t i = 0; i < fs_global->nnodes; i++)
-            if (fs_global->nodes[i]->kind == NODE_IMAGE)
-                total += fs_global->nodes[i]->fixed_size;
-        pthread_mutex_unlock(&fs_global->tree_lock);
-        memset(&sv, 0, sizeof sv);
-        sv.f_bsize = sv.f_frsize = 4096;
-        sv.f_blocks = (total + 4095) / 4096;
-        sv.f_files = fs_global->nnodes;
-        sv.f_namemax = 255;
-    }
-    fuse_reply_statfs(req, &sv);
+    /* The export's FSSTAT, on the loop (nfsdir-ops.c). */
+    nfsdir_op_statfs(req, node_get(ino));
 }
 
 const struct fuse_lowlevel_ops imgfs_ops = {

@@ -124,7 +124,7 @@ struct node *node_resolve(const char *path, bool create_ok)
                 cur = NULL;
                 break;
             }
-            int r = nfs_meta_stat(cur->exp, rel, &st);
+            int r = nfs_export_stat_wait(cur->exp, rel, &st);
             free(rel);
             if (r == 0)
                 cur = node_nfs_child(cur, part, S_ISDIR(st.st_mode)
