@@ -1,7 +1,10 @@
 /* Unit tests of copier/rate.h with a fake clock: the average rate a
  * greedy writer gets, the burst bound after idling, a change of rate
  * taking effect, the fair share of a mount-wide limit, and rate values
- * (rate_parse, the job key `rate`). */
+ * (rate_parse, the job key `rate`); and of the engine's hook with fake
+ * images: paced copies in every order are identical, a limit changed
+ * while the job waits for the bucket takes effect, limits out of range
+ * are refused. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,8 +14,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "backends/loop.h"
 #include "copier/jobspec.h"
 #include "copier/rate.h"
+#include "fake-image.h"
+#include "fake-util.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -244,6 +250,112 @@ static void test_job_key(void **state)
     assert_non_null(strstr(err.text, "line 3: rate: 'fast' is not a rate"));
 }
 
+/* ---- the engine's hook, with fake images on a real loop ---------------- */
+
+struct paced {
+    struct copy_job *job;
+    struct loop *loop;
+    bool done;
+    struct copy_progress final;
+    unsigned ticks;
+    uint64_t new_rate;              /* set by the first tick */
+    int64_t timer;
+};
+
+static void paced_done(void *opaque, const struct copy_progress *final)
+{
+    struct paced *p = opaque;
+    p->final = *final;
+    p->done = true;
+}
+
+static void paced_tick(void *opaque)
+{
+    struct paced *p = opaque;
+    p->timer = 0;
+    if (p->done)
+        return;
+    if (p->ticks++ == 0)
+        assert_int_equal(copy_job_set_rate(p->job, p->new_rate), 0);
+    /* A safety net, not a timing assertion: a job whose limit was lifted
+     * that is still running after 2000 ticks (20 s) is stuck. */
+    assert_true(p->ticks < 2000);
+    p->timer = loop_add_timer(p->loop, 10, paced_tick, p);
+}
+
+/* Copy 4 MiB of data (and a hole) at `rate` in `order`; with new_rate
+ * != rate, the first tick (10 ms) changes the limit of the running job.
+ * The target must equal the source. */
+static void paced_copy(enum copy_order order, uint64_t rate,
+                       uint64_t new_rate)
+{
+    struct fake_config sc = { .size = 5 * MiB, .block_size = 512,
+                              .max_delay_rounds = 2, .seed = 3 };
+    struct fake_config dc = { .size = 5 * MiB, .block_size = 512,
+                              .max_delay_rounds = 2, .seed = 4 };
+    struct pair pr;
+    pair_open(&pr, &sc, &dc);
+    fill_pattern(pr.src, 0, 2 * MiB, 0x11);
+    fill_pattern(pr.src, 3 * MiB, 2 * MiB, 0x22);
+    fill_pattern(pr.dst, 0, 5 * MiB, 0x55);
+    struct copy_options o;
+    copy_options_init(&o);
+    o.order = order;
+    o.request_size = 256 * KiB;
+    o.rate = rate;
+    struct errmsg err = { "" };
+    struct paced p = { .loop = pr.loop, .new_rate = new_rate };
+    p.job = copy_job_new(pr.src->img, pr.dst->img, &o, &err);
+    assert_non_null(p.job);
+    copy_job_start(p.job, paced_done, &p);
+    p.timer = loop_add_timer(pr.loop, 10, paced_tick, &p);
+    assert_int_equal(loop_run_until(pr.loop, &p.done), 0);
+    if (p.timer > 0)
+        loop_cancel_timer(pr.loop, p.timer);
+    assert_int_equal(p.final.state, COPY_DONE);
+    assert_same(pr.src, pr.dst, 0, 5 * MiB);
+    copy_job_free(p.job);
+    pair_close(&pr);
+}
+
+static void test_engine_paced(void **state)
+{
+    (void)state;
+    const enum copy_order orders[] = { COPY_ORDER_STRICT,
+                                       COPY_ORDER_PIPELINED, COPY_ORDER_ANY };
+    for (unsigned i = 0; i < 3; i++) {
+        /* 4 MiB of data at 64 MiB/s: paced, and identical. */
+        paced_copy(orders[i], 64 * MiB, 64 * MiB);
+        /* 1 KiB/s would take over an hour: lifting the limit while the
+         * job waits for the bucket lets it finish. */
+        paced_copy(orders[i], RATE_MIN, 0);
+        /* And raising it likewise. */
+        paced_copy(orders[i], RATE_MIN, 1024 * MiB);
+    }
+}
+
+static void test_engine_rate_range(void **state)
+{
+    (void)state;
+    struct fake_config c = { .size = 1 * MiB };
+    struct pair pr;
+    pair_open(&pr, &c, &c);
+    struct copy_options o;
+    copy_options_init(&o);
+    o.rate = 5;
+    struct errmsg err = { "" };
+    assert_null(copy_job_new(pr.src->img, pr.dst->img, &o, &err));
+    assert_non_null(strstr(err.text, "rate 5 bytes/s is out of range"));
+    o.rate = 0;
+    struct copy_job *job = copy_job_new(pr.src->img, pr.dst->img, &o, &err);
+    assert_non_null(job);
+    assert_int_equal(copy_job_set_rate(job, 10), -ERANGE);
+    assert_int_equal(copy_job_set_rate(job, RATE_MAX + 1), -ERANGE);
+    assert_int_equal(copy_job_set_rate(job, 50 * MiB), 0);
+    copy_job_free(job);
+    pair_close(&pr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +367,8 @@ int main(void)
         cmocka_unit_test(test_fair_share),
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_job_key),
+        cmocka_unit_test(test_engine_paced),
+        cmocka_unit_test(test_engine_rate_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
