@@ -26,7 +26,7 @@ _imgfs_mount() {
     if [[ $prev == -o ]]; then
         local prefix=
         [[ $cur == *,* ]] && prefix=${cur%,*},
-        COMPREPLY=($(compgen -P "$prefix" -W 'ro page_cache uid= gid= umask= allow_other allow_root state= nostate resume_jobs' -- "${cur##*,}"))
+        COMPREPLY=($(compgen -P "$prefix" -W 'ro page_cache uid= gid= umask= allow_other allow_root state= nostate resume_jobs rate= memory= max_jobs=' -- "${cur##*,}"))
         compopt -o nospace
         return
     fi
