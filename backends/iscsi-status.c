@@ -26,7 +26,6 @@ struct status_req {
     uint64_t offset;
     uint64_t length;        /* clipped to the LUN */
     int retries;
-    int err;                /* for an answer deferred with an error */
     struct iscsi_cmd cmd;   /* the GET LBA STATUS in flight */
     image_extents_cb cb;
     void *opaque;
@@ -49,21 +48,17 @@ static void answer_error(struct status_req *s, int err)
     cb(opaque, err, NULL, 0);
 }
 
-static void answer_later(void *opaque)
-{
-    struct status_req *s = opaque;
-    if (s->err)
-        answer_error(s, s->err);
-    else
-        answer_data(s);
-}
-
-/* Answer on the next loop iteration (never inside the caller's call). */
+/* Answer on a later loop iteration (never inside the caller's call, even
+ * without memory: image_extents_later cannot fail): `err`, or with err 0
+ * one EXTENT_DATA extent for the whole request.  Frees `s`. */
 static void defer_answer(struct status_req *s, int err)
 {
-    s->err = err;
-    if (loop_defer(s->l->img->loop, answer_later, s) < 0)
-        answer_error(s, -ENOMEM);
+    struct extent e = { s->offset, s->length, EXTENT_DATA };
+    struct image *img = s->l->img;
+    image_extents_cb cb = s->cb;
+    void *opaque = s->opaque;
+    free(s);
+    image_extents_later(img, cb, opaque, err, &e);
 }
 
 /* Turn the descriptors into extents clipped to the request, merging
