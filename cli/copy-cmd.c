@@ -323,7 +323,7 @@ int cmd_copy(int argc, char **argv)
         return 0;
     }
     struct copy_keeper kept;        /* --state FILE (copy-state.h) */
-    if (copy_state_prepare(&kept, &a, &err) < 0) {
+    if (copy_keeper_prepare(&kept, &a, &err) < 0) {
         report("%s", err.text);
         return 2;
     }
@@ -369,7 +369,7 @@ int cmd_copy(int argc, char **argv)
     }
     start_ticks(&rs, &a, &json);
     copy_job_start(job, on_done, &rs);
-    copy_state_start(&kept, loop, job, cs.dst);
+    copy_keeper_start(&kept, loop, job, cs.dst);
     int lr = loop_run_until(loop, &rs.finished);
     stop_ticks(&rs);
     if (lr < 0) {
@@ -387,7 +387,7 @@ int cmd_copy(int argc, char **argv)
 
     const struct copy_progress *p = &rs.final;
     jfinal = rs.final;
-    copy_state_stop(&kept, p);
+    copy_keeper_stop(&kept, p);
     const char *hint = target_is_file(a.spec.target) ? " --overwrite" : "";
     if (p->state == COPY_CANCELLED) {
         report("cancelled at byte %" PRIu64 "; resume with --resume-from %"
@@ -416,7 +416,7 @@ int cmd_copy(int argc, char **argv)
         goto out;
     }
     status = 0;
-    copy_state_done(&kept);
+    copy_keeper_done(&kept);
     if (!a.quiet && a.json_fd != 1)
         print_summary(&a, p);
 

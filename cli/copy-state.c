@@ -15,7 +15,7 @@ static bool target_is_file(const char *target)
            strncmp(target, "null:", 5) != 0;
 }
 
-int copy_state_prepare(struct copy_keeper *s, struct copy_args *a,
+int copy_keeper_prepare(struct copy_keeper *s, struct copy_args *a,
                        struct errmsg *err)
 {
     memset(s, 0, sizeof *s);
@@ -102,7 +102,7 @@ static void arm(struct copy_keeper *s)
     s->timer = t > 0 ? t : 0;
 }
 
-void copy_state_start(struct copy_keeper *s, struct loop *loop,
+void copy_keeper_start(struct copy_keeper *s, struct loop *loop,
                       struct copy_job *job, struct image *dst)
 {
     if (!s->path)
@@ -114,7 +114,7 @@ void copy_state_start(struct copy_keeper *s, struct loop *loop,
     arm(s);
 }
 
-void copy_state_stop(struct copy_keeper *s, const struct copy_progress *final)
+void copy_keeper_stop(struct copy_keeper *s, const struct copy_progress *final)
 {
     if (!s->path || s->stopped)
         return;
@@ -131,7 +131,7 @@ void copy_state_stop(struct copy_keeper *s, const struct copy_progress *final)
          final->error);
 }
 
-void copy_state_done(struct copy_keeper *s)
+void copy_keeper_done(struct copy_keeper *s)
 {
     if (!s->path)
         return;
