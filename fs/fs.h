@@ -103,6 +103,12 @@ struct node {
 
     /* control/ nodes */
     struct job *job;
+
+    /* Lifecycle (tree.c; guarded by tree_lock).  See "Node lifecycle". */
+    bool fixed;                 /* part of the mount: never freed */
+    bool reap_posted;           /* a node_reap is queued on the loop */
+    uint64_t nlookup;           /* entry replies the kernel has not forgotten */
+    unsigned holds;             /* node_hold()s not yet node_put() */
 };
 
 struct imgfs {
@@ -119,8 +125,13 @@ struct imgfs {
     struct timespec mount_time;
 
     pthread_mutex_t tree_lock;
-    struct node **nodes;        /* index = ino - 1 */
+    struct node **nodes;        /* index = ino - 1; a freed node's slot
+                                 * holds a placeholder (unlinked, no parent,
+                                 * no export) until the ino is reused */
     size_t nnodes, cap;
+    size_t nlive;               /* nodes not freed (user.imgfs.nodes) */
+    size_t *free_slots;         /* freed inos, oldest first, from free_head */
+    size_t nfree, free_head, free_cap;
     struct node *root, *control;
 
     struct nfs_export **exports;
@@ -143,19 +154,70 @@ extern struct imgfs *fs_global;
 
 /* ---- tree.c: the node table ------------------------------------------ */
 
-/* Create a node (tree_lock taken inside).  Returns NULL on ENOMEM. */
+/* Node lifecycle.  The root, control/, its job and status files and the
+ * top-level NAME=URL nodes are fixed: never freed while mounted.  Every
+ * other node (an entry inside an NFS directory) is freed once nothing can
+ * reach it any more:
+ *  - the kernel: `nlookup`, one per entry reply that carried its ino
+ *    (lookup, create, mkdir: counted by node_nfs_child), less what FORGET
+ *    and BATCH_FORGET returned (node_forget), as libfuse's passthrough_ll
+ *    keeps it;
+ *  - FUSE threads: `holds`, one per request being handled (ops.c takes it
+ *    before dispatching and drops it after the handler returned, even if
+ *    the handler replied early);
+ *  - its children: a directory with a child in the table stays;
+ *  - the loop thread: an open image, open references (`opens`: handles,
+ *    flushes, truncates, copy_file_range), an open in progress, a deferred
+ *    close, issued or parked I/O, read-ahead, running jobs (job_readers,
+ *    job_writers).
+ * Whenever the first three reach zero, node_reap_later() queues a check on
+ * the loop thread, which frees the node only if the loop side is idle too;
+ * the loop side calls node_reap_later() again when it becomes idle
+ * (node_close, the deferred close).  Only the loop thread frees, so a node
+ * pointer is valid on the loop thread as long as one of the above holds,
+ * and on a FUSE thread for the request that holds it.
+ * Inode numbers: a freed node's ino is reused (oldest freed first), never
+ * while the kernel may know it: the node was freed only after the kernel
+ * had forgotten every entry that carried that ino (FUSE never sends a
+ * request for a nodeid whose lookups it has all forgotten). */
+
+/* Create a node (tree_lock taken inside).  Returns NULL on ENOMEM.  Its
+ * ino is a fresh slot or the oldest freed one. */
 struct node *node_new(enum node_kind kind, struct node *parent,
                       const char *name);
 /* Node for `ino` or NULL. */
 struct node *node_get(fuse_ino_t ino);
+/* Node for `ino` with a hold taken, or NULL; node_put() drops it. */
+struct node *node_hold(fuse_ino_t ino);
+/* Drop a hold (any thread). */
+void node_put(struct node *n);
+/* FORGET: the kernel dropped `nlookup` of the node's lookups (any
+ * thread; unknown inos and fixed nodes are ignored). */
+void node_forget(fuse_ino_t ino, uint64_t nlookup);
+/* If nothing on the FUSE side keeps `n` (no lookups, holds or children)
+ * and it is not fixed, queue a check on the loop thread that frees it
+ * once its loop-side state is idle as well (any thread; tree_lock not
+ * held by the caller). */
+void node_reap_later(struct node *n);
+/* Number of nodes not freed (mount root included). */
+size_t node_count(void);
 /* Child of `parent` named `name` that is not unlinked, or NULL. */
 struct node *node_child(struct node *parent, const char *name);
-/* Find or create the NFS child node `name` of NFS dir `dir` with `kind`. */
+/* Find or create the NFS child node `name` of NFS dir `dir` with `kind`,
+ * and count one kernel lookup on it (under tree_lock, so a concurrent
+ * FORGET cannot free it first): call it only to build an entry reply.  If
+ * no entry reaches the kernel, the count stays (the node is kept: a leak,
+ * never a use after free). */
 struct node *node_nfs_child(struct node *dir, const char *name,
                             enum node_kind kind);
 /* Resolve "NAME" or "NAME/sub/file" from the mount root.  Returns the node
  * or NULL (ENOENT).  With `create_ok`, a missing last component inside an
- * NFS dir yields a new (not yet existing on the server) NFS file node. */
+ * NFS dir yields a new (not yet existing on the server) NFS file node.
+ * Loop thread only.  The nodes on the way are held while the path is
+ * walked; the node returned stays valid until the loop next runs other
+ * callbacks (the current one returns or waits), and longer while the
+ * caller makes it busy (job_readers, job_writers, an open); when it stops
+ * being busy, call node_reap_later(). */
 struct node *node_resolve(const char *path, bool create_ok);
 /* Fill `st` for root/control/image nodes (not NFS ones). */
 void node_static_attr(const struct node *n, struct stat *st);

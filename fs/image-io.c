@@ -120,6 +120,7 @@ static void close_now(void *opaque)
     if (r < 0)
         syslog(LOG_WARNING, "imgfs: closing %s: %s", n->name,
                strerror(-r));
+    node_reap_later(n);         /* idle now: free it if nothing else keeps it */
 }
 
 /* Close the image once nothing uses it.  Never from here directly: this
@@ -287,6 +288,7 @@ void node_close(struct node *n, bool write)
     if (write && n->writers)
         n->writers--;
     close_if_idle(n);
+    node_reap_later(n);         /* freed after this callback if unused */
 }
 
 int node_take_error(struct node *n)

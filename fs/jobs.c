@@ -245,10 +245,14 @@ static void job_fail(struct job *j, int err, const char *msg)
 
 static void release_nodes(struct job *j)
 {
-    if (j->src_node)
+    if (j->src_node) {
         atomic_fetch_sub(&j->src_node->job_readers, 1);
-    if (j->dst_node)
+        node_reap_later(j->src_node);   /* a node only the job used goes */
+    }
+    if (j->dst_node) {
         atomic_fetch_sub(&j->dst_node->job_writers, 1);
+        node_reap_later(j->dst_node);
+    }
     j->src_node = j->dst_node = NULL;
 }
 

@@ -74,9 +74,12 @@ static void tune_bdi(void)
     }
 }
 
+/* The node of `ino` with a hold for this request (fs.h, "Node
+ * lifecycle"): the caller node_put()s it once the handler returned.  On
+ * NULL, ENOENT was answered. */
 static struct node *get(fuse_req_t req, fuse_ino_t ino)
 {
-    struct node *n = node_get(ino);
+    struct node *n = node_hold(ino);
     if (!n)
         fuse_reply_err(req, ENOENT);
     return n;
@@ -107,15 +110,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     switch (dir->kind) {
     case NODE_ROOT: {
+        /* Children of the root are fixed: no lookup count to keep. */
         struct node *n = node_child(dir, name);
         if (!n) {
             fuse_reply_err(req, ENOENT);
-            return;
+            break;
         }
         if (n->kind == NODE_NFSDIR || n->kind == NODE_NFSFILE) {
             /* Asked of the server on the loop (nfsdir-ops.c). */
             nfsdir_op_lookup_fixed(req, n);
-            return;
+            break;
         }
         struct fuse_entry_param e = { .ino = n->ino,
                                       .attr_timeout = ATTR_TIMEOUT,
@@ -125,24 +129,54 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             fuse_reply_err(req, -r);
         else
             fuse_reply_entry(req, &e);
-        return;
+        break;
     }
     case NODE_CONTROL:
         control_op_lookup(req, name);
-        return;
+        break;
     case NODE_NFSDIR:
         nfsdir_op_lookup(req, dir, name);
-        return;
+        break;
     default:
         fuse_reply_err(req, ENOTDIR);
     }
+    node_put(dir);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-    (void)ino;
-    (void)nlookup;
+    node_forget(ino, nlookup);
     fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+                            struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++)
+        node_forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+/* The one extended attribute: "user.imgfs.nodes" on the mount root, the
+ * number of nodes the mount keeps (node_count), in decimal — how tests see
+ * that forgotten entries are freed.  Read-only; no other attributes. */
+#define NODES_XATTR "user.imgfs.nodes"
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                        size_t size)
+{
+    if (ino != FUSE_ROOT_ID || strcmp(name, NODES_XATTR)) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%zu", node_count());
+    if (size == 0)
+        fuse_reply_xattr(req, (size_t)len);
+    else if (size < (size_t)len)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, buf, (size_t)len);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -156,6 +190,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
         control_op_getattr(req, n);
     else
         image_op_getattr(req, n);
+    node_put(n);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
@@ -173,6 +208,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
         fuse_reply_err(req, EISDIR);
     else
         image_op_getattr(req, n);
+    node_put(n);
 }
 
 /* ---- directories ------------------------------------------------------- */
@@ -186,6 +222,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
     struct dirlist *l = calloc(1, sizeof *l);
     if (!l) {
         fuse_reply_err(req, ENOMEM);
+        node_put(n);
         return;
     }
     fuse_ino_t parent = n->parent ? n->parent->ino : n->ino;
@@ -212,12 +249,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
         if (r == 0) {
             /* Listed on the loop; answered from there (l goes along). */
             nfsdir_op_opendir(req, n, l, fi);
+            node_put(n);
             return;
         }
         break;
     default:
         r = -ENOTDIR;
     }
+    node_put(n);
     if (r < 0) {
         dirlist_free(l);
         fuse_reply_err(req, -r);
@@ -269,6 +308,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
         nfsdir_op_mkdir(req, dir, name, mode);
     else
         fuse_reply_err(req, EPERM);
+    node_put(dir);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -282,6 +322,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         nfsdir_op_unlink(req, dir, name, false);
     else
         fuse_reply_err(req, EPERM);
+    node_put(dir);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -293,6 +334,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         nfsdir_op_unlink(req, dir, name, true);
     else
         fuse_reply_err(req, EPERM);
+    node_put(dir);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -303,16 +345,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (!dir)
         return;
     struct node *nd = get(req, newparent);
-    if (!nd)
-        return;
-    if (flags) {
-        fuse_reply_err(req, EINVAL);
+    if (!nd) {
+        node_put(dir);
         return;
     }
-    if (dir->kind == NODE_NFSDIR)
+    if (flags)
+        fuse_reply_err(req, EINVAL);
+    else if (dir->kind == NODE_NFSDIR)
         nfsdir_op_rename(req, dir, name, nd, newname);
     else
         fuse_reply_err(req, EPERM);
+    node_put(nd);
+    node_put(dir);
 }
 
 /* ---- files ------------------------------------------------------------- */
@@ -329,6 +373,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
         nfsdir_op_create(req, dir, name, mode, fi);
     else
         fuse_reply_err(req, EPERM);
+    node_put(dir);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -342,6 +387,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         control_op_open(req, n, fi);
     else
         fuse_reply_err(req, EISDIR);
+    node_put(n);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -354,6 +400,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         control_op_read(req, n, size, off, fi);
     else
         image_op_read(req, n, size, off);
+    node_put(n);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -366,6 +413,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
         control_op_write(req, n, buf, size, off, fi);
     else
         image_op_write(req, n, buf, size, off);
+    node_put(n);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino,
@@ -378,6 +426,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino,
         control_op_flush(req, n, fi);
     else
         image_op_flush(req, n, false);
+    node_put(n);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -392,6 +441,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
         fuse_reply_err(req, 0);
     else
         image_op_flush(req, n, true);
+    node_put(n);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -404,6 +454,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
         control_op_release(req, n, fi);
     else
         image_op_release(req, n, fi);
+    node_put(n);
 }
 
 static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
@@ -418,25 +469,33 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
     if (!in)
         return;
     struct node *out = get(req, ino_out);
-    if (!out)
-        return;
-    if (flags || !is_image(in) || !is_image(out)) {
-        fuse_reply_err(req, EOPNOTSUPP);
+    if (!out) {
+        node_put(in);
         return;
     }
-    copy_range_op(req, in, off_in, out, off_out, len);
+    if (flags || !is_image(in) || !is_image(out))
+        fuse_reply_err(req, EOPNOTSUPP);
+    else
+        copy_range_op(req, in, off_in, out, off_out, len);
+    node_put(out);
+    node_put(in);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+    struct node *n = node_hold(ino);
     /* The export's FSSTAT, on the loop (nfsdir-ops.c). */
-    nfsdir_op_statfs(req, node_get(ino));
+    nfsdir_op_statfs(req, n);
+    if (n)
+        node_put(n);
 }
 
 const struct fuse_lowlevel_ops imgfs_ops = {
     .init = op_init,
     .lookup = op_lookup,
     .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getxattr = op_getxattr,
     .getattr = op_getattr,
     .setattr = op_setattr,
     .mkdir = op_mkdir,

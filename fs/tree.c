@@ -1,8 +1,8 @@
-/* tree.c — the inode table: root, control/, images, NFS entries.
- *
- * Nodes are never freed while mounted (an unlinked NFS entry keeps its
- * node, marked `unlinked`, so late requests on it find a valid struct);
- * the number of nodes is bounded by the names ever seen. */
+/* tree.c — the inode table: root, control/, images, NFS entries, and
+ * their lifecycle (lookup counts, holds, freeing on the loop thread: see
+ * "Node lifecycle" in fs.h).  An unlinked NFS entry keeps its node, marked
+ * `unlinked`, until the kernel forgot it, so late requests on it find a
+ * valid struct. */
 #include "fs.h"
 
 #include <errno.h>
@@ -13,6 +13,25 @@
 #include "../backends/vec.h"
 
 struct imgfs *fs_global;
+
+/* What a freed node's slot holds until its ino is reused: code that walks
+ * the table sees an unlinked node of no directory and no export. */
+static struct node freed_slot = {
+    .kind = NODE_NFSFILE,
+    .name = (char *)"",
+    .unlinked = true,
+    .fixed = true,
+};
+
+/* Whether `parent` makes its children freeable: entries inside NFS
+ * directories are; everything else is a fixed part of the mount. */
+static bool freeable_under(const struct node *parent)
+{
+    return parent && parent->kind == NODE_NFSDIR;
+}
+
+static int insert_locked(struct node *n);
+static void node_free(struct node *n);
 
 struct node *node_new(enum node_kind kind, struct node *parent,
                       const char *name)
@@ -27,30 +46,193 @@ struct node *node_new(enum node_kind kind, struct node *parent,
         free(n);
         return NULL;
     }
+    n->fixed = !freeable_under(parent);
     pthread_mutex_lock(&fs_global->tree_lock);
-    struct node **v = vec_room(fs_global->nodes, fs_global->nnodes,
-                               &fs_global->cap, sizeof *v, 64);
-    if (!v) {
-        pthread_mutex_unlock(&fs_global->tree_lock);
+    int r = insert_locked(n);
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    if (r < 0) {
         free(n->name);
         free(n);
         return NULL;
     }
+    return n;
+}
+
+/* Put `n` in the table (tree_lock held): the oldest freed slot or a new
+ * one.  0 or -ENOMEM. */
+static int insert_locked(struct node *n)
+{
+    if (fs_global->free_head < fs_global->nfree) {
+        size_t slot = fs_global->free_slots[fs_global->free_head++];
+        if (fs_global->free_head == fs_global->nfree)
+            fs_global->free_head = fs_global->nfree = 0;
+        fs_global->nodes[slot] = n;
+        n->ino = slot + 1;
+        fs_global->nlive++;
+        return 0;
+    }
+    struct node **v = vec_room(fs_global->nodes, fs_global->nnodes,
+                               &fs_global->cap, sizeof *v, 64);
+    if (!v)
+        return -ENOMEM;
     fs_global->nodes = v;
     fs_global->nodes[fs_global->nnodes++] = n;
     n->ino = fs_global->nnodes;
-    pthread_mutex_unlock(&fs_global->tree_lock);
-    return n;
+    fs_global->nlive++;
+    return 0;
 }
 
 struct node *node_get(fuse_ino_t ino)
 {
     struct node *n = NULL;
     pthread_mutex_lock(&fs_global->tree_lock);
-    if (ino >= 1 && ino <= fs_global->nnodes)
+    if (ino >= 1 && ino <= fs_global->nnodes &&
+        fs_global->nodes[ino - 1] != &freed_slot)
         n = fs_global->nodes[ino - 1];
     pthread_mutex_unlock(&fs_global->tree_lock);
     return n;
+}
+
+struct node *node_hold(fuse_ino_t ino)
+{
+    struct node *n = NULL;
+    pthread_mutex_lock(&fs_global->tree_lock);
+    if (ino >= 1 && ino <= fs_global->nnodes &&
+        fs_global->nodes[ino - 1] != &freed_slot) {
+        n = fs_global->nodes[ino - 1];
+        n->holds++;
+    }
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    return n;
+}
+
+size_t node_count(void)
+{
+    pthread_mutex_lock(&fs_global->tree_lock);
+    size_t n = fs_global->nlive;
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    return n;
+}
+
+/* True if some node in the table has `n` as its parent (tree_lock). */
+static bool has_children_locked(const struct node *n)
+{
+    for (size_t i = 0; i < fs_global->nnodes; i++)
+        if (fs_global->nodes[i]->parent == n)
+            return true;
+    return false;
+}
+
+/* Nothing on the FUSE side keeps `n` (tree_lock held). */
+static bool unreferenced_locked(const struct node *n)
+{
+    return !n->fixed && !n->nlookup && !n->holds && !has_children_locked(n);
+}
+
+/* Loop thread: nothing of the loop side uses `n` (image-io.c, jobs.c). */
+static bool loop_idle(const struct node *n)
+{
+    return !n->img && !n->opens && !n->writers && !n->opening &&
+           !n->close_pending && !n->open_waiters && !n->inflight &&
+           !n->parked_head && !n->reads_inflight && !n->ra &&
+           !atomic_load(&n->job_readers) && !atomic_load(&n->job_writers);
+}
+
+/* Take `n` out of the table (tree_lock held); the caller frees it. */
+static void unlink_slot_locked(struct node *n)
+{
+    struct imgfs *fs = fs_global;
+    size_t slot = n->ino - 1;
+    if (fs->free_head >= 64 && fs->free_head * 2 >= fs->nfree) {
+        fs->nfree -= fs->free_head;     /* drop what was reused */
+        memmove(fs->free_slots, fs->free_slots + fs->free_head,
+                fs->nfree * sizeof *fs->free_slots);
+        fs->free_head = 0;
+    }
+    size_t *v = vec_room(fs_global->free_slots, fs_global->nfree,
+                         &fs_global->free_cap, sizeof *v, 64);
+    fs_global->nodes[slot] = &freed_slot;
+    fs_global->nlive--;
+    if (!v)
+        return;             /* the slot stays a placeholder for good */
+    fs_global->free_slots = v;
+    fs_global->free_slots[fs_global->nfree++] = slot;
+}
+
+static void node_free(struct node *n)
+{
+    free(n->name);
+    free(n->relpath);
+    free(n->url);
+    free(n);
+}
+
+/* Loop thread: free `n` if nothing keeps it, then its parent likewise. */
+static void node_reap(void *opaque)
+{
+    struct node *n = opaque;
+    pthread_mutex_lock(&fs_global->tree_lock);
+    n->reap_posted = false;
+    while (n && !n->reap_posted && unreferenced_locked(n) && loop_idle(n)) {
+        struct node *parent = n->parent;
+        unlink_slot_locked(n);
+        node_free(n);
+        n = parent;
+    }
+    pthread_mutex_unlock(&fs_global->tree_lock);
+}
+
+/* Decide under tree_lock whether to queue a reap of `n`; the node cannot
+ * be freed between this and post_reap(): only a queued reap frees it. */
+static bool reap_wanted_locked(struct node *n)
+{
+    if (n->reap_posted || !unreferenced_locked(n))
+        return false;
+    n->reap_posted = true;
+    return true;
+}
+
+static void post_reap(struct node *n)
+{
+    if (loop_post(fs_global->loop, node_reap, n) < 0) {
+        pthread_mutex_lock(&fs_global->tree_lock);
+        n->reap_posted = false;     /* stays until the next chance */
+        pthread_mutex_unlock(&fs_global->tree_lock);
+    }
+}
+
+void node_reap_later(struct node *n)
+{
+    pthread_mutex_lock(&fs_global->tree_lock);
+    bool post = reap_wanted_locked(n);
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    if (post)
+        post_reap(n);
+}
+
+void node_put(struct node *n)
+{
+    pthread_mutex_lock(&fs_global->tree_lock);
+    bool post = n->holds && --n->holds == 0 && reap_wanted_locked(n);
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    if (post)
+        post_reap(n);
+}
+
+void node_forget(fuse_ino_t ino, uint64_t nlookup)
+{
+    struct node *n = NULL;
+    pthread_mutex_lock(&fs_global->tree_lock);
+    if (ino >= 1 && ino <= fs_global->nnodes)
+        n = fs_global->nodes[ino - 1];
+    bool post = false;
+    if (n && !n->fixed) {       /* the placeholder of freed slots is fixed */
+        n->nlookup = nlookup < n->nlookup ? n->nlookup - nlookup : 0;
+        post = reap_wanted_locked(n);
+    }
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    if (post)
+        post_reap(n);
 }
 
 static struct node *child_locked(struct node *parent, const char *name)
@@ -71,32 +253,50 @@ struct node *node_child(struct node *parent, const char *name)
     return n;
 }
 
+/* Find or create the child; with `lookup`, count a kernel lookup on it,
+ * else take a hold (node_put), under the same tree_lock that found or
+ * inserted it. */
+static struct node *nfs_child(struct node *dir, const char *name,
+                              enum node_kind kind, bool lookup)
+{
+    /* Made before the lock, filled before it is in the table: nobody sees
+     * it half made; dropped if the child is there already. */
+    struct node *fresh = calloc(1, sizeof *fresh);
+    if (!fresh || !(fresh->name = strdup(name))) {
+        free(fresh);
+        return NULL;
+    }
+    fresh->kind = kind;
+    fresh->parent = dir;
+    fresh->exp = dir->exp;
+    fresh->read_only = dir->read_only;
+    fresh->fixed = !freeable_under(dir);
+    pthread_mutex_lock(&fs_global->tree_lock);
+    struct node *n = child_locked(dir, name);
+    if (n && n->kind != kind) {
+        n->unlinked = true;     /* type changed on the server */
+        n = NULL;
+    }
+    if (!n) {
+        if (asprintf(&fresh->relpath, "%s/%s", dir->relpath, name) < 0)
+            fresh->relpath = NULL;
+        else if (insert_locked(fresh) == 0)
+            n = fresh, fresh = NULL;
+    }
+    if (n && lookup)
+        n->nlookup++;
+    else if (n)
+        n->holds++;
+    pthread_mutex_unlock(&fs_global->tree_lock);
+    if (fresh)
+        node_free(fresh);
+    return n;
+}
+
 struct node *node_nfs_child(struct node *dir, const char *name,
                             enum node_kind kind)
 {
-    pthread_mutex_lock(&fs_global->tree_lock);
-    struct node *n = child_locked(dir, name);
-    if (n && n->kind != kind)
-        n->unlinked = true;     /* type changed on the server */
-    else if (n) {
-        pthread_mutex_unlock(&fs_global->tree_lock);
-        return n;
-    }
-    char *rel;
-    if (asprintf(&rel, "%s/%s", dir->relpath, name) < 0) {
-        pthread_mutex_unlock(&fs_global->tree_lock);
-        return NULL;
-    }
-    pthread_mutex_unlock(&fs_global->tree_lock);
-    n = node_new(kind, dir, name);
-    if (!n) {
-        free(rel);
-        return NULL;
-    }
-    n->exp = dir->exp;
-    n->relpath = rel;
-    n->read_only = dir->read_only;
-    return n;
+    return nfs_child(dir, name, kind, true);
 }
 
 struct node *node_resolve(const char *path, bool create_ok)
@@ -105,6 +305,8 @@ struct node *node_resolve(const char *path, bool create_ok)
     if (!copy)
         return NULL;
     struct node *cur = fs_global->root;
+    struct node *held = NULL;   /* the NFS node `cur`, held while the next
+                                 * component is looked up */
     char *save = NULL;
     char *part = strtok_r(copy, "/", &save);
     while (cur && part) {
@@ -127,18 +329,25 @@ struct node *node_resolve(const char *path, bool create_ok)
             int r = nfs_export_stat_wait(cur->exp, rel, &st);
             free(rel);
             if (r == 0)
-                cur = node_nfs_child(cur, part, S_ISDIR(st.st_mode)
-                                     ? NODE_NFSDIR : NODE_NFSFILE);
+                cur = nfs_child(cur, part, S_ISDIR(st.st_mode)
+                                ? NODE_NFSDIR : NODE_NFSFILE, false);
             else if (r == -ENOENT && create_ok && !next)
-                cur = node_nfs_child(cur, part, NODE_NFSFILE);
+                cur = nfs_child(cur, part, NODE_NFSFILE, false);
             else
                 cur = NULL;
+            if (held)
+                node_put(held); /* cur (a child) keeps it now */
+            held = cur;
         } else {
             cur = NULL;
         }
         part = next;
     }
     free(copy);
+    /* A node made here that the caller does not keep busy goes again (the
+     * check runs on the loop after the current callback). */
+    if (held)
+        node_put(held);
     return cur;
 }
 
