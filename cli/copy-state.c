@@ -16,7 +16,7 @@ static bool target_is_file(const char *target)
 }
 
 int copy_keeper_prepare(struct copy_keeper *s, struct copy_args *a,
-                       struct errmsg *err)
+                        struct errmsg *err)
 {
     memset(s, 0, sizeof *s);
     s->path = a->state_path;
@@ -103,7 +103,7 @@ static void arm(struct copy_keeper *s)
 }
 
 void copy_keeper_start(struct copy_keeper *s, struct loop *loop,
-                      struct copy_job *job, struct image *dst)
+                       struct copy_job *job, struct image *dst)
 {
     if (!s->path)
         return;

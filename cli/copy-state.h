@@ -45,10 +45,10 @@ struct copy_keeper {
  * with exit status 2 and touches nothing).  May change a->spec.copy.
  * start_offset and a->spec.overwrite. */
 int copy_keeper_prepare(struct copy_keeper *s, struct copy_args *a,
-                       struct errmsg *err);
+                        struct errmsg *err);
 /* Start keeping state for `job` (started) writing `dst`. */
 void copy_keeper_start(struct copy_keeper *s, struct loop *loop,
-                      struct copy_job *job, struct image *dst);
+                       struct copy_job *job, struct image *dst);
 /* The job ended with `final` (dst still open). */
 void copy_keeper_stop(struct copy_keeper *s, const struct copy_progress *final);
 /* The copy succeeded: remove the state file. */

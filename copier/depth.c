@@ -93,10 +93,10 @@ static void steady_step(struct depth_ctl *c, double rate)
     }
     uint64_t base = c->side[DEPTH_READ].base_ns + c->side[DEPTH_WRITE].base_ns;
     double bdp = c->rate_max * (double)base;
-    double t = bdp * 1.25 + DEPTH_PROBE + 0.999;
+    double t = bdp * DEPTH_GAIN + DEPTH_PROBE + 0.999;
     unsigned target = t > c->ceiling ? c->ceiling : (unsigned)t;
     if (target > c->depth) {
-        /* No queue: bdp ≈ depth, so this grows by about a quarter. */
+        /* No queue: bdp ≈ depth, so this grows by about the gain. */
         set_depth(c, target);
     } else if (target < c->depth) {
         unsigned step = c->depth / 4 ? c->depth / 4 : 1;

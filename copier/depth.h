@@ -13,12 +13,14 @@
  *           intervals (a request's time on a server with no queue),
  *   bdp   = rate × (base_read + base_write): the slots the two servers can
  *           keep busy (Little's law), queueing excluded,
- * and moves the depth toward  target = 5/4 × bdp + DEPTH_PROBE:
+ * and moves the depth toward  target = DEPTH_GAIN × bdp + DEPTH_PROBE (the
+ * gain, as BBR's window gain, covers what the minimum latency leaves out:
+ * jitter, a request's wait for its turn to write, worker-thread time):
  *   - startup: the depth doubles every interval while the rate still grows
  *     by a quarter; it ends after DEPTH_STARTUP_FLAT intervals without
  *     such growth (or at the ceiling);
  *   - then: to the target when below it (with no queue bdp ≈ depth, so
- *     the depth grows by about a quarter + DEPTH_PROBE per interval while
+ *     the depth grows by the gain + DEPTH_PROBE per interval while
  *     the rate follows, and stops where it no longer does), and toward the
  *     target, at most a quarter per interval, when above it (the latency
  *     rose without the rate following).
@@ -44,6 +46,7 @@
 #define DEPTH_BASE_WINDOW   32u     /* intervals the latency minimum covers */
 #define DEPTH_STARTUP_FLAT  3u
 #define DEPTH_PROBE         2u
+#define DEPTH_GAIN          2.0
 #define DEPTH_MIN_INTERVAL_NS 2000000ull    /* 2 ms */
 #define DEPTH_START         4u
 #define DEPTH_PROBE_AFTER   16u

@@ -176,7 +176,7 @@ void copy_job_pump(struct copy_job *job);
 /* Record the first error ("OP on IMAGE at offset N: strerror[: detail]";
  * offset < 0 omits "at offset") and start draining. */
 void copy_job_fail(struct copy_job *job, const char *op, struct image *img,
-              int64_t offset, int err);
+                   int64_t offset, int err);
 /* Same with a ready-made message. */
 void copy_job_fail_msg(struct copy_job *job, int err, const char *msg);
 /* Copy into `out` (at most `max`) the contiguous prefix of a block-status
@@ -184,7 +184,7 @@ void copy_job_fail_msg(struct copy_job *job, int err, const char *msg);
  * 0 fails the job ("OP on IMAGE at offset N: backend returned no usable
  * extent"). */
 size_t copy_job_keep_extents(struct copy_job *job, const char *op,
-                        struct image *img, uint64_t asked,
+                             struct image *img, uint64_t asked,
                         const struct extent *ext, size_t n,
                         struct extent *out, size_t max);
 /* Update the thread-visible progress (under the lock). */

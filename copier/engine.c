@@ -380,7 +380,7 @@ void copy_job_fail_msg(struct copy_job *job, int err, const char *msg)
 }
 
 void copy_job_fail(struct copy_job *job, const char *op, struct image *img,
-              int64_t offset, int err)
+                   int64_t offset, int err)
 {
     struct errmsg msg;
     if (offset >= 0)
@@ -402,7 +402,7 @@ void copy_job_fail(struct copy_job *job, const char *op, struct image *img,
 }
 
 size_t copy_job_keep_extents(struct copy_job *job, const char *op,
-                        struct image *img, uint64_t asked,
+                             struct image *img, uint64_t asked,
                         const struct extent *ext, size_t n,
                         struct extent *out, size_t max)
 {

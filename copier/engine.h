@@ -138,7 +138,9 @@ const char *copy_order_name(enum copy_order o);
  * ("target too small: N bytes, source needs M"), options in range and
  * request_size a multiple of both block sizes, start_offset <= src->size
  * and block aligned, skip_backing only without verify and target_is_zero
- * and on byte-addressable images.  Allocates the request pool.  Returns NULL with `err`
+ * and on byte-addressable images, memory >= request_size when adaptive.
+ * Allocates the request pool (adaptive: the slots only; buffers come when
+ * a request needs one).  Returns NULL with `err`
  * filled and errno set (ENOSPC: target too small, EROFS, ENOMEM, else
  * EINVAL) on failure.  The job does not own the images. */
 struct copy_job *copy_job_new(struct image *src, struct image *dst,

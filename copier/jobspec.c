@@ -314,7 +314,7 @@ static int parse_line(char *line, unsigned lineno, bool seen[NKEYS],
 }
 
 int copy_spec_parse(const char *text, size_t len, struct copy_spec *spec,
-                   struct errmsg *err)
+                    struct errmsg *err)
 {
     copy_spec_init(spec);
     bool seen[NKEYS] = { false };
@@ -377,7 +377,7 @@ int copy_spec_allow_backing(struct copy_spec *spec, const char *prefix)
 #define SETTING(style, key) ((style) == JOB_SPEC_CLI ? "--" key : key)
 
 int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
-                   struct errmsg *err)
+                    struct errmsg *err)
 {
     bool cli = style == JOB_SPEC_CLI;
     if (spec->copy.adaptive && spec->copy.memory < spec->copy.request_size) {

@@ -77,7 +77,7 @@ void copy_spec_init(struct copy_spec *spec);
  * "line 4: unknown key 'ordr'", "line 6: request-size: '3X' is not a
  * size", "missing 'target'". */
 int copy_spec_parse(const char *text, size_t len, struct copy_spec *spec,
-                   struct errmsg *err);
+                    struct errmsg *err);
 
 /* Check the combinations of settings that no single key can: qcow2-only
  * settings (compress, cluster-size, backing = keep) without a qcow2
@@ -85,7 +85,7 @@ int copy_spec_parse(const char *text, size_t len, struct copy_spec *spec,
  * request-size.  Sets copy.skip_backing from keep_backing.  Returns 0 or
  * -EINVAL with `err` naming the settings in `style`. */
 int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
-                   struct errmsg *err);
+                    struct errmsg *err);
 
 /* Add an allow-backing prefix.  Returns 0, or -EINVAL when the list is
  * full, the prefix is empty or too long, or it holds control characters. */

@@ -86,7 +86,7 @@ static void block_status_done(void *opaque, int err, const struct extent *ext,
         return;
     }
     p->count = copy_job_keep_extents(job, "block status", job->src, asked, ext,
-                                n, p->cache, PLANNER_CACHE_EXTENTS);
+                                     n, p->cache, PLANNER_CACHE_EXTENTS);
     copy_job_pump(job);
 }
 

@@ -89,7 +89,7 @@ static void status_done(void *opaque, int err, const struct extent *ext,
     /* The prefix is clipped to the source's end (the target may be
      * larger). */
     s->count = copy_job_keep_extents(job, "verify: block status", s->img, asked,
-                                ext, n, s->cache, VERIFY_CACHE_EXTENTS);
+                                     ext, n, s->cache, VERIFY_CACHE_EXTENTS);
     if (s->count) {
         const struct extent *last = &s->cache[s->count - 1];
         s->end = last->offset + last->length;
@@ -223,7 +223,7 @@ static void verify_read_done(void *opaque, int err)
     if (err) {
         r->failed = true;
         copy_job_fail(job, "read", is_src ? job->src : job->dst,
-                 (int64_t)op->offset, err);
+                      (int64_t)op->offset, err);
     }
     if (r->ops_pending == 0 && other->ops_pending == 0)
         compare_pair(job, is_src ? r : other, is_src ? other : r);

@@ -143,7 +143,9 @@ restart_during() {
     fw_tf=$t0
     "$TEST_SERVERS" "$verb" 2 2> "$SCRATCH/restart.log" &
     restart_pid=$!
-    for _ in $(seq 600); do grep -q "$stopped" "$SCRATCH/restart.log" && break; fw_poll; sleep 0.05; done
+    # (test-servers may first wait for its own lock: an add-lun of a large
+    # thick LUN holds it while it writes the backing file)
+    for _ in $(seq 2400); do grep -q "$stopped" "$SCRATCH/restart.log" && break; fw_poll; sleep 0.05; done
     grep -q "$stopped" "$SCRATCH/restart.log" || fail "$case: $verb: no '$stopped': $(cat "$SCRATCH/restart.log")"
     ctl pass
     while kill -0 "$pid" 2>/dev/null; do fw_poll; sleep 0.05; done
