@@ -334,6 +334,20 @@ void node_cache_drop(struct node *n);
 void node_truncate(struct node *n, uint64_t size, node_open_cb cb,
                    void *opaque);
 
+/* How image-io.c answers FUSE requests: fuse_reply_err, fuse_reply_write,
+ * fuse_reply_buf, fuse_reply_iov and reply_buf_async (which frees `buf`)
+ * unless replaced.  The seam lets unit tests run image-io.c on fake images
+ * and fake requests without a FUSE session; the mount never changes it. */
+struct io_replies {
+    int (*err)(fuse_req_t req, int err);
+    int (*write)(fuse_req_t req, size_t count);
+    int (*buf)(fuse_req_t req, const char *buf, size_t size);
+    int (*iov)(fuse_req_t req, const struct iovec *iov, int count);
+    void (*buf_async)(fuse_req_t req, void *buf, const char *data,
+                      size_t len);
+};
+extern const struct io_replies *io_replies;
+
 /* Any thread: answer a read from read-ahead chunks that are already
  * there; false if it cannot (then post io_read to the loop). */
 bool io_read_fast(fuse_req_t req, struct node *n, size_t size, off_t off);

@@ -39,6 +39,15 @@
 #define RA_CHUNK (1024u * 1024)
 #define RA_MAX_CHUNKS 16u
 
+static const struct io_replies fuse_replies = {
+    .err = fuse_reply_err,
+    .write = fuse_reply_write,
+    .buf = fuse_reply_buf,
+    .iov = fuse_reply_iov,
+    .buf_async = reply_buf_async,
+};
+const struct io_replies *io_replies = &fuse_replies;
+
 enum op_kind { OP_READ, OP_WRITE, OP_DRAIN, OP_OPEN };
 
 struct io_op {
@@ -309,11 +318,11 @@ static void read_done(void *opaque, int err)
         return;
     struct node *n = op->node;
     if (op->err) {
-        fuse_reply_err(op->req, -op->err);
+        io_replies->err(op->req, -op->err);
         free(op->buf);
     } else {
         /* The copy into the kernel happens on a pool thread. */
-        reply_buf_async(op->req, op->buf,
+        io_replies->buf_async(op->req, op->buf,
                         (char *)op->buf + (op->uoff - op->aoff), op->usize);
     }
     n->reads_inflight--;
@@ -349,7 +358,7 @@ static void start_read(struct io_op *op)
     struct image *img = op->node->img;
     op->buf = alloc_buf(op->alen);
     if (!op->buf) {
-        fuse_reply_err(op->req, ENOMEM);
+        io_replies->err(op->req, ENOMEM);
         free(op);
         return;
     }
@@ -386,9 +395,9 @@ static void ra_reply(void *opaque, int err, const struct iovec *iov,
 {
     fuse_req_t req = opaque;
     if (err)
-        fuse_reply_err(req, -err);
+        io_replies->err(req, -err);
     else
-        fuse_reply_iov(req, iov, iovcnt);
+        io_replies->iov(req, iov, iovcnt);
 }
 
 /* Whether the loop may read ahead for `n` now.  Not while writes of ours
@@ -443,7 +452,7 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
 {
     struct image *img = n->img;
     if (!img) {
-        fuse_reply_err(req, EBADF);
+        io_replies->err(req, EBADF);
         return;
     }
     uint64_t isize = visible_size(n);
@@ -456,7 +465,7 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
             img->size = isize = (uint64_t)st.st_size;
     }
     if ((uint64_t)off >= isize || size == 0) {
-        fuse_reply_buf(req, NULL, 0);
+        io_replies->buf(req, NULL, 0);
         return;
     }
     if ((uint64_t)off + size > isize)
@@ -468,7 +477,7 @@ void io_read(fuse_req_t req, struct node *n, size_t size, off_t off)
         return;
     struct io_op *op = calloc(1, sizeof *op);
     if (!op) {
-        fuse_reply_err(req, ENOMEM);
+        io_replies->err(req, ENOMEM);
         return;
     }
     uint64_t bs = img->block_size ? img->block_size : 1;
@@ -499,7 +508,7 @@ static void write_finished(struct io_op *op)
     int err = op->err;
     if (op->err) {
         if (op->req)
-            fuse_reply_err(op->req, -op->err);
+            io_replies->err(op->req, -op->err);
         else if (!n->werr && !cb)
             n->werr = op->err;
         syslog(LOG_ERR, "imgfs: write to %s at offset %llu failed: %s%s%s",
@@ -508,7 +517,7 @@ static void write_finished(struct io_op *op)
                img ? img->last_error.text : "");
     } else {
         if (op->req)
-            fuse_reply_write(op->req, op->usize);
+            io_replies->write(op->req, op->usize);
         if (img && op->uoff + op->usize > img->size)
             img->size = op->uoff + op->usize;   /* growable file */
     }
@@ -637,12 +646,12 @@ void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
     struct image *img = n->img;
     if (!img || img->read_only) {
         free(data);
-        fuse_reply_err(req, img ? EBADF : EBADF);
+        io_replies->err(req, img ? EBADF : EBADF);
         return;
     }
     if (n->werr) {
         free(data);
-        fuse_reply_err(req, -n->werr);
+        io_replies->err(req, -n->werr);
         return;
     }
     node_cache_drop(n);
@@ -651,20 +660,20 @@ void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
     if (!growable && uoff + size > img->size) {
         if (uoff >= img->size) {
             free(data);
-            fuse_reply_err(req, ENOSPC);
+            io_replies->err(req, ENOSPC);
             return;
         }
         size = (size_t)(img->size - uoff);  /* short write at the end */
     }
     if (size == 0) {
         free(data);
-        fuse_reply_write(req, 0);
+        io_replies->write(req, 0);
         return;
     }
     struct io_op *op = write_op_new(n, data, size, uoff);
     if (!op) {
         free(data);
-        fuse_reply_err(req, ENOMEM);
+        io_replies->err(req, ENOMEM);
         return;
     }
     op->req = req;
@@ -676,7 +685,7 @@ void io_write(fuse_req_t req, struct node *n, void *data, size_t size,
     /* Write-behind: answer now while the accepted-but-unfinished bytes
      * stay under the limit; a later failure becomes the sticky error. */
     if (n->inflight_bytes + op->alen <= WRITE_BEHIND_BYTES) {
-        fuse_reply_write(op->req, op->usize);
+        io_replies->write(op->req, op->usize);
         op->req = NULL;
     }
     write_submit(op);
@@ -766,7 +775,7 @@ static void flush_image_done(void *opaque, int err)
 {
     struct flush_ctx *c = opaque;
     int werr = node_take_error(c->node);
-    fuse_reply_err(c->req, werr ? -werr : -err);
+    io_replies->err(c->req, werr ? -werr : -err);
     struct node *n = c->node;
     free(c);
     node_close(n, false);
@@ -781,7 +790,7 @@ static void flush_drained(void *opaque, int err)
         return;
     }
     int werr = node_take_error(n);
-    fuse_reply_err(c->req, werr ? -werr : -err);
+    io_replies->err(c->req, werr ? -werr : -err);
     free(c);
     node_close(n, false);
 }
@@ -789,12 +798,12 @@ static void flush_drained(void *opaque, int err)
 void io_flush(fuse_req_t req, struct node *n, bool fsync)
 {
     if (!n->img) {
-        fuse_reply_err(req, 0);
+        io_replies->err(req, 0);
         return;
     }
     struct flush_ctx *c = malloc(sizeof *c);
     if (!c) {
-        fuse_reply_err(req, ENOMEM);
+        io_replies->err(req, ENOMEM);
         return;
     }
     c->req = req;
