@@ -208,7 +208,7 @@ static void range_on_loop(void *opaque)
     node_drain(c->out, drained, c);
 }
 
-void copy_range_op(fuse_req_t req, struct node *in, off_t off_in,
+void fs_copy_range(fuse_req_t req, struct node *in, off_t off_in,
                    struct node *out, off_t off_out, size_t len)
 {
     if (in == out) {

@@ -586,7 +586,7 @@ bool node_busy_for_write(struct node *n);
 struct image *slice_image_new(struct image *base, uint64_t offset,
                               uint64_t length, struct errmsg *err);
 
-void copy_range_op(fuse_req_t req, struct node *in, off_t off_in,
+void fs_copy_range(fuse_req_t req, struct node *in, off_t off_in,
                    struct node *out, off_t off_out, size_t len);
 
 /* ---- reply-pool.c ------------------------------------------------------ */

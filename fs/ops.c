@@ -476,7 +476,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
     if (flags || !is_image(in) || !is_image(out))
         fuse_reply_err(req, EOPNOTSUPP);
     else
-        copy_range_op(req, in, off_in, out, off_out, len);
+        fs_copy_range(req, in, off_in, out, off_out, len);
     node_put(out);
     node_put(in);
 }
