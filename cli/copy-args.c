@@ -31,10 +31,17 @@ void copy_args_usage(FILE *f)
         "                         a multiple of 512)\n"
         "  --target-is-zero       the target already reads as zeroes: skip zeroes\n"
         "  --verify               read both images again and compare after copying\n"
-        "  --create               create TARGET (local or NFS file) with the size\n"
-        "                         of SOURCE\n"
+        "  --create               create TARGET (local or NFS file, mode 0600) with\n"
+        "                         the size of SOURCE; a new file (and every qcow2\n"
+        "                         target) is written as .NAME.imgfs-partial next\n"
+        "                         to it and renamed to TARGET only when the copy\n"
+        "                         is complete; an existing raw file is written\n"
+        "                         in place (to keep the old one until the new\n"
+        "                         one is complete, copy to a new name)\n"
         "  --overwrite            allow replacing an existing non-empty file;\n"
-        "                         with --create it is truncated first\n"
+        "                         with --create a raw one is truncated and\n"
+        "                         written in place, a qcow2 one replaced when\n"
+        "                         the copy is complete\n"
         "  --source-format FMT    auto (default), raw or qcow2\n"
         "  --target-format FMT    raw (default) or qcow2\n"
         "  --cluster-size SIZE    qcow2 target cluster size (default 64K)\n"
@@ -48,7 +55,10 @@ void copy_args_usage(FILE *f)
         "                         name if it resolves to the same file from TARGET,\n"
         "                         else an absolute path or URL)\n"
         "  --resume-from OFFSET   continue a failed or cancelled copy at the byte\n"
-        "                         offset it reported (target opened in place)\n"
+        "                         offset it reported (nothing is truncated; with\n"
+        "                         --create, the partial file of a new raw TARGET\n"
+        "                         is continued; created qcow2 targets restart\n"
+        "                         from 0: rerun without it)\n"
         "  --state FILE           keep the copy's durable watermark in FILE while\n"
         "                         it runs; if FILE names the same SOURCE and\n"
         "                         TARGET, resume there; removed on success\n"
@@ -293,10 +303,14 @@ static int validate(struct copy_args *a, bool sparse_given,
     int r = copy_spec_check(&a->spec, JOB_SPEC_CLI, err);
     if (r < 0)
         return r;
-    if (a->spec.copy.start_offset && a->create) {
-        errmsg_set(err, "--resume-from cannot be combined with --create "
-                   "(the target would be recreated); resume with "
-                   "--overwrite instead");
+    /* --resume-from with --create continues the partial file of a raw
+     * target (copy-open.h); a created qcow2 target is a new file each
+     * time. */
+    if (a->spec.copy.start_offset && a->create &&
+        a->spec.target_format == IMAGE_FORMAT_QCOW2) {
+        errmsg_set(err, "--resume-from cannot be combined with --create and "
+                   "--target-format qcow2: a created qcow2 target restarts "
+                   "from 0 (rerun the command without --resume-from)");
         return -EINVAL;
     }
     if (a->progress && a->quiet) {

@@ -9,6 +9,13 @@
  * on success a summary line on stdout unless -q.  SIGINT/SIGTERM cancel
  * the job cleanly (a self-pipe watched by the loop) and the message names
  * the byte offset to resume from.
+ *
+ * A new target made with --create (or a qcow2 one) is published under
+ * its name only when the copy is complete (copy_session_publish); an
+ * existing raw file is written in place (copy-open.h).  A stopped copy
+ * leaves a raw target's partial file, and the message gives the whole
+ * command that continues it; a qcow2 target restarts from 0 (the same
+ * command again).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -97,7 +104,96 @@ struct run_state {
     unsigned json_ms;
     int64_t json_timer;             /* JSON tick, 0 if none */
     uint64_t rate_limit;
+    /* for the advice on how to continue a stopped copy */
+    int argc;
+    char **argv;
+    const struct copy_publish *publish;
+    bool in_place_file;         /* an existing file written in place */
+    const char *state_path;     /* --state FILE, or NULL */
 };
+
+/* Append `arg` to `buf` (size n) quoted for a POSIX shell when needed. */
+static void append_shell_word(char *buf, size_t n, const char *arg)
+{
+    size_t len = strlen(buf);
+    bool plain = *arg != '\0';
+    for (const char *c = arg; *c; c++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    "0123456789_-./:=@%+,", *c))
+            plain = false;
+    if (plain) {
+        snprintf(buf + len, n - len, " %s", arg);
+        return;
+    }
+    if (len + 2 < n)
+        buf[len++] = ' ';
+    if (len + 1 < n)
+        buf[len++] = '\'';
+    for (const char *c = arg; *c && len + 5 < n; c++) {
+        if (*c == '\'') {
+            memcpy(buf + len, "'\\''", 4);
+            len += 4;
+        } else {
+            buf[len++] = *c;
+        }
+    }
+    if (len + 1 < n)
+        buf[len++] = '\'';
+    buf[len] = '\0';
+}
+
+/* How to continue a copy that stopped with every byte before `w` written.
+ * A raw partial file: the whole command with --resume-from W (with
+ * --create it continues the partial file, copy-open.h); a qcow2 partial
+ * file: the same command again (qcow2 targets restart from 0); in place:
+ * --resume-from W (and --overwrite for files).  With --state FILE the same
+ * command resumes where FILE says (copy-state.h), so no offset is given. */
+static void resume_advice(const struct run_state *rs, uint64_t w, char *buf,
+                          size_t n)
+{
+    const struct copy_publish *pub = rs->publish;
+    bool partial = pub && pub->partial_url;
+    if (partial && pub->restart) {
+        snprintf(buf, n, "%s was not %s; qcow2 targets restart from 0: "
+                 "rerun the same command", pub->final_url,
+                 pub->replace ? "replaced (it holds the old file)"
+                              : "created");
+        return;
+    }
+    int k;
+    if (rs->state_path)
+        k = snprintf(buf, n, "%s%s%sresume with the same command (--state %s "
+                     "holds where it resumes):", partial ? "the partial file "
+                     : "", partial ? pub->partial_url : "",
+                     partial ? " holds the bytes copied; " : "",
+                     rs->state_path);
+    else if (partial)
+        k = snprintf(buf, n, "the partial file %s holds the bytes before %"
+                     PRIu64 "; resume with: imgfs copy --resume-from %"
+                     PRIu64, pub->partial_url, w, w);
+    else {
+        snprintf(buf, n, "resume with --resume-from %" PRIu64 "%s", w,
+                 rs->in_place_file ? " --overwrite" : "");
+        return;
+    }
+    if (k < 0 || (size_t)k >= n)
+        return;
+    if (rs->state_path)
+        snprintf(buf + k, n - (size_t)k, " imgfs copy");
+    bool options_done = false;
+    for (int i = 1; i < rs->argc; i++) {
+        const char *arg = rs->argv[i];
+        if (!options_done && strcmp(arg, "--") == 0)
+            options_done = true;
+        if (!options_done && strcmp(arg, "--resume-from") == 0) {
+            i++;                /* and its value */
+            continue;
+        }
+        if (!options_done && strncmp(arg, "--resume-from=", 14) == 0)
+            continue;
+        append_shell_word(buf, n, arg);
+    }
+}
 
 /* Leave at once, without waiting for in-flight requests: the watermark
  * still names a safe resume point (every write below it completed). */
@@ -107,8 +203,10 @@ static void exit_undrained(struct run_state *rs, const char *why, int signo)
     copy_job_progress(rs->job, &p);
     if (rs->show_progress)
         progress_finish(&rs->bar);
-    report("%s; stopped at byte %" PRIu64 " without draining; resume with "
-           "--resume-from %" PRIu64, why, p.watermark, p.watermark);
+    char advice[1024];
+    resume_advice(rs, p.watermark, advice, sizeof advice);
+    report("%s; stopped at byte %" PRIu64 " without draining; %s", why,
+           p.watermark, advice);
     _exit(128 + signo);
 }
 
@@ -362,7 +460,11 @@ int cmd_copy(int argc, char **argv)
     struct copy_job *job = cs.job;
 
     struct run_state rs = { .job = job, .loop = loop,
-                            .show_progress = a.progress };
+                            .show_progress = a.progress,
+                            .argc = argc, .argv = argv,
+                            .publish = &cs.publish,
+                            .in_place_file = target_is_file(a.spec.target),
+                            .state_path = a.state_path };
     if (install_signals(&rs, &err) < 0) {
         fail(err.text);
         goto out;
@@ -388,10 +490,10 @@ int cmd_copy(int argc, char **argv)
     const struct copy_progress *p = &rs.final;
     jfinal = rs.final;
     copy_keeper_stop(&kept, p);
-    const char *hint = target_is_file(a.spec.target) ? " --overwrite" : "";
+    char advice[1024];
+    resume_advice(&rs, p->watermark, advice, sizeof advice);
     if (p->state == COPY_CANCELLED) {
-        report("cancelled at byte %" PRIu64 "; resume with --resume-from %"
-               PRIu64 "%s", p->watermark, p->watermark, hint);
+        report("cancelled at byte %" PRIu64 "; %s", p->watermark, advice);
         status = 128 + (rs.signo ? rs.signo : SIGINT);
         goto out;
     }
@@ -400,18 +502,17 @@ int cmd_copy(int argc, char **argv)
             report("%s (watermark 0: nothing to resume)",
                    p->error[0] ? p->error : strerror(-p->err));
         else if (p->watermark < p->total)
-            report("%s (bytes before %" PRIu64 " are copied; resume with "
-                   "--resume-from %" PRIu64 "%s)",
+            report("%s (bytes before %" PRIu64 " are copied; %s)",
                    p->error[0] ? p->error : strerror(-p->err),
-                   p->watermark, p->watermark, hint);
+                   p->watermark, advice);
         else
             report("%s", p->error[0] ? p->error : strerror(-p->err));
         goto out;
     }
 
     /* Close now: closing the target may still write (qcow2 metadata) and
-     * its failure fails the copy. */
-    if (copy_session_close(&cs, &err) < 0) {
+     * its failure fails the copy; then a created target gets its name. */
+    if (copy_session_publish(&cs, &err) < 0) {
         fail(err.text);
         goto out;
     }

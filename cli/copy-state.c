@@ -46,6 +46,14 @@ int copy_keeper_prepare(struct copy_keeper *s, struct copy_args *a,
                    a->spec.copy.start_offset, s->path, st.watermark);
         return -EINVAL;
     }
+    if (st.watermark && a->create &&
+        a->spec.target_format == IMAGE_FORMAT_QCOW2) {
+        /* A created qcow2 target is a new file each time (copy-open.h). */
+        fprintf(stderr, "imgfs copy: restarting from 0: %s stopped at %"
+                PRIu64 ", but qcow2 targets restart (%s)\n", a->spec.target,
+                st.watermark, s->path);
+        return 0;
+    }
     a->spec.copy.start_offset = st.watermark;
     s->durable = st.watermark;
     if (st.watermark && !a->create && target_is_file(a->spec.target))

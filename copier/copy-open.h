@@ -21,6 +21,34 @@
  *   6. copy_job_new (target too small, request size vs block sizes, ...).
  * On failure everything opened is closed again and `err` says what and
  * where; on success the caller owns the session.
+ *
+ * Created targets are published only when complete.  When the endpoints
+ * say create and the target is a local or NFS file, step 5 first looks at
+ * NAME (an existing one must not be the source or one of its backing
+ * files), then:
+ *   - NAME does not exist, or the target is qcow2 (always written as a new
+ *     file): the image is written under the hidden name
+ *     ".NAME.imgfs-partial" in the directory of NAME (same file system or
+ *     export, so the rename is atomic), created 0600 like every created
+ *     file, and copy_session_publish() renames it onto NAME once the job
+ *     is done, flushed, verified and closed.  An existing qcow2 NAME needs
+ *     `overwrite` unless it is empty, and is replaced only then, so a
+ *     failed copy never destroys it.  A leftover partial file of an
+ *     earlier run is removed and created again, except on resume
+ *     (spec->copy.start_offset > 0) of a raw target: the partial file must
+ *     exist with exactly the source's size and is continued in place
+ *     (nothing is truncated); without it the open fails ("no partial file
+ *     ... to resume").  qcow2 targets are never resumed (a start offset is
+ *     refused: they restart from 0); an unpublished qcow2 partial file is
+ *     removed when the session is closed, a raw one stays for a resume.
+ *   - NAME is an existing raw file (or not a regular file: a block
+ *     device): it is written in place, keeping its identity (file handle,
+ *     hard links, open descriptors, other mounts of it), as `qemu-img
+ *     convert -n` does: truncated to the source's size when starting,
+ *     left as it is on resume (either needs `overwrite` unless empty).
+ * Without create, the target is opened in place; a raw file NAME that does
+ * not exist but has a partial file is a created target never published:
+ * its partial file (source's size) is continued and published as above.
  */
 #ifndef IMGFS_COPY_OPEN_H
 #define IMGFS_COPY_OPEN_H
@@ -46,11 +74,24 @@ struct copy_endpoints {
     bool overwrite;             /* image_open_opts.overwrite */
 };
 
+/* A target written under a temporary name, to be published (see
+ * above).  All NULL/false: the target is written in place. */
+struct copy_publish {
+    char *partial_url;          /* where the target is open */
+    char *final_url;            /* the name asked for (messages) */
+    char *final_name;           /* its last component: the rename's goal */
+    bool replace;               /* an existing final file may be replaced */
+    bool restart;               /* unpublished, the partial file is of no
+                                 * use (qcow2, or created by a failed
+                                 * copy_open): removed by abandon */
+};
+
 /* An opened copy: both images and the engine job (not started). */
 struct copy_session {
     struct image *src;
     struct image *dst;
     struct copy_job *job;
+    struct copy_publish publish;
 };
 
 /* Open both images of `spec` (resume point: spec->copy.start_offset) on
@@ -62,9 +103,29 @@ int copy_open(struct loop *loop, const struct copy_spec *spec,
               struct errmsg *err);
 
 /* Free the job (not running: never started or finished), close the
- * target, then the source.  Closing the target may still write (qcow2
- * metadata): its failure is returned as -errno with `err` set (err may be
- * NULL); the session is emptied either way. */
+ * target, then the source, without publishing: a raw partial file stays
+ * (resumable), a qcow2 one is removed (copy_publish_abandon).  Closing the
+ * target may still write (qcow2 metadata): its failure is returned as
+ * -errno with `err` set (err may be NULL); the session is emptied either
+ * way. */
 int copy_session_close(struct copy_session *s, struct errmsg *err);
+
+/* The job finished COPY_DONE (flushed, and verified when asked): free it,
+ * close the target (qcow2 metadata written), publish it (rename the
+ * partial file onto its final name; nothing to do for a target written in
+ * place), close the source.  Returns 0, or -errno with `err` set when
+ * closing or renaming failed: the target is then not published (a raw
+ * partial file stays, a qcow2 one is removed).  The session is emptied
+ * either way. */
+int copy_session_publish(struct copy_session *s, struct errmsg *err);
+
+/* Rename p's partial file onto its final name (the image must be closed).
+ * Returns 0 or -errno with `err` set (the partial file stays).  `p` is
+ * emptied either way; nothing to do when p has no partial file. */
+int copy_publish_commit(struct copy_publish *p, struct errmsg *err);
+
+/* Give up publishing: remove the partial file when p->restart, else leave
+ * it for a resume.  `p` is emptied. */
+void copy_publish_abandon(struct copy_publish *p);
 
 #endif

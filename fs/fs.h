@@ -512,6 +512,9 @@ struct job {
     struct copy_job *cj;        /* while RUNNING */
     /* loop thread */
     struct image *src, *dst;
+    /* a created target's partial file, renamed onto the target when the
+     * job is DONE (copier/copy-open.h); NULL: written in place */
+    struct copy_publish *publish;
     struct node *src_node, *dst_node;
     fuse_req_t flush_req;       /* answered when the start is decided */
     fuse_req_t *unlink_reqs;    /* answered when the job stopped */

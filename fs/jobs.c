@@ -256,15 +256,41 @@ static void release_nodes(struct job *j)
     j->src_node = j->dst_node = NULL;
 }
 
+/* Close both images; a created target is then published (renamed from
+ * its partial file, copy-open.h) if the job is DONE: a failed close or
+ * rename fails the job.  A job that did not finish keeps a raw partial
+ * file for a resume (a qcow2 one is removed: it restarts). */
 static void close_images(struct job *j)
 {
     if (j->src)
         image_close(j->src);
+    int r = 0;
     if (j->dst) {
-        int r = image_close(j->dst);
+        r = image_close(j->dst);
         if (r < 0)
             syslog(LOG_ERR, "imgfs: job %s: closing target: %s", j->name,
                    strerror(-r));
+    }
+    if (j->publish) {
+        pthread_mutex_lock(&fs_global->jobs_lock);
+        bool done = j->final_state == JOB_DONE;
+        pthread_mutex_unlock(&fs_global->jobs_lock);
+        struct errmsg pem = { "" };
+        if (done && r < 0)
+            errmsg_set(&pem, "closing the target: %s", strerror(-r));
+        else if (done)
+            r = copy_publish_commit(j->publish, &pem);
+        if (done && r < 0) {
+            syslog(LOG_ERR, "imgfs: job %s: %s", j->name, pem.text);
+            pthread_mutex_lock(&fs_global->jobs_lock);
+            j->final_state = JOB_FAILED;
+            j->err = r;
+            snprintf(j->error, sizeof j->error, "%s", pem.text);
+            pthread_mutex_unlock(&fs_global->jobs_lock);
+        }
+        copy_publish_abandon(j->publish);
+        free(j->publish);
+        j->publish = NULL;
     }
     j->src = j->dst = NULL;
 }
@@ -315,18 +341,41 @@ static void job_cleanup(void *opaque)
     free(reqs);
 }
 
+/* What became of a created target of a job that did not finish
+ * (copy-open.h): "" when it is written in place. */
+static void partial_note(const struct job *j, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    const struct copy_publish *p = j->publish;
+    if (!p || !p->partial_url)
+        return;
+    int k;
+    if (p->restart)
+        k = snprintf(buf, n, "; '%s' was not created: qcow2 targets restart "
+                     "from 0", j->target);
+    else
+        k = snprintf(buf, n, "; '%s' is not published yet: the partial file "
+                     ".%s.imgfs-partial next to it keeps the bytes copied, "
+                     "and resume = yes continues it", j->target,
+                     p->final_name);
+    if (k < 0 || (size_t)k >= n)
+        buf[0] = '\0';             /* too long to say: left out */
+}
+
 /* The end of a kept job that did not finish: its target flushed (or not),
  * save where it can resume. */
 static void end_flushed(void *opaque, int err)
 {
     struct job *j = opaque;
     uint64_t wm = err ? j->durable : j->watermark;
-    char why[600];
+    char why[600], note[400];
+    partial_note(j, note, sizeof note);
     if (j->final_state == JOB_FAILED)
         snprintf(why, sizeof why, "%s", j->error);
     else
-        snprintf(why, sizeof why, "the mount was unmounted while the job "
-                 "ran");
+        if (snprintf(why, sizeof why, "the mount was unmounted while the "
+                     "job ran%s", note) < 0)
+            why[0] = '\0';
     persist_write(j, j->final_state == JOB_FAILED ? "failed" : "interrupted",
                   wm, why);
     if (loop_defer(fs_global->loop, job_cleanup, j) < 0)
@@ -346,7 +395,15 @@ static void job_done(void *opaque, const struct copy_progress *final)
     j->watermark = final->watermark;
     j->end_ns = loop_now_ns();
     j->err = final->err;
-    snprintf(j->error, sizeof j->error, "%s", final->error);
+    if (final->state == COPY_FAILED) {
+        char note[400];
+        partial_note(j, note, sizeof note);
+        if (snprintf(j->error, sizeof j->error, "%s%s", final->error,
+                     note) < 0)
+            j->error[0] = '\0';
+    } else {
+        snprintf(j->error, sizeof j->error, "%s", final->error);
+    }
     /* j->state changes in job_cleanup, once nothing refers to the job any
      * more: from then on a FUSE thread may forget (free) it. */
     j->final_state = final->state == COPY_DONE ? JOB_DONE
@@ -382,9 +439,12 @@ static bool is_file_node(const struct node *n)
     return n && (n->kind == NODE_IMAGE || n->kind == NODE_NFSFILE);
 }
 
-/* What the job may do to its target: create it in an NFS directory,
- * replace it (overwrite = yes), or write it in place (top-level images,
- * resume).  Returns 0 or -errno with `em` set. */
+/* What the job may do to its target: create it in an NFS directory
+ * (copy_open writes a new file or a qcow2 target as a partial file and
+ * publishes it when complete, and writes an existing raw file in place;
+ * copy-open.h), replace it (overwrite = yes), or write it in place
+ * (top-level images).  A resume continues the partial file or the file
+ * written in place.  Returns 0 or -errno with `em` set. */
 static int target_policy(const struct copy_spec *spec, struct node *dst,
                          bool resume, struct copy_endpoints *ep,
                          struct errmsg *em)
@@ -404,14 +464,7 @@ static int target_policy(const struct copy_spec *spec, struct node *dst,
         return -EEXIST;
     }
     ep->overwrite = spec->overwrite || resume;
-    ep->create = !resume && (!exists || old_size == 0 || spec->overwrite);
-    if (spec->keep_backing && !ep->create && !resume) {
-        /* The qcow2 target records the source's backing file, so it must
-         * be created by this job (or be the one a stopped job created). */
-        errmsg_set(em, "backing = keep: target '%s' must be a file the job "
-                   "creates in an NFS directory", spec->target);
-        return -EINVAL;
-    }
+    ep->create = true;
     return 0;
 }
 
@@ -424,7 +477,10 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
                           bool prev_resumable, uint64_t prev_watermark,
                           struct errmsg *em)
 {
-    bool resume = spec->resume && prev_resumable;
+    /* A created qcow2 target restarts from 0 (copy-open.h). */
+    bool resume = spec->resume && prev_resumable &&
+                  (dst->kind == NODE_IMAGE ||
+                   spec->target_format != IMAGE_FORMAT_QCOW2);
     struct copy_endpoints ep = { .source_url = src_url,
                                  .target_url = dst_url,
                                  .source_label = spec->source,
@@ -439,6 +495,16 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
         return r;
     j->src = cs.src;
     j->dst = cs.dst;
+    if (cs.publish.partial_url) {
+        j->publish = malloc(sizeof *j->publish);
+        if (!j->publish) {
+            copy_session_close(&cs, NULL);
+            j->src = j->dst = NULL;
+            errmsg_set(em, "out of memory");
+            return -ENOMEM;
+        }
+        *j->publish = cs.publish;
+    }
     pthread_mutex_lock(&fs_global->jobs_lock);
     j->cj = cs.job;
     j->state = JOB_RUNNING;

@@ -134,7 +134,18 @@ copy_fails 1 "iscsi://" --create "iscsi://" "$S/never.raw"
 copy_fails 2 "unknown option '--fast'" --fast "$SRC" "$T"
 copy_fails 2 "--order: 'random' is not strict, pipelined or any" --order random "$SRC" "$T"
 copy_fails 2 "expected SOURCE and TARGET" "$SRC"
-copy_fails 2 "--resume-from cannot be combined with --create" --create --resume-from 4096 "$SRC" "$T"
+# --create --resume-from continues a created target: an existing raw file
+# in place (it still needs --overwrite; nothing is truncated, the file
+# stays the same file), a new one's partial file (without one there is
+# nothing to resume, and nothing is created); a created qcow2 target
+# restarts, so its resume is refused up front.
+copy_fails 1 "exists and is not empty; use --overwrite" --create --resume-from 4096 "$SRC" "$T"
+ino=$(stat -c %i "$T")
+"$IMGFS" copy -q --create --overwrite --resume-from 4096 "$SRC" "$T"
+[[ $(stat -c %i "$T") == "$ino" ]] || fail "a resume in place replaced $T"
+copy_fails 1 "no partial file .*to resume" --create --resume-from 4096 "$SRC" "$S/never.raw"
+[[ ! -e $S/never.raw && ! -e $S/.never.raw.imgfs-partial ]] || fail "a resume without a partial file created one"
+copy_fails 2 "restarts from 0 \\(rerun the command without --resume-from\\)" --create --target-format qcow2 --resume-from 4096 "$SRC" "$S/never.qcow2"
 same_image "$SRC" "$T"
 
 # ---- zero: and null: ------------------------------------------------------
@@ -189,13 +200,14 @@ same_image "$SRC" "$F"
 # status 130, one line naming the byte to resume from, and a resume that
 # completes the copy.
 C=$S/cancel.raw
+P=$S/.cancel.raw.imgfs-partial     # C until the copy is complete
 rc=0
 "$IMGFS" copy --create --requests 1 --request-size 4K --order strict \
     "$SRC" "$C" > /dev/null 2> "$S/err" &
 pid=$!
 # Wait until the copy has written something, then interrupt it.
 for _ in $(seq 500); do
-    [[ -e $C ]] && (( $(blocks "$C") > 0 )) && break
+    [[ -e $P ]] && (( $(blocks "$P") > 0 )) && break
     sleep 0.01
 done
 kill -INT $pid 2>/dev/null || true
@@ -205,11 +217,12 @@ if (( rc == 0 )); then
 else
     (( rc == 130 )) || fail "interrupted copy: status $rc: $(cat "$S/err")"
     [[ $(grep -c '' "$S/err") -eq 1 ]] || fail "interrupted copy: stderr: $(cat "$S/err")"
-    at=$(sed -n 's/^imgfs copy: cancelled at byte \([0-9]*\); resume with --resume-from \1 --overwrite$/\1/p' "$S/err")
+    at=$(sed -n 's/^imgfs copy: cancelled at byte \([0-9]*\); the partial file .* holds the bytes before \1; resume with: imgfs copy --resume-from \1 .*$/\1/p' "$S/err")
     [[ -n $at ]] || fail "interrupted copy: message: $(cat "$S/err")"
-    cmp -n "$at" "$SRC" "$C" || fail "bytes below the watermark $at differ"
+    [[ ! -e $C ]] || fail "interrupted copy: $C exists before the copy completed"
+    cmp -n "$at" "$SRC" "$P" || fail "bytes below the watermark $at differ"
     log "cancelled at $at; resuming"
-    "$IMGFS" copy -q --overwrite --resume-from "$at" "$SRC" "$C"
+    "$IMGFS" copy -q --create --resume-from "$at" "$SRC" "$C"
 fi
 same_image "$SRC" "$C"
 

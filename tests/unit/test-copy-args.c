@@ -222,8 +222,20 @@ static void test_bad_usage(void **state)
                 "--target-is-zero", "a", "b");
     PARSE_FAILS("--sparse (1048576) must not exceed --request-size (65536)",
                 "--request-size", "64K", "--sparse", "1M", "a", "b");
-    PARSE_FAILS("--resume-from cannot be combined with --create",
-                "--create", "--resume-from", "4096", "a", "b");
+    /* --create with --resume-from continues the copy's partial file (the
+     * target is published when complete): accepted, both kept. */
+    {
+        struct copy_args r;
+        struct errmsg e = { "" };
+        assert_int_equal(parse(&r, &e, "--create", "--resume-from", "4096",
+                               "a", "b", NULL), 0);
+        assert_true(r.create);
+        assert_int_equal(r.spec.copy.start_offset, 4096);
+    }
+    PARSE_FAILS("--resume-from cannot be combined with --create and "
+                "--target-format qcow2",
+                "--create", "--target-format", "qcow2", "--resume-from",
+                "4096", "a", "b");
     PARSE_FAILS("-p and -q exclude each other", "-p", "-q", "a", "b");
 }
 
