@@ -52,7 +52,7 @@ static bool side_roll(struct depth_side_stats *s, unsigned slot)
     for (unsigned i = 0; i < DEPTH_BASE_WINDOW; i++)
         if (s->hist[i] && (s->base_ns == 0 || s->hist[i] < s->base_ns))
             s->base_ns = s->hist[i];
-    return seen == 0 || seen <= s->base_ns + s->base_ns / 8;
+    return seen == 0 || seen <= s->base_ns + s->base_ns / 4;
 }
 
 static void set_depth(struct depth_ctl *c, unsigned d)
@@ -77,6 +77,21 @@ static bool probe_step(struct depth_ctl *c, uint64_t now_ns)
     return true;
 }
 
+/* Whether the window shows that depth pays: its best rate at the current
+ * depth or above beats its best rate below it by DEPTH_CLIMB_GAIN. */
+static bool depth_pays(const struct depth_ctl *c)
+{
+    double lo = 0, hi = 0;
+    for (unsigned i = 0; i < DEPTH_RATE_WINDOW; i++) {
+        if (!c->depth_hist[i])
+            continue;
+        double *m = c->depth_hist[i] < c->depth ? &lo : &hi;
+        if (c->rate_hist[i] > *m)
+            *m = c->rate_hist[i];
+    }
+    return lo > 0 && hi >= lo * DEPTH_CLIMB_GAIN;
+}
+
 static void steady_step(struct depth_ctl *c, double rate)
 {
     if (c->startup) {
@@ -94,6 +109,14 @@ static void steady_step(struct depth_ctl *c, double rate)
     uint64_t base = c->side[DEPTH_READ].base_ns + c->side[DEPTH_WRITE].base_ns;
     double bdp = c->rate_max * (double)base;
     double t = bdp * DEPTH_GAIN + DEPTH_PROBE + 0.999;
+    /* Hill climb: a server that serves more with more in flight (while
+     * its latency grows) is not seen by the base latency; while the last
+     * step up paid, step up again. */
+    if (depth_pays(c)) {
+        unsigned up = c->depth / 8 > DEPTH_PROBE ? c->depth / 8 : DEPTH_PROBE;
+        if (c->depth + up > t)
+            t = c->depth + up;
+    }
     unsigned target = t > c->ceiling ? c->ceiling : (unsigned)t;
     if (target > c->depth) {
         /* No queue: bdp ≈ depth, so this grows by about the gain. */
@@ -116,16 +139,17 @@ bool depth_cycle(struct depth_ctl *c, uint64_t now_ns)
         return probe_step(c, now_ns);
     }
     uint64_t base = c->side[DEPTH_READ].base_ns + c->side[DEPTH_WRITE].base_ns;
-    uint64_t min_len = 2 * base > DEPTH_MIN_INTERVAL_NS
-                           ? 2 * base : DEPTH_MIN_INTERVAL_NS;
+    uint64_t min_len = 4 * base > DEPTH_MIN_INTERVAL_NS
+                           ? 4 * base : DEPTH_MIN_INTERVAL_NS;
     uint64_t elapsed = now_ns - c->interval_start_ns;
-    unsigned min_cycles = c->depth / 2 > 2 ? c->depth / 2 : 2;
+    unsigned min_cycles = c->depth > 4 ? c->depth : 4;
     if (elapsed < min_len || c->cycles < min_cycles)
         return c->depth != before;
 
     double rate = (double)c->cycles / (double)elapsed;
     unsigned slot = c->intervals % DEPTH_RATE_WINDOW;
     c->rate_hist[slot] = rate;
+    c->depth_hist[slot] = c->depth;
     c->rate_max = 0;
     for (unsigned i = 0; i < DEPTH_RATE_WINDOW; i++)
         if (c->rate_hist[i] > c->rate_max)

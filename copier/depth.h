@@ -6,8 +6,8 @@
  *     (target): depth_sample;
  *   - every request slot that went through a whole cycle (read, wait for
  *     its turn, write): depth_cycle.
- * Once per interval (long enough to span a few round trips and a few
- * cycles) the controller estimates
+ * Once per interval (at least 4 × the base latencies, DEPTH_MIN_INTERVAL_NS,
+ * and as many cycles as the depth) the controller estimates
  *   rate  = the highest cycle rate of the last DEPTH_RATE_WINDOW intervals,
  *   base  = per side, the lowest latency of the last DEPTH_BASE_WINDOW
  *           intervals (a request's time on a server with no queue),
@@ -23,13 +23,19 @@
  *     the depth grows by the gain + DEPTH_PROBE per interval while
  *     the rate follows, and stops where it no longer does), and toward the
  *     target, at most a quarter per interval, when above it (the latency
- *     rose without the rate following).
+ *     rose without the rate following);
+ *   - hill climb: a server that serves more with more in flight while its
+ *     latency grows (batching) is not seen by the base latency, so while
+ *     the window's best rate at the current depth or above beats its best
+ *     rate below it by DEPTH_CLIMB_GAIN, the depth steps up by an eighth
+ *     (at least DEPTH_PROBE) whatever the target says.
  * A slow target (few parallel lanes) shows a rate that stops rising and a
  * latency that grows with depth: it settles near its lanes + a few.  A fast
  * one far away keeps base latency while the rate grows: it climbs to the
  * ceiling.  A change of latency is followed once the windows forget.
  * A queue that never drains hides the base latency: after
- * DEPTH_PROBE_AFTER intervals in which some side never came near its base,
+ * DEPTH_PROBE_AFTER intervals in which some side never came within a
+ * quarter of its base,
  * the depth drops to the floor until what was queued has drained and a few
  * requests went through alone, then returns (like BBR's ProbeRTT).
  *
@@ -47,6 +53,7 @@
 #define DEPTH_STARTUP_FLAT  3u
 #define DEPTH_PROBE         2u
 #define DEPTH_GAIN          2.0
+#define DEPTH_CLIMB_GAIN    1.15    /* a deeper queue "pays" */
 #define DEPTH_MIN_INTERVAL_NS 2000000ull    /* 2 ms */
 #define DEPTH_START         4u
 #define DEPTH_PROBE_AFTER   16u
@@ -66,6 +73,7 @@ struct depth_ctl {
     uint64_t interval_start_ns;
     uint64_t cycles;                /* completed this interval */
     double rate_hist[DEPTH_RATE_WINDOW];    /* cycles per ns */
+    unsigned depth_hist[DEPTH_RATE_WINDOW]; /* the depth it was seen at */
     double rate_max, startup_best;
     unsigned intervals;             /* completed so far */
     struct depth_side_stats side[2];
