@@ -41,8 +41,8 @@
 #define JOB_TEXT_MAX (1024 * 1024)
 
 /* "x.job" -> "x" with kind; returns false when `name` is neither. */
-static bool split_name(const char *name, char *base, size_t cap,
-                       enum node_kind *kind)
+bool control_parse_name(const char *name, char *base, size_t cap,
+                        enum node_kind *kind)
 {
     size_t l = strlen(name);
     const char *suffix = NULL;
@@ -134,7 +134,7 @@ void control_op_lookup(fuse_req_t req, const char *name)
 {
     char base[256];
     enum node_kind kind;
-    if (!split_name(name, base, sizeof base, &kind)) {
+    if (!control_parse_name(name, base, sizeof base, &kind)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
@@ -197,14 +197,28 @@ static bool has_control_char(const char *s)
     return false;
 }
 
+bool control_name_creatable(const char *name, char *base, size_t cap)
+{
+    enum node_kind kind;
+    /* only x.job can be created, x without control characters */
+    return control_parse_name(name, base, cap, &kind) && base[0] &&
+           kind == NODE_JOBFILE && !has_control_char(base);
+}
+
+bool control_touch_resumes(const struct job *j, enum node_kind kind,
+                           int to_set)
+{
+    const int times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                      FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW;
+    return j && kind == NODE_JOBFILE && (to_set & times) &&
+           !(to_set & FUSE_SET_ATTR_SIZE) && j->state == JOB_INTERRUPTED;
+}
+
 void control_op_create(fuse_req_t req, const char *name,
                        struct fuse_file_info *fi)
 {
     char base[256];
-    enum node_kind kind;
-    if (!split_name(name, base, sizeof base, &kind) || !base[0] ||
-        kind != NODE_JOBFILE || has_control_char(base)) {
-        /* only x.job can be created, x without control characters */
+    if (!control_name_creatable(name, base, sizeof base)) {
         fuse_reply_err(req, EINVAL);
         return;
     }
@@ -285,10 +299,7 @@ void control_op_setattr(fuse_req_t req, struct node *n, struct stat *attr,
     pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
     int err = 0;
-    const int times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
-                      FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW;
-    if (j && n->kind == NODE_JOBFILE && (to_set & times) &&
-        !(to_set & FUSE_SET_ATTR_SIZE) && j->state == JOB_INTERRUPTED) {
+    if (control_touch_resumes(j, n->kind, to_set)) {
         /* touch x.job resumes an interrupted job at its watermark. */
         j->state = JOB_STARTING;
         j->writer = cred;
@@ -548,6 +559,32 @@ static bool has_key_line(const char *text, size_t len)
     return false;
 }
 
+enum control_flush control_flush_decide(const struct job *j)
+{
+    if (!j)
+        return CONTROL_FLUSH_ENOENT;
+    if (!j->dirty || job_active(j))
+        return CONTROL_FLUSH_NOTHING;
+    if (!has_key_line(j->text, j->len))
+        return CONTROL_FLUSH_EMPTY;
+    return CONTROL_FLUSH_START;
+}
+
+enum control_unlink control_unlink_decide(const struct job *j,
+                                          enum node_kind kind)
+{
+    if (!j || (kind == NODE_JOBFILE && !j->job_visible))
+        return CONTROL_UNLINK_ENOENT;
+    if (kind == NODE_RATEFILE || kind == NODE_JSONFILE)
+        return CONTROL_UNLINK_EPERM;    /* they come and go with the job */
+    if (j->state == JOB_STARTING)
+        return CONTROL_UNLINK_STARTING;
+    if (j->state == JOB_RUNNING)
+        return kind == NODE_STATUSFILE ? CONTROL_UNLINK_EBUSY
+                                       : CONTROL_UNLINK_CANCEL;
+    return CONTROL_UNLINK_FORGET;
+}
+
 /* An empty job file (0 bytes, blank lines, comments) fails at once with
  * what a job needs, instead of staying queued (jobs_lock held). */
 static void fail_empty_locked(struct job *j)
@@ -578,8 +615,9 @@ void control_op_flush(fuse_req_t req, struct node *n,
     h->wrote = false;
     pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = n->job;
-    bool start = j && j->dirty && !job_active(j);
-    if (start && !has_key_line(j->text, j->len)) {
+    enum control_flush d = control_flush_decide(j);
+    bool start = d == CONTROL_FLUSH_START;
+    if (d == CONTROL_FLUSH_EMPTY) {
         fail_empty_locked(j);
         pthread_mutex_unlock(&fs_global->jobs_lock);
         fuse_reply_err(req, EINVAL);
@@ -634,35 +672,25 @@ void control_op_unlink(fuse_req_t req, const char *name)
 {
     char base[256];
     enum node_kind kind;
-    if (!split_name(name, base, sizeof base, &kind)) {
+    if (!control_parse_name(name, base, sizeof base, &kind)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
     pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = job_find_locked(base);
-    if (!j || (kind == NODE_JOBFILE && !j->job_visible)) {
-        pthread_mutex_unlock(&fs_global->jobs_lock);
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    if (kind == NODE_RATEFILE || kind == NODE_JSONFILE) {
-        /* they come and go with the job */
-        pthread_mutex_unlock(&fs_global->jobs_lock);
-        fuse_reply_err(req, EPERM);
-        return;
-    }
+    enum control_unlink d = control_unlink_decide(j, kind);
     /* A job queued for memory (job-queue.h) is forgotten like a new one. */
-    if (j->state == JOB_STARTING && !job_queue_drop_locked(j)) {
+    if (d == CONTROL_UNLINK_STARTING)
+        d = job_queue_drop_locked(j) ? CONTROL_UNLINK_FORGET
+                                     : CONTROL_UNLINK_EBUSY;
+    if (d == CONTROL_UNLINK_ENOENT || d == CONTROL_UNLINK_EPERM ||
+        d == CONTROL_UNLINK_EBUSY) {
         pthread_mutex_unlock(&fs_global->jobs_lock);
-        fuse_reply_err(req, EBUSY);
+        fuse_reply_err(req, d == CONTROL_UNLINK_ENOENT ? ENOENT
+                            : d == CONTROL_UNLINK_EPERM ? EPERM : EBUSY);
         return;
     }
-    if (j->state == JOB_RUNNING) {
-        if (kind == NODE_STATUSFILE) {
-            pthread_mutex_unlock(&fs_global->jobs_lock);
-            fuse_reply_err(req, EBUSY);
-            return;
-        }
+    if (d == CONTROL_UNLINK_CANCEL) {
         j->job_visible = false;
         pthread_mutex_unlock(&fs_global->jobs_lock);
         struct cancel_ctx *c = malloc(sizeof *c);

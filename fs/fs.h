@@ -447,6 +447,42 @@ void control_op_release(fuse_req_t req, struct node *n,
                         struct fuse_file_info *fi);
 void control_op_unlink(fuse_req_t req, const char *name);
 
+/* What control.c decides, as pure functions (no FUSE, no locks taken;
+ * the caller holds jobs_lock where a job is passed). */
+/* "x.job", "x.status", "x.rate", "x.json" -> "x" in `base` (of `cap`
+ * bytes) and the node kind; false for any other name or an x that does
+ * not fit. */
+bool control_parse_name(const char *name, char *base, size_t cap,
+                        enum node_kind *kind);
+/* Whether create may make `name` in control/: only x.job, x not empty
+ * and without control characters (x in `base` when true). */
+bool control_name_creatable(const char *name, char *base, size_t cap);
+/* Whether a setattr of `to_set` on a control file of `kind` resumes job
+ * `j` (touch x.job: times only, on an interrupted job). */
+bool control_touch_resumes(const struct job *j, enum node_kind kind,
+                           int to_set);
+/* The close (FUSE flush) of a handle that wrote x.job of job `j`. */
+enum control_flush {
+    CONTROL_FLUSH_NOTHING,      /* not written since the last start, or
+                                 * running: answer 0 */
+    CONTROL_FLUSH_ENOENT,       /* the job is gone */
+    CONTROL_FLUSH_EMPTY,        /* no key line: fail the job, EINVAL */
+    CONTROL_FLUSH_START,        /* start it */
+};
+enum control_flush control_flush_decide(const struct job *j);
+/* rm of a control file of `kind` of job `j` (NULL: none). */
+enum control_unlink {
+    CONTROL_UNLINK_ENOENT,      /* no such job or file */
+    CONTROL_UNLINK_EPERM,       /* x.rate, x.json: they go with the job */
+    CONTROL_UNLINK_STARTING,    /* starting: forgotten if only queued
+                                 * (job_queue_drop_locked), else EBUSY */
+    CONTROL_UNLINK_EBUSY,       /* x.status of a running job */
+    CONTROL_UNLINK_CANCEL,      /* x.job of a running job: cancel it */
+    CONTROL_UNLINK_FORGET,      /* a stopped job: forget it */
+};
+enum control_unlink control_unlink_decide(const struct job *j,
+                                          enum node_kind kind);
+
 /* ---- access.c: whose rights a job uses -------------------------------- */
 
 #define ACCESS_MAX_GROUPS 64
