@@ -300,7 +300,7 @@ static int validate(struct copy_args *a, bool sparse_given,
      * explicit --sparse larger than a request could never match. */
     if (!sparse_given && a->spec.copy.sparse > a->spec.copy.request_size)
         a->spec.copy.sparse = a->spec.copy.request_size / 512 * 512;
-    int r = copy_spec_check(&a->spec, JOB_SPEC_CLI, err);
+    int r = copy_spec_check(&a->spec, COPY_SPEC_CLI, err);
     if (r < 0)
         return r;
     /* --resume-from with --create continues the partial file of a raw

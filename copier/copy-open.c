@@ -277,7 +277,7 @@ int copy_open(struct loop *loop, const struct copy_spec *spec_in,
 {
     *out = (struct copy_session){ 0 };
     struct copy_spec spec = *spec_in;
-    int r = copy_spec_check(&spec, JOB_SPEC_FILE, err);
+    int r = copy_spec_check(&spec, COPY_SPEC_FILE, err);
     if (r < 0)
         return r;
     const char *allow[JOB_MAX_ALLOW_BACKING + 1] = { NULL };

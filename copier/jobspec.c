@@ -374,12 +374,12 @@ int copy_spec_allow_backing(struct copy_spec *spec, const char *prefix)
 }
 
 /* A setting's name in messages: the job-file key, or "--key". */
-#define SETTING(style, key) ((style) == JOB_SPEC_CLI ? "--" key : key)
+#define SETTING(style, key) ((style) == COPY_SPEC_CLI ? "--" key : key)
 
-int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
+int copy_spec_check(struct copy_spec *spec, enum copy_spec_style style,
                     struct errmsg *err)
 {
-    bool cli = style == JOB_SPEC_CLI;
+    bool cli = style == COPY_SPEC_CLI;
     if (spec->copy.adaptive && spec->copy.memory < spec->copy.request_size) {
         errmsg_set(err, "%s (%llu) must be at least %s (%zu)",
                    SETTING(style, "memory"),

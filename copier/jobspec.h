@@ -64,9 +64,9 @@ struct copy_spec {
 };
 
 /* How copy_spec_check names settings in its messages. */
-enum job_spec_style {
-    JOB_SPEC_FILE,      /* job-file keys: "compress needs target-format = qcow2" */
-    JOB_SPEC_CLI,       /* options: "--compress needs --target-format qcow2" */
+enum copy_spec_style {
+    COPY_SPEC_FILE,     /* job-file keys: "compress needs target-format = qcow2" */
+    COPY_SPEC_CLI,      /* options: "--compress needs --target-format qcow2" */
 };
 
 /* Fill `spec` with defaults (empty source/target). */
@@ -84,7 +84,7 @@ int copy_spec_parse(const char *text, size_t len, struct copy_spec *spec,
  * target, keep-backing with verify or target-is-zero, sparse larger than
  * request-size.  Sets copy.skip_backing from keep_backing.  Returns 0 or
  * -EINVAL with `err` naming the settings in `style`. */
-int copy_spec_check(struct copy_spec *spec, enum job_spec_style style,
+int copy_spec_check(struct copy_spec *spec, enum copy_spec_style style,
                     struct errmsg *err);
 
 /* Add an allow-backing prefix.  Returns 0, or -EINVAL when the list is

@@ -553,7 +553,7 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
     pthread_mutex_unlock(&fs_global->jobs_lock);
-    r = copy_spec_check(&spec, JOB_SPEC_FILE, em);
+    r = copy_spec_check(&spec, COPY_SPEC_FILE, em);
     if (r < 0)
         return r;
     if (!job_queue_admit(j, &spec, force_resume, start_queued))

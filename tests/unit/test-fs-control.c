@@ -235,13 +235,13 @@ static void test_job_text_to_spec(void **state)
     assert_string_equal(spec.source, "tpl/debian-12.qcow2");
     assert_string_equal(spec.target, "lun0");
     assert_true(spec.copy.verify);
-    assert_int_equal(copy_spec_check(&spec, JOB_SPEC_FILE, &em), 0);
+    assert_int_equal(copy_spec_check(&spec, COPY_SPEC_FILE, &em), 0);
     /* A job file naming a path that climbs out is refused, saying why. */
     const char *bad = "source = tpl/../../etc/shadow\ntarget = lun0\n";
     em.text[0] = '\0';
     int r = copy_spec_parse(bad, strlen(bad), &spec, &em);
     if (r == 0)
-        r = copy_spec_check(&spec, JOB_SPEC_FILE, &em);
+        r = copy_spec_check(&spec, COPY_SPEC_FILE, &em);
     assert_true(r < 0);
     assert_true(em.text[0] != '\0');
 }
