@@ -307,6 +307,12 @@ int mount_args_parse(int argc, char **argv, struct mount_args *a,
             errmsg_set(err, "bad options");
         return -1;
     }
+    /* fuse_opt_parse keeps a "--" that came before operands when it
+     * also keeps -o options; FUSE needs none. */
+    if (a->fuse.argc > 1 && !strcmp(a->fuse.argv[a->fuse.argc - 1], "--")) {
+        free(a->fuse.argv[--a->fuse.argc]);
+        a->fuse.argv[a->fuse.argc] = NULL;
+    }
     if (!a->mountpoint || a->nspecs == 0) {
         errmsg_set(err, "expected MOUNTPOINT and NAME=URL");
         return -1;
