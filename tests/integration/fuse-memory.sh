@@ -25,29 +25,41 @@ job_text() {
     printf 'source = src\ntarget = t%s\nmemory = 16M\nrate = 4M\n' "$1"
 }
 
-# Poll the four status files until every job ended; fail if more than
-# $1 run at once; remember whether a queued job said why.
+# The four jobs' states in one line ("gone" once forgotten).
+states() {
+    local i out=
+    for i in 1 2 3 4; do
+        if [[ -e $MNT/control/j$i.status ]]; then
+            out+="$(job_field "$MNT" "j$i" state) "
+        else
+            out+="gone "
+        fi
+    done
+    echo "$out"
+}
+
+# Poll until every job ended; fail if more than $1 run at once; remember
+# whether a queued job said why.  The status files are read one after the
+# other, so a job may end and another start between two reads: a reading
+# counts only when two passes in a row agree (states only move forward, so
+# every job was then in its state at the moment between the passes).
 watch_jobs() {
-    local limit=$1 i n_run n_end st
+    local limit=$1 a b n_run i
     SAW_QUEUED_WHY=no
     for ((t = 0; t < 1200; t++)); do
-        n_run=0 n_end=0
         for i in 1 2 3 4; do
-            [[ -e $MNT/control/j$i.status ]] || { n_end=$((n_end + 1)); continue; }
-            st=$(job_field "$MNT" "j$i" state)
-            case $st in
-            running) n_run=$((n_run + 1)) ;;
-            queued)
-                if grep -q '^queued: waiting for \(memory\|max_jobs\)' \
-                        "$MNT/control/j$i.status"; then
-                    SAW_QUEUED_WHY=yes
-                fi ;;
-            done) n_end=$((n_end + 1)) ;;
-            failed|cancelled) n_end=$((n_end + 1)) ;;
-            esac
+            if grep -qs '^queued: waiting for \(memory\|max_jobs\)' \
+                    "$MNT/control/j$i.status"; then
+                SAW_QUEUED_WHY=yes
+            fi
         done
-        (( n_run <= limit )) || fail "$n_run jobs running at once (limit $limit)"
-        (( n_end == 4 )) && return 0
+        a=$(states)
+        b=$(states)
+        if [[ $a == "$b" ]]; then
+            n_run=$(tr ' ' '\n' <<< "$a" | grep -c '^running$' || true)
+            (( n_run <= limit )) || fail "$n_run jobs running at once (limit $limit): $a"
+            [[ $a =~ (queued|running|starting) ]] || return 0
+        fi
         sleep 0.1
     done
     fail "the jobs did not end"
