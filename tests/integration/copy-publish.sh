@@ -20,7 +20,9 @@
 #      while the job runs (status shows the final name) and after a
 #      cancel; resume = yes continues it (resumed-from = watermark); a
 #      qcow2 job restarts on resume; overwrite = yes of an existing raw file
-#      writes it in place (same inode, no partial file).
+#      writes it in place (same inode, no partial file); a job failed by an
+#      NFS outage says in its status error where the bytes are and that
+#      resume = yes continues them, which it does.
 #   6. --state: a copy of a new name killed (SIGKILL) while stalled resumes
 #      with the same command line at the state file's durable watermark
 #      (raw: "resuming at W", only the rest copied) or restarts (qcow2:
@@ -304,6 +306,34 @@ progressed o
 o=$(qemu-img compare -f raw -F raw "$SCRATCH/src.raw" "$(nfs_path "$t")" 2>&1) ||
     fail "overwrite job: $t differs from the source: $o"
 rm "$MNT/control/o.job"
+
+# A job that fails (an NFS outage on the directory's side) says in its
+# status what became of the new name, and the advised resume = yes
+# continues the partial file.
+MNTP=$SCRATCH/mntp
+fuse_mount "$MNTP" "src=$SCRATCH/src.raw" "dp=$NFS_URL/?nfsport=$p_nfs&mountport=$p_mnt"
+t=$(nfs_name job-fail.raw)
+fired=$(fired_count)
+ctl "after $FAULT_AT blackhole 120"
+put_job "$MNTP" f "source = src
+target = dp/$t
+requests = 2" || fail "failing job refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNTP/control/f.job" > /dev/null 2>&1 && fail "the job succeeded through an outage"
+ctl pass
+(( $(fired_count) > fired )) || fail "failing job: the fault never fired"
+[[ $(job_field "$MNTP" f state) == failed ]] || fail "failing job: state '$(job_field "$MNTP" f state)'"
+err=$(job_field "$MNTP" f error)
+grep -qF "'dp/$t' is not published yet: the partial file .$t.imgfs-partial next to it keeps the bytes copied, and resume = yes continues it" <<< "$err" ||
+    fail "failing job: the error does not say where the bytes are: $err"
+wm=$(job_field "$MNTP" f watermark)
+stopped_state "failing job" "$(nfs_path "$t")"
+put_job "$MNTP" f "source = src
+target = dp/$t
+resume = yes" || fail "failing job: resume refused: $(cat "$SCRATCH/cp.err")"
+"$IMGFS" wait "$MNTP/control/f.job" > /dev/null || fail "failing job: resumed job failed: $(job_field "$MNTP" f error)"
+[[ $(job_field "$MNTP" f resumed-from) == "$wm" ]] || fail "failing job: resumed from '$(job_field "$MNTP" f resumed-from)', not $wm"
+published "failing job (resumed)" "$(nfs_path "$t")" raw
+rm "$MNTP/control/f.job"
 fi
 log "ok"
 exit 0
