@@ -71,12 +71,15 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 #          side=nfs|iscsi outcome=completed|failed-then-resumed
 #          detect=S total=S
 # detect is how long after the fault the tool showed it noticed: the first
-# new connection it opened through the proxy after the fault (a reconnect;
-# connections are sampled every 50 ms with ss), or, for a case that fails,
+# new NFS or iSCSI connection it had established through the proxy after
+# the fault (a reconnect; connections are sampled every 50 ms with ss, so
+# this is approximate), or, for a case that fails,
 # the failure itself (the copy's exit, the job's failed state) when that
 # came first; "<0.1s" when the tool had reconnected and finished before
 # the sample after the fault; "-" when it never had to (a stall shorter
-# than the request timeout is ridden through on the same connections).  total is from the
+# than the request timeout is ridden through on the same connections);
+# "?" when the fault fired before any sample saw one of the tool's NFS or
+# iSCSI connections (a reconnect could not be told from them).  total is from the
 # start of the copy or job to its end (before any resume).
 #   fw_begin          before the fault is armed: remember the connections
 #   fw_poll           call every 50 ms while the tool runs: notes when the
@@ -87,18 +90,22 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 #   fw_detect [END]   seconds ("1.2s") from the fault to fw_td, or to END (a failure
 #                     timestamp) when that is earlier or there was none; "-"
 #   matrix K=V...     print the MATRIX line
+# _fw_ports: the local ports of the tool's NFS and iSCSI connections
+# through the proxy (not MOUNT's: libnfs opens those now and then).
 _fw_ports() {
-    ss -Htn state established "( dport = :$p_mnt or dport = :$p_nfs or dport = :$p_iscsi )" 2>/dev/null |
+    ss -Htn state established "( dport = :$p_nfs or dport = :$p_iscsi )" 2>/dev/null |
         awk '{ n = split($3, a, ":"); print a[n] }' | sort -u | tr '\n' ' '
 }
-fw_begin() { _fw_fired0=$(fired_count); fw_tf="" fw_td="" _fw_late=""; _fw_seen=" $(_fw_ports) "; }
+fw_begin() { _fw_fired0=$(fired_count); fw_tf="" fw_td="" _fw_late="" _fw_pre=0; _fw_seen=" $(_fw_ports) "; }
 fw_poll() {
     local p
     if [[ -z $fw_tf ]]; then
         if (( $(fired_count) > _fw_fired0 )); then
             fw_tf=$(now)
         else
-            _fw_seen+="$(_fw_ports) "
+            p=$(_fw_ports)
+            _fw_seen+="$p "
+            [[ -z ${p// /} ]] || _fw_pre=$((_fw_pre + 1))
             return 0
         fi
     fi
@@ -118,6 +125,9 @@ fw_detect() {
     local end=${1:-} t=$fw_td
     [[ -z $_fw_late ]] || { echo "<0.1s"; return; }
     [[ -n $fw_tf ]] || { echo -; return; }
+    # The fault fired before a sample saw the tool's first connections:
+    # a connection seen after it may be one of those.
+    if [[ -z $end ]] && (( _fw_pre == 0 )); then echo "?"; return; fi
     if [[ -n $end ]] && { [[ -z $t ]] || awk -v a="$end" -v b="$t" 'BEGIN { exit !(a < b) }'; }; then
         t=$end
     fi
@@ -140,7 +150,7 @@ restart_during() {
     kill -0 "$pid" 2>/dev/null || fail "$case: ended before the restart"
     fw_begin
     t0=$(now)
-    fw_tf=$t0
+    fw_tf=$t0 _fw_pre=1      # the tool's connections are there already
     "$TEST_SERVERS" "$verb" 2 2> "$SCRATCH/restart.log" &
     restart_pid=$!
     # (test-servers may first wait for its own lock: an add-lun of a large
