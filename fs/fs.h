@@ -272,24 +272,27 @@ int nfs_export_stat_wait(struct nfs_export *e, const char *rel,
  * request registers an interrupt handler: FUSE_INTERRUPT answers EINTR at
  * once, and the loop side, which then finds the request claimed, only
  * frees its state.  Exactly one reply either way.  The nodes the request
- * concerns stay valid until it is answered: the kernel holds their
- * inodes (and so its lookups of them) while a request on them is in
- * flight. */
+ * concerns stay valid until its state is freed: the call keeps a hold on
+ * each (the kernel's own reference ends with the reply, and an interrupt
+ * replies before the NFS answer arrives). */
 struct nfs_call {
     fuse_req_t req;
     atomic_bool replied;        /* the one reply is taken */
+    struct node *kept[2];       /* held until nfs_call_end (or NULL) */
 };
-/* FUSE thread: register the interrupt and post run(c) to the loop.  If
- * the request was interrupted already or cannot be posted, it is
+/* FUSE thread: take a hold on `a` and `b` (either may be NULL) for the
+ * life of the call, register the interrupt and post run(c) to the loop.
+ * If the request was interrupted already or cannot be posted, it is
  * answered and `c` freed here. */
-void nfs_call_start(struct nfs_call *c, fuse_req_t req, loop_fn run);
+void nfs_call_start(struct nfs_call *c, fuse_req_t req, loop_fn run,
+                    struct node *a, struct node *b);
 /* Loop thread: true if this side answers c->req (then exactly once);
  * false when the interrupt answered it.  Claim before anything that
  * must match a reply (node_nfs_child counts a lookup). */
 bool nfs_call_claim(struct nfs_call *c);
 /* Loop thread: the request is still waited for (not interrupted). */
 bool nfs_call_live(struct nfs_call *c);
-/* Loop thread: free c. */
+/* Loop thread: drop the call's node holds and free c. */
 void nfs_call_end(struct nfs_call *c);
 /* Loop thread: answer err (0: success without data) unless interrupted,
  * then nfs_call_end. */

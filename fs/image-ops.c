@@ -173,7 +173,7 @@ static void attr_start(fuse_req_t req, struct node *n,
         a->mtime = now;
     else if (attr && (to_set & FUSE_SET_ATTR_MTIME))
         a->mtime = attr->st_mtim;
-    nfs_call_start(&a->c, req, attr_on_loop);
+    nfs_call_start(&a->c, req, attr_on_loop, n, NULL);
 }
 
 void image_op_getattr(fuse_req_t req, struct node *n)

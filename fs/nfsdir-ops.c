@@ -127,6 +127,9 @@ static void on_interrupt(fuse_req_t req, void *data)
 
 void nfs_call_end(struct nfs_call *c)
 {
+    for (size_t i = 0; i < 2; i++)
+        if (c->kept[i])
+            node_put(c->kept[i]);
     free(c);
 }
 
@@ -152,10 +155,14 @@ void nfs_call_reply_err(struct nfs_call *c, int err)
     nfs_call_end(c);
 }
 
-void nfs_call_start(struct nfs_call *c, fuse_req_t req, loop_fn run)
+void nfs_call_start(struct nfs_call *c, fuse_req_t req, loop_fn run,
+                    struct node *a, struct node *b)
 {
     c->req = req;
     atomic_init(&c->replied, false);
+    /* The request's own hold (ops.c) ends when its handler returns. */
+    c->kept[0] = a ? node_hold(a->ino) : NULL;
+    c->kept[1] = b && b != a ? node_hold(b->ino) : NULL;
     /* Answers at once if the request was interrupted already. */
     fuse_req_interrupt_func(req, on_interrupt, c);
     if (atomic_load(&c->replied)) {
@@ -272,7 +279,7 @@ void nfsdir_op_lookup_fixed(fuse_req_t req, struct node *n)
     if (!l)
         return;
     l->fixed = n;
-    nfs_call_start(&l->c, req, lookup_on_loop);
+    nfs_call_start(&l->c, req, lookup_on_loop, n, NULL);
 }
 
 void nfsdir_op_lookup(fuse_req_t req, struct node *dir, const char *name)
@@ -282,7 +289,7 @@ void nfsdir_op_lookup(fuse_req_t req, struct node *dir, const char *name)
         return;
     l->dir = dir;
     strcpy(l->name, name);
-    nfs_call_start(&l->c, req, lookup_on_loop);
+    nfs_call_start(&l->c, req, lookup_on_loop, dir, NULL);
 }
 
 /* ---- opendir: the listing ------------------------------------------- */
@@ -343,7 +350,7 @@ void nfsdir_op_opendir(fuse_req_t req, struct node *dir, struct dirlist *l,
     lc->dir = dir;
     lc->l = l;
     lc->fi = *fi;
-    nfs_call_start(&lc->c, req, list_on_loop);
+    nfs_call_start(&lc->c, req, list_on_loop, dir, NULL);
 }
 
 /* ---- create / mkdir ---------------------------------------------------- */
@@ -545,7 +552,7 @@ static void make_start(fuse_req_t req, struct node *dir, const char *name,
         m->write = (fi->flags & O_ACCMODE) != O_RDONLY;
     }
     strcpy(m->name, name);
-    nfs_call_start(&m->c, req, make_on_loop);
+    nfs_call_start(&m->c, req, make_on_loop, dir, NULL);
 }
 
 void nfsdir_op_create(fuse_req_t req, struct node *dir, const char *name,
@@ -681,7 +688,7 @@ void nfsdir_op_unlink(fuse_req_t req, struct node *dir, const char *name,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    nfs_call_start(&r->c, req, remove_on_loop);
+    nfs_call_start(&r->c, req, remove_on_loop, dir, NULL);
 }
 
 void nfsdir_op_rename(fuse_req_t req, struct node *dir, const char *name,
@@ -718,7 +725,7 @@ void nfsdir_op_rename(fuse_req_t req, struct node *dir, const char *name,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    nfs_call_start(&r->c, req, remove_on_loop);
+    nfs_call_start(&r->c, req, remove_on_loop, dir, newdir);
 }
 
 /* ---- statfs ------------------------------------------------------------ */
@@ -783,5 +790,5 @@ void nfsdir_op_statfs(fuse_req_t req, struct node *n)
     if (!s)
         return;
     s->e = e;
-    nfs_call_start(&s->c, req, statfs_on_loop);
+    nfs_call_start(&s->c, req, statfs_on_loop, NULL, NULL);
 }
