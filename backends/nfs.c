@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +89,22 @@ static int nfs_errno(int status)
     return status;
 }
 
+/* The errno of a server status quoted in a libnfs error text: a READ or
+ * WRITE that libnfs split into several RPCs fails with -EFAULT and only
+ * the text names the server's answer, as "...NFS3ERR_NOSPC(-28)...".
+ * Returns that negative errno, or 0 when the text quotes none. */
+static int quoted_status_errno(const char *detail)
+{
+    const char *p = detail ? strstr(detail, "NFS3ERR_") : NULL;
+    if (!p)
+        return 0;
+    p = strstr(p, "(-");
+    int e = 0;
+    if (p && sscanf(p, "(-%d)", &e) == 1 && e > 0 && e < 4096)
+        return -e;
+    return 0;
+}
+
 /* Store the libnfs reason for a failure, unless an earlier failure of the
  * same request already did. */
 static void request_fail(struct nfs_request *req, int err, const char *what,
@@ -95,7 +112,8 @@ static void request_fail(struct nfs_request *req, int err, const char *what,
 {
     if (req->err)
         return;
-    req->err = nfs_errno(err);
+    int quoted = err == -EFAULT ? quoted_status_errno(detail) : 0;
+    req->err = quoted ? quoted : nfs_errno(err);
     image_set_error(req->ni->img, "NFS %s at offset %" PRIu64 ": %s", what,
                     offset, detail && *detail ? detail : strerror(-req->err));
 }
