@@ -10,10 +10,10 @@
 
 #include <sys/stat.h>
 
-#include "../backends/image-id.h"
-#include "../backends/image-open.h"
-#include "../backends/image-rename.h"
-#include "../backends/keep-backing.h"
+#include "backends/image-id.h"
+#include "backends/image-open.h"
+#include "backends/image-rename.h"
+#include "backends/keep-backing.h"
 
 #define PARTIAL_SUFFIX ".imgfs-partial"
 

@@ -55,9 +55,9 @@
 
 #include <stdbool.h>
 
-#include "../backends/errmsg.h"
-#include "../backends/image.h"
-#include "../backends/loop.h"
+#include "backends/errmsg.h"
+#include "backends/image.h"
+#include "backends/loop.h"
 #include "engine.h"
 #include "jobspec.h"
 

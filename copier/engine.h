@@ -50,7 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../backends/image.h"
+#include "backends/image.h"
 
 enum copy_order {
     COPY_ORDER_STRICT,

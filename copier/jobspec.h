@@ -37,7 +37,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../backends/image-open.h"
+#include "backends/image-open.h"
 #include "engine.h"
 
 #define JOB_MAX_ALLOW_BACKING 8

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../backends/image-open.h"
+#include "backends/image-open.h"
 
 #define NS_PER_S 1000000000ll
 

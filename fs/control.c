@@ -30,7 +30,7 @@
 #include "fs.h"
 #include "job-queue.h"
 
-#include "../copier/rate.h"
+#include "copier/rate.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -35,9 +35,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../backends/image-open.h"
-#include "../backends/loop.h"
-#include "../copier/engine.h"
+#include "backends/image-open.h"
+#include "backends/loop.h"
+#include "copier/engine.h"
 
 struct nfs_context;
 struct io_op;

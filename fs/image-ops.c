@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backends/nfs-dir.h"
+#include "backends/nfs-dir.h"
 
 int fs_post(loop_fn fn, void *opaque)
 {

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../copier/jobspec.h"
+#include "copier/jobspec.h"
 
 struct job;
 

@@ -38,7 +38,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../backends/errmsg.h"
+#include "backends/errmsg.h"
 
 #define JOB_STATE_SUFFIX ".state"
 

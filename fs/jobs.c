@@ -33,10 +33,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "../copier/copy-open.h"
-#include "../copier/jobspec.h"
-#include "../copier/rate.h"
-#include "../copier/status-json.h"
+#include "copier/copy-open.h"
+#include "copier/jobspec.h"
+#include "copier/rate.h"
+#include "copier/status-json.h"
 
 /* How often a running job's durable watermark is saved. */
 

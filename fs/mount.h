@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../backends/errmsg.h"
+#include "backends/errmsg.h"
 
 /* What -o chose for the file system (options FUSE itself handles are
  * passed to fs_mount_attach as fuse_args). */

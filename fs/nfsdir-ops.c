@@ -17,8 +17,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "../backends/nfs-dir.h"
-#include "../backends/nfs-id.h"
+#include "backends/nfs-dir.h"
+#include "backends/nfs-id.h"
 
 /* ---- exports ----------------------------------------------------------- */
 

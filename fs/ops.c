@@ -12,7 +12,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "../backends/vec.h"
+#include "backends/vec.h"
 
 #define MAX_WRITE (1024u * 1024u)
 /* Kernel readahead with -o page_cache (16 MiB). */

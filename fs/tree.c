@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backends/vec.h"
+#include "backends/vec.h"
 
 struct imgfs *fs_global;
 

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../qcow2.h"
+#include "backends/qcow2.h"
 
 #define QCOW2_MAGIC 0x514649fbu
 #define QCOW2_MIN_CLUSTER_BITS 9

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backing-policy.h"
+#include "backends/backing-policy.h"
 #include "qcow2-internal.h"
 
 /* The chain being opened on this thread (backing files are opened from

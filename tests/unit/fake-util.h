@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../../copier/engine.h"
+#include "copier/engine.h"
 #include "fake-image.h"
 
 /* xorshift64: the same sequence for the same seed (seed != 0). */

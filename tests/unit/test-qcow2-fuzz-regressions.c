@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "qcow2-build.h"
-#include "../fuzz/qcow2-fuzz-one.h"
+#include "tests/fuzz/qcow2-fuzz-one.h"
 
 /* Locate tests/fuzz/regressions from the source file path (relative to
  * the build directory, where meson compiles and runs tests) or

@@ -17,7 +17,7 @@
 #include "backends/qcow2.h"
 #include "backends/qcow2/qcow2-internal.h"
 #include "qcow2-build.h"
-#include "../fuzz/qcow2-memproto.h"
+#include "tests/fuzz/qcow2-memproto.h"
 
 static uint8_t img[TB_LEN];
 
