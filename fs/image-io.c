@@ -821,6 +821,7 @@ struct trunc_ctx {
     node_open_cb cb;
     void *opaque;
     bool write_ref;         /* holds an open reference for writing */
+    node_open_cb drained;   /* what runs once the node is drained */
 };
 
 /* Answer the truncate and drop the reference node_truncate took.  What
@@ -918,7 +919,8 @@ static void trunc_fixed_drained(void *opaque, int err)
     write_submit(op);
 }
 
-static void trunc_nfs_opened(void *opaque, int err)
+/* The node is open for writing: drain its I/O, then t->drained. */
+static void trunc_opened(void *opaque, int err)
 {
     struct trunc_ctx *t = opaque;
     if (err) {
@@ -927,19 +929,7 @@ static void trunc_nfs_opened(void *opaque, int err)
         return;
     }
     t->write_ref = true;
-    node_drain(t->node, trunc_nfs_drained, t);
-}
-
-static void trunc_fixed_opened(void *opaque, int err)
-{
-    struct trunc_ctx *t = opaque;
-    if (err) {
-        t->cb(t->opaque, err);
-        free(t);
-        return;
-    }
-    t->write_ref = true;
-    node_drain(t->node, trunc_fixed_drained, t);
+    node_drain(t->node, t->drained, t);
 }
 
 void node_truncate(struct node *n, uint64_t size, node_open_cb cb,
@@ -950,15 +940,13 @@ void node_truncate(struct node *n, uint64_t size, node_open_cb cb,
         cb(opaque, -ENOMEM);
         return;
     }
+    /* Both kinds go through the node's image: open it for writing (or
+     * take one more reference); an NFS file is then truncated, a
+     * fixed-size image has its tail zeroed. */
     *t = (struct trunc_ctx){ .node = n, .size = size, .cb = cb,
-                             .opaque = opaque };
-    if (n->kind == NODE_NFSFILE) {
-        /* Through the file's image: open it for writing (or take one
-         * more reference). */
-        node_open(n, true, false, trunc_nfs_opened, t);
-        return;
-    }
-    /* A fixed-size image is written through its image: open it (or take
-     * one more reference). */
-    node_open(n, true, false, trunc_fixed_opened, t);
+                             .opaque = opaque,
+                             .drained = n->kind == NODE_NFSFILE
+                                            ? trunc_nfs_drained
+                                            : trunc_fixed_drained };
+    node_open(n, true, false, trunc_opened, t);
 }

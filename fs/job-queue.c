@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/vec.h"
 #include "fs.h"
 #include "mem-budget.h"
 
@@ -48,14 +49,10 @@ static uint64_t need_of(struct copy_spec *spec)
 
 static bool hold(struct job *j, uint64_t bytes)
 {
-    if (held_len == held_cap) {
-        size_t cap = held_cap ? 2 * held_cap : 16;
-        struct reservation *v = realloc(held, cap * sizeof *v);
-        if (!v)
-            return false;
-        held = v;
-        held_cap = cap;
-    }
+    struct reservation *v = vec_room(held, held_len, &held_cap, sizeof *v, 16);
+    if (!v)
+        return false;
+    held = v;
     held[held_len++] = (struct reservation){ j, bytes };
     return true;
 }
@@ -63,14 +60,10 @@ static bool hold(struct job *j, uint64_t bytes)
 static bool enqueue_locked(struct job *j, bool force_resume, uint64_t need,
                            const char *why)
 {
-    if (queue_len == queue_cap) {
-        size_t cap = queue_cap ? 2 * queue_cap : 16;
-        struct waiting *v = realloc(queue, cap * sizeof *v);
-        if (!v)
-            return false;
-        queue = v;
-        queue_cap = cap;
-    }
+    struct waiting *v = vec_room(queue, queue_len, &queue_cap, sizeof *v, 16);
+    if (!v)
+        return false;
+    queue = v;
     struct waiting *w = &queue[queue_len++];
     w->j = j;
     w->force_resume = force_resume;
