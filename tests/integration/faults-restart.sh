@@ -1,16 +1,18 @@
 #!/bin/bash
 # faults-restart.sh — `imgfs copy` and a mount job, NFS -> LUN, ride
 # through a restart of the NFS server (scripts/test-servers restart-nfs)
-# in the middle of the copy, with reads in flight: the copy goes through
-# scripts/delay-proxy, which stalls every connection once two thirds of
-# the bytes crossed it; the server is stopped, the stall lifted
-# (reconnects are refused while the server is down), and the server
-# started again on the same export: the copy reconnects, re-sends what was
-# lost with the same file handles and completes identical (qemu-img
-# compare).  Raw and qcow2 sources for `imgfs copy`, a raw source for the
-# job.  The time from the stop to the end of the copy is logged, not
-# asserted; each case prints a MATRIX line (fault-proxy.sh; detect: from
-# the stop to the first new connection through the proxy).
+# in the middle of the copy, with reads (NFS -> LUN) or writes (LUN -> NFS,
+# a backup) in flight: the NFS side goes through scripts/delay-proxy,
+# which stalls every connection once two thirds of the bytes crossed it;
+# the server is stopped, the stall lifted (reconnects are refused while
+# the server is down), and the server started again on the same export:
+# the copy reconnects, re-sends what was lost with the same file handles
+# and completes identical (qemu-img compare).  NFS -> LUN: raw and qcow2
+# sources, for `imgfs copy` and a mount job; LUN -> NFS: a raw and a
+# qcow2 target (a file the copy creates), for both too.  The time from
+# the stop to the end of the copy is logged, not asserted; each case
+# prints a MATRIX line (fault-proxy.sh; detect: from the stop to the
+# first new connection through the proxy).
 #
 # It restarts the shared nfs-ganesha: run it when no other test uses the
 # servers (meson runs integration tests one at a time; by hand, hold the
@@ -36,41 +38,105 @@ src_qcow2=$(nfs_name src.qcow2)
 nfs_put "$SCRATCH/src.raw" "$src"
 nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
 new_lun 48M 512 thin
+lun=$LUN_URL
+# LUN -> NFS source: a LUN holding the raw image.
+new_lun 48M 512 thin
+lun_raw=$LUN_URL
+fill_lun "$lun_raw" "$SCRATCH/src.raw"
 truncate -s $SIZE "$SCRATCH/zero.raw"
 
-# ---- imgfs copy, raw and qcow2 sources ----------------------------------
+# stall_then_restart CASE PID: arm the stall; once it fired (the proxy's
+# log keeps earlier cases' lines: count), restart nfs-ganesha under PID.
+# Arm with: fired=$(fired_count); ctl "after ... blackhole 600".
+stall_then_restart() {
+    for _ in $(seq 600); do (( $(fired_count) > fired )) && break; sleep 0.05; done
+    (( $(fired_count) > fired )) || fail "$1: the stall never began"
+    restart_during "$1" "$2" restart-nfs "stopped nfs-ganesha"
+}
+
+# same_as_nfs FILE NAME FMT DESC: the NFS file NAME (format FMT) holds
+# exactly FILE.
+same_as_nfs() {
+    local out
+    out=$(qemu-img compare -f raw -F "$3" "$1" "$(nfs_qemu_url "$2")" 2>&1) ||
+        fail "$4: $2 differs from $1: $out"
+}
+
+# ---- imgfs copy, NFS -> LUN, raw and qcow2 sources -----------------------
 for fmt in raw qcow2; do
     case="copy NFS -> LUN, $fmt source, NFS server restart"
     [[ $fmt == raw ]] && name=$src || name=$src_qcow2
-    fill_lun "$LUN_URL" "$SCRATCH/zero.raw"
+    fill_lun "$lun" "$SCRATCH/zero.raw"
+    fired=$(fired_count)
     ctl "after $((2 * SIZE / 3)) blackhole 600"
     err=$SCRATCH/copy.err
     t_start=$(now)
-    "$IMGFS" copy -q "$(nfs_via_proxy "$name")" "$(lun_via_proxy "$LUN_URL")" 2> "$err" &
+    "$IMGFS" copy -q "$(nfs_via_proxy "$name")" "$(lun_via_proxy "$lun")" 2> "$err" &
     copy_pid=$!
-    restart_during "$case" "$copy_pid" restart-nfs "stopped nfs-ganesha"
+    stall_then_restart "$case" "$copy_pid"
     rc=0
     wait "$copy_pid" || rc=$?
     (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
-    same_as_lun "$SCRATCH/src.raw" "$LUN_URL" "$case"
+    same_as_lun "$SCRATCH/src.raw" "$lun" "$case"
     log "ok: $case: completed identical $after_stop s after the server was stopped"
     matrix "case=nfs-restart tool=copy src=$fmt dir=nfs->lun side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
 done
 
-# ---- a mount job --------------------------------------------------------
-case="mount job NFS -> LUN, raw source, NFS server restart"
+# ---- imgfs copy, LUN -> NFS, raw and qcow2 targets -----------------------
+for tfmt in raw qcow2; do
+    case="copy LUN -> NFS, $tfmt target, NFS server restart"
+    out=$(nfs_name "out-copy.$tfmt")
+    fired=$(fired_count)
+    ctl "after $((2 * SIZE / 3)) blackhole 600"
+    err=$SCRATCH/copy.err
+    t_start=$(now)
+    "$IMGFS" copy -q --create --target-format "$tfmt" "$lun_raw" "$(nfs_via_proxy "$out")" 2> "$err" &
+    copy_pid=$!
+    stall_then_restart "$case" "$copy_pid"
+    rc=0
+    wait "$copy_pid" || rc=$?
+    (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
+    same_as_nfs "$SCRATCH/src.raw" "$out" "$tfmt" "$case"
+    log "ok: $case: completed identical $after_stop s after the server was stopped"
+    matrix "case=nfs-restart tool=copy src=raw target=$tfmt dir=lun->nfs side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
+
+# ---- mount jobs ----------------------------------------------------------
+# mount_job_case CASE JOB TEXT: write the job with the stall armed, restart
+# the server under `imgfs wait`, which must succeed.
+mount_job_case() {
+    local case=$1 job=$2 wait_pid
+    fired=$(fired_count)
+    ctl "after $((2 * SIZE / 3)) blackhole 600"
+    t_start=$(now)
+    put_job "$MNT" "$job" "$3" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
+    "$IMGFS" wait "$MNT/control/$job.job" > /dev/null 2> "$SCRATCH/wait.err" &
+    wait_pid=$!
+    stall_then_restart "$case" "$wait_pid"
+    wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" "$job" error)"
+}
+
 MNT=$SCRATCH/mnt
-fuse_mount_fg "$MNT" "dp=$NFS_URL/?nfsport=$p_nfs&mountport=$p_mnt" "ld=$LUN_URL"
-fill_lun "$LUN_URL" "$SCRATCH/zero.raw"
-ctl "after $((2 * SIZE / 3)) blackhole 600"
-t_start=$(now)
-put_job "$MNT" r "source = dp/$src
-target = ld" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
-"$IMGFS" wait "$MNT/control/r.job" > /dev/null 2> "$SCRATCH/wait.err" &
-wait_pid=$!
-restart_during "$case" "$wait_pid" restart-nfs "stopped nfs-ganesha"
-wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" r error)"
-same_as_lun "$SCRATCH/src.raw" "$LUN_URL" "$case"
-log "ok: $case: completed identical $after_stop s after the server was stopped"
-matrix "case=nfs-restart tool=mount src=raw dir=nfs->lun side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+fuse_mount_fg "$MNT" "dp=$NFS_URL/?nfsport=$p_nfs&mountport=$p_mnt" "ld=$lun" "rd=$lun_raw"
+for fmt in raw qcow2; do
+    case="mount job NFS -> LUN, $fmt source, NFS server restart"
+    [[ $fmt == raw ]] && name=$src || name=$src_qcow2
+    fill_lun "$lun" "$SCRATCH/zero.raw"
+    mount_job_case "$case" "r-$fmt" "source = dp/$name
+target = ld"
+    same_as_lun "$SCRATCH/src.raw" "$lun" "$case"
+    log "ok: $case: completed identical $after_stop s after the server was stopped"
+    matrix "case=nfs-restart tool=mount src=$fmt dir=nfs->lun side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
+for tfmt in raw qcow2; do
+    case="mount job LUN -> NFS, $tfmt target, NFS server restart"
+    out=$(nfs_name "out-job.$tfmt")
+    mount_job_case "$case" "b-$tfmt" "source = rd
+target = dp/$out
+target-format = $tfmt"
+    same_as_nfs "$SCRATCH/src.raw" "$out" "$tfmt" "$case"
+    log "ok: $case: completed identical $after_stop s after the server was stopped"
+    matrix "case=nfs-restart tool=mount src=raw target=$tfmt dir=lun->nfs side=nfs outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
 fuse_umount "$MNT"
+! grep -q "ERROR: AddressSanitizer\|runtime error:" "$FUSE_LOG" || fail "memory error in the mount: $(cat "$FUSE_LOG")"
