@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "io-timeouts.h"
 #include "iscsi-priv.h"
@@ -171,11 +172,35 @@ static int poller_events(void *opaque)
     return l->ctx ? iscsi_which_events(l->ctx) : 0;
 }
 
+/* `revents` for libiscsi, with POLLHUP added when the context is not
+ * logged in (a login or a reconnect attempt is under way) and its socket
+ * has only end of file or an error left to read.  libiscsi 1.19 reads
+ * such a socket into an incoming PDU it allocates first; when the
+ * attempt was a reconnect, the next attempt copies a fresh context over
+ * this one (iscsi_reconnect) and that PDU is lost, 512 bytes per failed
+ * attempt.  Its POLLHUP path, taken before any read, fails the attempt
+ * the same way without allocating. */
+static int hangup_before_read(struct iscsi_lun *l, int revents)
+{
+    if (!(revents & POLLIN) || iscsi_is_logged_in(l->ctx))
+        return revents;
+    int fd = iscsi_get_fd(l->ctx);
+    char byte;
+    if (fd < 0)
+        return revents;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                   errno != EINTR))
+        return revents | POLLHUP;
+    return revents;
+}
+
 static int poller_service(void *opaque, int revents)
 {
     struct iscsi_lun *l = opaque;
     if (!l->ctx)
         return -1;
+    revents = hangup_before_read(l, revents);
     if (iscsi_service(l->ctx, revents) < 0) {
         image_set_error(l->img, "iSCSI session: %s", iscsi_get_error(l->ctx));
         if (l->waiting && !l->wait.done) {
