@@ -52,6 +52,12 @@ TEST_NAME=$(basename "$0" .sh)
 # servers.env names the script that started the servers; without it, ours.
 TEST_SERVERS=${TEST_SERVERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts" && pwd)/test-servers}
 
+# Sanitizer builds: LeakSanitizer leaves out only the leaks inside
+# libiscsi that tests/lsan-libiscsi.supp names (and says why they are
+# libiscsi's); the slow unwinder is what sees the libiscsi frames it names.
+LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lsan-libiscsi.supp:fast_unwind_on_malloc=0
+export LSAN_OPTIONS
+
 log() { echo "$TEST_NAME: $*" >&2; }
 fail() { echo "FAIL: $TEST_NAME: $*" >&2; exit 1; }
 
