@@ -3,14 +3,16 @@
 # through a restart of the iSCSI target (scripts/test-servers
 # restart-iscsi: tgtd killed with SIGKILL, down 2 s, started again with
 # the same targets and LUNs on the same backing files) in the middle of
-# the copy, with writes in flight: the LUN side goes through
-# scripts/delay-proxy, which stalls every connection once two thirds of
-# the image crossed it; tgtd is killed, the stall lifted (logins are
-# refused while tgtd is down), tgtd started again: the tool logs in
-# again, re-sends what was lost and completes identical (qemu-img
-# compare).  Raw and qcow2 sources for `imgfs copy`, a raw one for the
-# job.  Times are logged, not asserted; each case prints a MATRIX line
-# (fault-proxy.sh; detect: from the kill to the first new connection).
+# the copy, with writes (NFS -> LUN) or reads (LUN -> NFS, a backup) in
+# flight: the LUN side goes through scripts/delay-proxy, which stalls
+# every connection once two thirds of the image crossed it; tgtd is
+# killed, the stall lifted (logins are refused while tgtd is down), tgtd
+# started again: the tool logs in again, re-sends what was lost and
+# completes identical (qemu-img compare).  NFS -> LUN: raw and qcow2
+# sources, for `imgfs copy` and a mount job; LUN -> NFS: a raw and a
+# qcow2 target (a file the copy creates), for both too.  Times are
+# logged, not asserted; each case prints a MATRIX line (fault-proxy.sh;
+# detect: from the kill to the first new connection).
 #
 # It restarts the shared tgtd: run it when no other test uses the
 # servers (meson runs integration tests one at a time; by hand, hold the
@@ -40,44 +42,109 @@ nfs_put "$SCRATCH/src.raw" "$src"
 nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
 new_lun 32M 512 thin
 lun=$LUN_URL
+# LUN -> NFS source: a LUN holding the raw image.
+new_lun 32M 512 thin
+lun_raw=$LUN_URL
+fill_lun "$lun_raw" "$SCRATCH/src.raw"
 truncate -s $SIZE "$SCRATCH/zero.raw"
 FAULT_AT=$((2 * SIZE / 3))
 
-# ---- imgfs copy, raw and qcow2 sources ----------------------------------
-for fmt in raw qcow2; do
-    case="copy NFS -> LUN, $fmt source, iSCSI target restart"
-    [[ $fmt == raw ]] && name=$src || name=$src_qcow2
-    fill_lun "$lun" "$SCRATCH/zero.raw"
-    ctl "after $FAULT_AT blackhole 600"
-    err=$SCRATCH/copy.err
-    t_start=$(now)
-    "$IMGFS" copy -q "$(nfs_url "$name")" "$(lun_via_proxy "$lun")" 2> "$err" &
-    copy_pid=$!
-    restart_during "$case" "$copy_pid" restart-iscsi "killed tgtd"
+# stall_then_restart CASE PID: once the stall fired (the proxy's log
+# keeps earlier cases' lines: count), restart tgtd under PID.  Arm with:
+# fired=$(fired_count); ctl "after $FAULT_AT blackhole 600".
+stall_then_restart() {
+    for _ in $(seq 600); do (( $(fired_count) > fired )) && break; sleep 0.05; done
+    (( $(fired_count) > fired )) || fail "$1: the stall never began"
+    restart_during "$1" "$2" restart-iscsi "killed tgtd"
+}
+
+# copy_result CASE: wait for the copy $copy_pid (stderr in $err); set rc.
+copy_result() {
+    local case=$1
     rc=0
     wait "$copy_pid" || rc=$?
     ! grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$err" || fail "$case: sanitizer report: $(cat "$err")"
     (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
+}
+
+# same_as_nfs FILE NAME FMT DESC: the NFS file NAME (format FMT) holds
+# exactly FILE.
+same_as_nfs() {
+    local out
+    out=$(qemu-img compare -f raw -F "$3" "$1" "$(nfs_qemu_url "$2")" 2>&1) ||
+        fail "$4: $2 differs from $1: $out"
+}
+
+# ---- imgfs copy, NFS -> LUN, raw and qcow2 sources -----------------------
+err=$SCRATCH/copy.err
+for fmt in raw qcow2; do
+    case="copy NFS -> LUN, $fmt source, iSCSI target restart"
+    [[ $fmt == raw ]] && name=$src || name=$src_qcow2
+    fill_lun "$lun" "$SCRATCH/zero.raw"
+    fired=$(fired_count)
+    ctl "after $FAULT_AT blackhole 600"
+    t_start=$(now)
+    "$IMGFS" copy -q "$(nfs_url "$name")" "$(lun_via_proxy "$lun")" 2> "$err" &
+    copy_pid=$!
+    stall_then_restart "$case" "$copy_pid"
+    copy_result "$case"
     same_as_lun "$SCRATCH/src.raw" "$lun" "$case"
     log "ok: $case: completed identical $after_stop s after tgtd was killed"
     matrix "case=iscsi-restart tool=copy src=$fmt dir=nfs->lun side=iscsi outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
 done
 
-# ---- a mount job --------------------------------------------------------
-case="mount job NFS -> LUN, raw source, iSCSI target restart"
+# ---- imgfs copy, LUN -> NFS, raw and qcow2 targets -----------------------
+for tfmt in raw qcow2; do
+    case="copy LUN -> NFS, $tfmt target, iSCSI target restart"
+    out=$(nfs_name "out-copy.$tfmt")
+    fired=$(fired_count)
+    ctl "after $FAULT_AT blackhole 600"
+    t_start=$(now)
+    "$IMGFS" copy -q --create --target-format "$tfmt" "$(lun_via_proxy "$lun_raw")" "$(nfs_url "$out")" 2> "$err" &
+    copy_pid=$!
+    stall_then_restart "$case" "$copy_pid"
+    copy_result "$case"
+    same_as_nfs "$SCRATCH/src.raw" "$out" "$tfmt" "$case"
+    log "ok: $case: completed identical $after_stop s after tgtd was killed"
+    matrix "case=iscsi-restart tool=copy src=raw target=$tfmt dir=lun->nfs side=iscsi outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
+
+# ---- mount jobs ----------------------------------------------------------
+# mount_job_case CASE JOB TEXT: write the job with the stall armed, restart
+# tgtd under `imgfs wait`, which must succeed.
+mount_job_case() {
+    local case=$1 job=$2 wait_pid
+    fired=$(fired_count)
+    ctl "after $FAULT_AT blackhole 600"
+    t_start=$(now)
+    put_job "$MNT" "$job" "$3" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
+    "$IMGFS" wait "$MNT/control/$job.job" > /dev/null 2> "$SCRATCH/wait.err" &
+    wait_pid=$!
+    stall_then_restart "$case" "$wait_pid"
+    wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" "$job" error)"
+}
+
 MNT=$SCRATCH/mnt
-fuse_mount_fg "$MNT" "dd=$(nfs_url "")" "lp=$(lun_via_proxy "$lun")"
-fill_lun "$lun" "$SCRATCH/zero.raw"
-ctl "after $FAULT_AT blackhole 600"
-t_start=$(now)
-put_job "$MNT" r "source = dd/$src
-target = lp" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
-"$IMGFS" wait "$MNT/control/r.job" > /dev/null 2> "$SCRATCH/wait.err" &
-wait_pid=$!
-restart_during "$case" "$wait_pid" restart-iscsi "killed tgtd"
-wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" r error)"
-same_as_lun "$SCRATCH/src.raw" "$lun" "$case"
-log "ok: $case: completed identical $after_stop s after tgtd was killed"
-matrix "case=iscsi-restart tool=mount src=raw dir=nfs->lun side=iscsi outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+fuse_mount_fg "$MNT" "dd=$(nfs_url "")" "lp=$(lun_via_proxy "$lun")" "rp=$(lun_via_proxy "$lun_raw")"
+for fmt in raw qcow2; do
+    case="mount job NFS -> LUN, $fmt source, iSCSI target restart"
+    [[ $fmt == raw ]] && name=$src || name=$src_qcow2
+    fill_lun "$lun" "$SCRATCH/zero.raw"
+    mount_job_case "$case" "r-$fmt" "source = dd/$name
+target = lp"
+    same_as_lun "$SCRATCH/src.raw" "$lun" "$case"
+    log "ok: $case: completed identical $after_stop s after tgtd was killed"
+    matrix "case=iscsi-restart tool=mount src=$fmt dir=nfs->lun side=iscsi outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
+for tfmt in raw qcow2; do
+    case="mount job LUN -> NFS, $tfmt target, iSCSI target restart"
+    out=$(nfs_name "out-job.$tfmt")
+    mount_job_case "$case" "b-$tfmt" "source = rp
+target = dd/$out
+target-format = $tfmt"
+    same_as_nfs "$SCRATCH/src.raw" "$out" "$tfmt" "$case"
+    log "ok: $case: completed identical $after_stop s after tgtd was killed"
+    matrix "case=iscsi-restart tool=mount src=raw target=$tfmt dir=lun->nfs side=iscsi outcome=completed detect=$detect total=$(secs "$t_start" "$(now)")s"
+done
 fuse_umount "$MNT"
 ! grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$FUSE_LOG" || fail "sanitizer report in the mount: $(cat "$FUSE_LOG")"
