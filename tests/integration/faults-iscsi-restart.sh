@@ -29,6 +29,7 @@ export IMGFS_REQUEST_TIMEOUT=2 IMGFS_RECONNECT_TIMEOUT=60
 # Any sanitizer report fails the test, leaks included: what libiscsi 1.19
 # itself leaks when a reconnect's login is refused (tgtd down) is left out
 # by tests/lsan-libiscsi.supp (lib.sh), nothing else.
+lsan_slow_unwind
 
 . "$(dirname "$0")/fault-proxy.sh"
 
