@@ -17,6 +17,8 @@
 #   restart_during CASE PID VERB STOPPED
 #                         a server restart (test-servers VERB) under a tool
 #                         held in a black hole (see the end of this file)
+#   mount_job_case, same_as_nfs
+#                         the restart tests' mount job and NFS check
 #   proxy_out, proxy_ctl  the proxy's output (listen/ready/ctl lines) and
 #                         its control pipe
 : "${BUILD_DIR:?set BUILD_DIR to the build directory}"
@@ -145,8 +147,10 @@ matrix() { echo "MATRIX $*" >&2; }
 # and detect (from the stop to the tool's first new connection).
 restart_during() {
     local case=$1 pid=$2 verb=$3 stopped=$4 t0 t1 restart_pid
-    for _ in $(seq 600); do grep -q '^ctl fired ' "$proxy_out" && break; sleep 0.05; done
-    grep -q '^ctl fired ' "$proxy_out" || fail "$case: the stall never began"
+    # This case's stall: the proxy's log keeps earlier cases' lines, so
+    # the caller counts them (fired=$(fired_count)) before arming.
+    for _ in $(seq 600); do (( $(fired_count) > ${fired:-0} )) && break; sleep 0.05; done
+    (( $(fired_count) > ${fired:-0} )) || fail "$case: the stall never began"
     kill -0 "$pid" 2>/dev/null || fail "$case: ended before the restart"
     fw_begin
     t0=$(now)
@@ -163,4 +167,28 @@ restart_during() {
     t1=$(now)
     after_stop=$(secs "$t0" "$t1")
     detect=$(fw_detect)
+}
+
+# mount_job_case CASE JOB TEXT: write job JOB (TEXT) into $MNT/control with
+# a stall armed at $FAULT_AT bytes, restart the server ("${RESTART[@]}":
+# test-servers VERB and the line that says it stopped) under `imgfs
+# wait`, which must succeed.  Sets t_start, after_stop, detect.
+mount_job_case() {
+    local case=$1 job=$2 wait_pid
+    fired=$(fired_count)
+    ctl "after $FAULT_AT blackhole 600"
+    t_start=$(now)
+    put_job "$MNT" "$job" "$3" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
+    "$IMGFS" wait "$MNT/control/$job.job" > /dev/null 2> "$SCRATCH/wait.err" &
+    wait_pid=$!
+    restart_during "$case" "$wait_pid" "${RESTART[@]}"
+    wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" "$job" error)"
+}
+
+# same_as_nfs FILE NAME FMT DESC: the NFS file NAME (format FMT) holds
+# exactly FILE.
+same_as_nfs() {
+    local out
+    out=$(qemu-img compare -f raw -F "$3" "$1" "$(nfs_qemu_url "$2")" 2>&1) ||
+        fail "$4: $2 differs from $1: $out"
 }

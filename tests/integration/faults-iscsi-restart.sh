@@ -48,16 +48,8 @@ new_lun 32M 512 thin
 lun_raw=$LUN_URL
 fill_lun "$lun_raw" "$SCRATCH/src.raw"
 truncate -s $SIZE "$SCRATCH/zero.raw"
+RESTART=(restart-iscsi "killed tgtd")        # restart_during VERB STOPPED
 FAULT_AT=$((2 * SIZE / 3))
-
-# stall_then_restart CASE PID: once the stall fired (the proxy's log
-# keeps earlier cases' lines: count), restart tgtd under PID.  Arm with:
-# fired=$(fired_count); ctl "after $FAULT_AT blackhole 600".
-stall_then_restart() {
-    for _ in $(seq 600); do (( $(fired_count) > fired )) && break; sleep 0.05; done
-    (( $(fired_count) > fired )) || fail "$1: the stall never began"
-    restart_during "$1" "$2" restart-iscsi "killed tgtd"
-}
 
 # copy_result CASE: wait for the copy $copy_pid (stderr in $err); set rc.
 copy_result() {
@@ -66,14 +58,6 @@ copy_result() {
     wait "$copy_pid" || rc=$?
     ! grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$err" || fail "$case: sanitizer report: $(cat "$err")"
     (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
-}
-
-# same_as_nfs FILE NAME FMT DESC: the NFS file NAME (format FMT) holds
-# exactly FILE.
-same_as_nfs() {
-    local out
-    out=$(qemu-img compare -f raw -F "$3" "$1" "$(nfs_qemu_url "$2")" 2>&1) ||
-        fail "$4: $2 differs from $1: $out"
 }
 
 # ---- imgfs copy, NFS -> LUN, raw and qcow2 sources -----------------------
@@ -87,7 +71,7 @@ for fmt in raw qcow2; do
     t_start=$(now)
     "$IMGFS" copy -q "$(nfs_url "$name")" "$(lun_via_proxy "$lun")" 2> "$err" &
     copy_pid=$!
-    stall_then_restart "$case" "$copy_pid"
+    restart_during "$case" "$copy_pid" "${RESTART[@]}"
     copy_result "$case"
     same_as_lun "$SCRATCH/src.raw" "$lun" "$case"
     log "ok: $case: completed identical $after_stop s after tgtd was killed"
@@ -103,7 +87,7 @@ for tfmt in raw qcow2; do
     t_start=$(now)
     "$IMGFS" copy -q --create --target-format "$tfmt" "$(lun_via_proxy "$lun_raw")" "$(nfs_url "$out")" 2> "$err" &
     copy_pid=$!
-    stall_then_restart "$case" "$copy_pid"
+    restart_during "$case" "$copy_pid" "${RESTART[@]}"
     copy_result "$case"
     same_as_nfs "$SCRATCH/src.raw" "$out" "$tfmt" "$case"
     log "ok: $case: completed identical $after_stop s after tgtd was killed"
@@ -111,20 +95,6 @@ for tfmt in raw qcow2; do
 done
 
 # ---- mount jobs ----------------------------------------------------------
-# mount_job_case CASE JOB TEXT: write the job with the stall armed, restart
-# tgtd under `imgfs wait`, which must succeed.
-mount_job_case() {
-    local case=$1 job=$2 wait_pid
-    fired=$(fired_count)
-    ctl "after $FAULT_AT blackhole 600"
-    t_start=$(now)
-    put_job "$MNT" "$job" "$3" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
-    "$IMGFS" wait "$MNT/control/$job.job" > /dev/null 2> "$SCRATCH/wait.err" &
-    wait_pid=$!
-    stall_then_restart "$case" "$wait_pid"
-    wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" "$job" error)"
-}
-
 MNT=$SCRATCH/mnt
 fuse_mount_fg "$MNT" "dd=$(nfs_url "")" "lp=$(lun_via_proxy "$lun")" "rp=$(lun_via_proxy "$lun_raw")"
 for fmt in raw qcow2; do

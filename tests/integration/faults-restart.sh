@@ -44,23 +44,8 @@ new_lun 48M 512 thin
 lun_raw=$LUN_URL
 fill_lun "$lun_raw" "$SCRATCH/src.raw"
 truncate -s $SIZE "$SCRATCH/zero.raw"
-
-# stall_then_restart CASE PID: arm the stall; once it fired (the proxy's
-# log keeps earlier cases' lines: count), restart nfs-ganesha under PID.
-# Arm with: fired=$(fired_count); ctl "after ... blackhole 600".
-stall_then_restart() {
-    for _ in $(seq 600); do (( $(fired_count) > fired )) && break; sleep 0.05; done
-    (( $(fired_count) > fired )) || fail "$1: the stall never began"
-    restart_during "$1" "$2" restart-nfs "stopped nfs-ganesha"
-}
-
-# same_as_nfs FILE NAME FMT DESC: the NFS file NAME (format FMT) holds
-# exactly FILE.
-same_as_nfs() {
-    local out
-    out=$(qemu-img compare -f raw -F "$3" "$1" "$(nfs_qemu_url "$2")" 2>&1) ||
-        fail "$4: $2 differs from $1: $out"
-}
+FAULT_AT=$((2 * SIZE / 3))
+RESTART=(restart-nfs "stopped nfs-ganesha")   # restart_during VERB STOPPED
 
 # ---- imgfs copy, NFS -> LUN, raw and qcow2 sources -----------------------
 for fmt in raw qcow2; do
@@ -68,12 +53,12 @@ for fmt in raw qcow2; do
     [[ $fmt == raw ]] && name=$src || name=$src_qcow2
     fill_lun "$lun" "$SCRATCH/zero.raw"
     fired=$(fired_count)
-    ctl "after $((2 * SIZE / 3)) blackhole 600"
+    ctl "after $FAULT_AT blackhole 600"
     err=$SCRATCH/copy.err
     t_start=$(now)
     "$IMGFS" copy -q "$(nfs_via_proxy "$name")" "$(lun_via_proxy "$lun")" 2> "$err" &
     copy_pid=$!
-    stall_then_restart "$case" "$copy_pid"
+    restart_during "$case" "$copy_pid" "${RESTART[@]}"
     rc=0
     wait "$copy_pid" || rc=$?
     (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
@@ -87,12 +72,12 @@ for tfmt in raw qcow2; do
     case="copy LUN -> NFS, $tfmt target, NFS server restart"
     out=$(nfs_name "out-copy.$tfmt")
     fired=$(fired_count)
-    ctl "after $((2 * SIZE / 3)) blackhole 600"
+    ctl "after $FAULT_AT blackhole 600"
     err=$SCRATCH/copy.err
     t_start=$(now)
     "$IMGFS" copy -q --create --target-format "$tfmt" "$lun_raw" "$(nfs_via_proxy "$out")" 2> "$err" &
     copy_pid=$!
-    stall_then_restart "$case" "$copy_pid"
+    restart_during "$case" "$copy_pid" "${RESTART[@]}"
     rc=0
     wait "$copy_pid" || rc=$?
     (( rc == 0 )) || fail "$case: the copy did not survive the restart ($rc): $(cat "$err")"
@@ -102,20 +87,6 @@ for tfmt in raw qcow2; do
 done
 
 # ---- mount jobs ----------------------------------------------------------
-# mount_job_case CASE JOB TEXT: write the job with the stall armed, restart
-# the server under `imgfs wait`, which must succeed.
-mount_job_case() {
-    local case=$1 job=$2 wait_pid
-    fired=$(fired_count)
-    ctl "after $((2 * SIZE / 3)) blackhole 600"
-    t_start=$(now)
-    put_job "$MNT" "$job" "$3" || fail "$case: job refused: $(cat "$SCRATCH/cp.err")"
-    "$IMGFS" wait "$MNT/control/$job.job" > /dev/null 2> "$SCRATCH/wait.err" &
-    wait_pid=$!
-    stall_then_restart "$case" "$wait_pid"
-    wait "$wait_pid" || fail "$case: the job did not survive the restart: $(job_field "$MNT" "$job" error)"
-}
-
 MNT=$SCRATCH/mnt
 fuse_mount_fg "$MNT" "dp=$NFS_URL/?nfsport=$p_nfs&mountport=$p_mnt" "ld=$lun" "rd=$lun_raw"
 for fmt in raw qcow2; do
