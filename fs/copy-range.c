@@ -8,8 +8,19 @@
  * lies beyond the old end it reads as zeroes and zero runs are skipped.
  * Ranges that are not aligned to the images' block sizes answer
  * EOPNOTSUPP, on which the kernel falls back to its own copy.  A copy
- * onto the same image (by identity, image-id.h) is refused with EINVAL. */
+ * onto the same image (by identity, image-id.h) is refused with EINVAL.
+ *
+ * Memory: the engine's fixed pool (at most COPY_DEFAULT_REQUESTS requests,
+ * no more than the range needs) is taken from the mount's budget
+ * (mem-budget.h) before anything is written, held while the copy runs and
+ * given back when it ended (then queued jobs may start, job-queue.h).  A
+ * system call does not wait in the job queue: it runs with the request
+ * buffers that are free now, down to one; when not even one fits it
+ * answers EOPNOTSUPP, and the kernel copies through read and write, whose
+ * read-ahead the budget bounds too. */
 #include "fs.h"
+#include "job-queue.h"
+#include "mem-budget.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +39,9 @@ struct range_ctx {
     struct image *s_in, *s_out;
     struct copy_job *cj;
     uint64_t old_size;          /* the target's size before it grew */
+    size_t request_size;        /* a multiple of both block sizes */
+    unsigned requests;          /* request buffers taken from the budget */
+    uint64_t stride;            /* bytes per buffer taken */
 };
 
 static void finish(struct range_ctx *c, int err, uint64_t copied)
@@ -40,6 +54,10 @@ static void finish(struct range_ctx *c, int err, uint64_t copied)
         image_close(c->s_in);
     if (c->s_out)
         image_close(c->s_out);
+    if (c->requests) {
+        mem_budget_range_give(c->requests * c->stride);
+        job_queue_kick();
+    }
     atomic_fetch_sub(&c->in->job_readers, 1);
     atomic_fetch_sub(&c->out->job_writers, 1);
     fs_global->active_jobs--;
@@ -107,6 +125,8 @@ static int start_copy(struct range_ctx *c)
         c->len = in->size - c->off_in;
     if (c->len > MAX_RANGE)
         c->len = MAX_RANGE;
+    if (c->len == 0)
+        return 1;
     uint64_t bin = in->block_size ? in->block_size : 1;
     uint64_t bout = out->block_size ? out->block_size : 1;
     uint64_t end_in = c->off_in + c->len, end_out = c->off_out + c->len;
@@ -117,6 +137,19 @@ static int start_copy(struct range_ctx *c)
         return -EOPNOTSUPP;
     if (end_out > out->size && !growable)
         return -ENOSPC;
+    /* The pool, from the mount's memory budget (see the top). */
+    struct copy_options o;
+    copy_options_init(&o);
+    c->request_size = o.request_size;
+    while (c->request_size % bin || c->request_size % bout)
+        c->request_size *= 2;
+    c->stride = (c->request_size + 4095) / 4096 * 4096;
+    uint64_t want = (c->len + c->request_size - 1) / c->request_size;
+    c->requests = mem_budget_range_take(c->stride, want < o.requests
+                                                   ? (unsigned)want
+                                                   : o.requests);
+    if (c->requests == 0)
+        return -EOPNOTSUPP;
     c->old_size = out->size;
     if (end_out > out->size) {
         image_truncate(out, end_out, extended, c);
@@ -130,8 +163,6 @@ static int start_copy(struct range_ctx *c)
 static int run_copy(struct range_ctx *c)
 {
     struct image *in = c->in->img, *out = c->out->img;
-    uint64_t bin = in->block_size ? in->block_size : 1;
-    uint64_t bout = out->block_size ? out->block_size : 1;
     bool target_zero = c->off_out >= c->old_size;
     struct errmsg em = { "" };
     c->s_in = slice_image_new(in, c->off_in, c->len, &em);
@@ -143,8 +174,8 @@ static int run_copy(struct range_ctx *c)
     struct copy_options o;
     copy_options_init(&o);
     o.target_is_zero = target_zero;
-    while (o.request_size % bin || o.request_size % bout)
-        o.request_size *= 2;
+    o.request_size = c->request_size;
+    o.requests = c->requests;
     c->cj = copy_job_new(c->s_in, c->s_out, &o, &em);
     if (!c->cj) {
         syslog(LOG_ERR, "imgfs: copy_file_range: %s", em.text);

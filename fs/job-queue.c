@@ -155,6 +155,12 @@ void job_queue_release(struct job *j)
         arm_retry();
 }
 
+void job_queue_kick(void)
+{
+    if (loop_defer(fs_global->loop, run_queue, NULL) < 0)
+        arm_retry();
+}
+
 bool job_queue_drop_locked(struct job *j)
 {
     for (size_t i = 0; i < queue_len; i++) {

@@ -33,6 +33,10 @@ bool job_queue_admit(struct job *j, struct copy_spec *spec,
  * release its reservation and start what now fits. */
 void job_queue_release(struct job *j);
 
+/* Memory was given back outside of a job (copy_file_range): start what
+ * now fits (loop thread). */
+void job_queue_kick(void);
+
 /* Remove `j` from the queue; true if it was queued. */
 bool job_queue_drop_locked(struct job *j);
 

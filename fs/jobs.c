@@ -24,6 +24,7 @@
 #include "fs.h"
 #include "job-queue.h"
 #include "job-state.h"
+#include "mem-budget.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -868,6 +869,11 @@ static const char *state_name(enum job_state s)
     return "?";
 }
 
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
 /* What the status files show of job `j` (jobs_lock held). */
 struct job_view {
     uint64_t total, done, wm, verified;
@@ -946,6 +952,12 @@ char *job_status_text_locked(struct job *j)
         fprintf(f, "eta: %.0f s\n", (double)(total - done) / rate);
     else
         fprintf(f, "eta: -\n");
+    struct mem_budget_usage mu;
+    mem_budget_usage(&mu);
+    fprintf(f, "mount-memory: %.1f of %.1f MiB in use (jobs %.1f, "
+            "copy_file_range %.1f, read-ahead %.1f), peak %.1f MiB\n",
+            mib(mu.jobs + mu.ranges + mu.readahead), mib(mu.total),
+            mib(mu.jobs), mib(mu.ranges), mib(mu.readahead), mib(mu.peak));
     fprintf(f, "error: %s\n", j->error[0] ? j->error : "-");
     fclose(f);
     return s;

@@ -122,7 +122,7 @@ static void expect_keys(const struct fields *f, const char *const *keys)
 
 static const char *const plain_keys[] = {
     "state", "source", "target", "bytes-total", "bytes-done", "watermark",
-    "rate", "rate-limit", "elapsed", "eta", "error", NULL,
+    "rate", "rate-limit", "elapsed", "eta", "mount-memory", "error", NULL,
 };
 
 static void test_queued(void **state)
@@ -274,7 +274,7 @@ static void test_resumed_from(void **state)
     static const char *const keys[] = {
         "state", "source", "target", "bytes-total", "bytes-done",
         "watermark", "resumed-from", "rate", "rate-limit", "elapsed", "eta",
-        "error", NULL,
+        "mount-memory", "error", NULL,
     };
     struct job *j = job_new(JOB_DONE);
     j->total = j->done = j->watermark = 32 * MiB;
