@@ -1,11 +1,13 @@
 /* job-queue.c — mount jobs wait for memory.  See job-queue.h. */
 #include "job-queue.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backends/vec.h"
+#include "copier/rate.h"
 #include "fs.h"
 #include "mem-budget.h"
 
@@ -35,16 +37,57 @@ static job_queue_start_fn start_fn;
 static int64_t retry_timer;
 static bool from_queue;         /* starting the queue's head: no FIFO rule */
 
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
+/* A request's buffer: its size rounded up to 4 KiB, as the engine
+ * allocates it. */
+static uint64_t stride_of(const struct copy_spec *spec)
+{
+    return (spec->copy.request_size + 4095) / 4096 * 4096;
+}
+
+/* The least memory `spec` can run with: a fixed pool whole, one request
+ * of an adaptive depth; the verify pass needs two buffers. */
+static uint64_t least_need(const struct copy_spec *spec)
+{
+    uint64_t stride = stride_of(spec);
+    unsigned n = spec->copy.adaptive ? 1 : spec->copy.requests;
+    if (spec->copy.verify && n < 2)
+        n = 2;
+    return (uint64_t)n * stride;
+}
+
+/* Why `spec` can never start under a budget of `total` (em). */
+static void refuse(const struct copy_spec *spec, uint64_t least,
+                   uint64_t total, struct errmsg *em)
+{
+    char rs[32];
+    rate_format(rs, sizeof rs, spec->copy.request_size);
+    const char *v = spec->copy.verify ? ", two buffers for verify" : "";
+    if (spec->copy.adaptive)
+        errmsg_set(em, "needs %.1f MiB (request-size = %s: a job holds at "
+                   "least one request%s) but the mount's memory limit "
+                   "(-o memory) is %.1f MiB", mib(least), rs, v, mib(total));
+    else
+        errmsg_set(em, "needs %.1f MiB (requests = %u × request-size = "
+                   "%s%s) but the mount's memory limit (-o memory) is "
+                   "%.1f MiB", mib(least), spec->copy.requests, rs, v,
+                   mib(total));
+}
+
 static uint64_t need_of(struct copy_spec *spec)
 {
     uint64_t total = mem_budget_total();
+    uint64_t least = least_need(spec);
     if (spec->copy.adaptive) {
         if (spec->copy.memory > total && total >= spec->copy.request_size)
             spec->copy.memory = total;
-        return spec->copy.memory;
+        return spec->copy.memory > least ? spec->copy.memory : least;
     }
-    uint64_t stride = (spec->copy.request_size + 4095) / 4096 * 4096;
-    return (uint64_t)spec->copy.requests * stride;
+    return least;
 }
 
 static bool hold(struct job *j, uint64_t bytes)
@@ -84,10 +127,16 @@ static void arm_retry(void)
         retry_timer = 0;
 }
 
-bool job_queue_admit(struct job *j, struct copy_spec *spec,
-                     bool force_resume, job_queue_start_fn start)
+int job_queue_admit(struct job *j, struct copy_spec *spec,
+                    bool force_resume, job_queue_start_fn start,
+                    struct errmsg *em)
 {
     start_fn = start;
+    uint64_t total = mem_budget_total(), least = least_need(spec);
+    if (least > total) {
+        refuse(spec, least, total, em);
+        return -EINVAL;
+    }
     uint64_t need = need_of(spec);
     char why[192] = "";
     pthread_mutex_lock(&fs_global->jobs_lock);
@@ -106,13 +155,13 @@ bool job_queue_admit(struct job *j, struct copy_spec *spec,
         if (!enqueue_locked(j, force_resume, need, why)) {
             /* No room to remember it: let it run over the budget. */
             pthread_mutex_unlock(&fs_global->jobs_lock);
-            return true;
+            return 0;
         }
     }
     pthread_mutex_unlock(&fs_global->jobs_lock);
     if (!ok)
         arm_retry();
-    return ok;
+    return ok ? 0 : 1;
 }
 
 /* Start queued jobs, in order, while the head fits. */

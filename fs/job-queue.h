@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backends/errmsg.h"
 #include "copier/jobspec.h"
 
 struct job;
@@ -24,10 +25,14 @@ typedef void (*job_queue_start_fn)(struct job *j, bool force_resume);
 
 /* Reserve the memory `spec` needs (an adaptive depth's `memory`, clamped
  * to the whole budget — such a job then runs alone —, or a fixed pool's
- * requests × request size) and return true; or queue `j` and return
- * false.  `start` is what starts it later. */
-bool job_queue_admit(struct job *j, struct copy_spec *spec,
-                     bool force_resume, job_queue_start_fn start);
+ * requests × request size) and return 0; or queue `j` and return 1.
+ * `start` is what starts it later.  A job whose least need is more than
+ * the whole budget (a fixed pool above it, or one request of an adaptive
+ * job, two with verify) could never start: -EINVAL, nothing reserved
+ * or queued, `em` naming the job keys and the mount's limit. */
+int job_queue_admit(struct job *j, struct copy_spec *spec,
+                    bool force_resume, job_queue_start_fn start,
+                    struct errmsg *em);
 
 /* The job ended (or did not start after job_queue_admit returned true):
  * release its reservation and start what now fits. */

@@ -557,8 +557,9 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     r = copy_spec_check(&spec, COPY_SPEC_FILE, em);
     if (r < 0)
         return r;
-    if (!job_queue_admit(j, &spec, force_resume, start_queued))
-        return 1;
+    r = job_queue_admit(j, &spec, force_resume, start_queued, em);
+    if (r != 0)
+        return r;
     struct node *src = node_resolve(spec.source, false);
     if (!is_file_node(src)) {
         errmsg_set(em, "source '%s': %s", spec.source,

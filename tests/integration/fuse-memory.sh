@@ -3,6 +3,10 @@
 # jobs that each want 16M (job key memory) never run more than two at a
 # time; the others show state "queued" with the reason in x.status, start
 # in order as memory frees, and every target ends equal to the source.
+# A job that could never fit the whole budget (requests × request-size, or
+# one request of an adaptive job, above -o memory) fails at once: the cp
+# of its job file fails, its status is failed with an error naming the
+# job keys and the mount's limit, and its target keeps every byte.
 # Then -o max_jobs=1 runs such jobs one at a time, and a queued job
 # cancelled by rm never starts (its target keeps its bytes).
 . "$(dirname "$0")/lib.sh"
@@ -80,6 +84,25 @@ for i in 1 2 3 4; do
     cmp -n $((16 * MiB)) "$SCRATCH/src.raw" "$MNT/t$i" || fail "target $i differs"
     rm "$MNT/control/j$i.job"
 done
+
+log "memory=32M: jobs that can never fit fail at once"
+before=$(lun_hash "${LUNS[0]}")
+put_job "$MNT" big1 "$(printf 'source = src\ntarget = t1\nrequests = 64\nrequest-size = 1M')" &&
+    fail "a job needing 64 MiB of 32 MiB was accepted: $(cat "$MNT/control/big1.status")"
+[[ $(job_field "$MNT" big1 state) == failed ]] || fail "big1: $(cat "$MNT/control/big1.status")"
+err=$(job_field "$MNT" big1 error)
+log "big1: $err"
+[[ $err == *"requests = 64 × request-size = 1M"* && $err == *"-o memory"* && $err == *"32.0 MiB"* ]] ||
+    fail "big1's error does not name its keys and the mount's limit: $err"
+put_job "$MNT" big2 "$(printf 'source = src\ntarget = t1\nrequest-size = 64M\nmemory = 64M')" &&
+    fail "a job whose one request is 64 MiB of 32 MiB was accepted: $(cat "$MNT/control/big2.status")"
+[[ $(job_field "$MNT" big2 state) == failed ]] || fail "big2: $(cat "$MNT/control/big2.status")"
+err=$(job_field "$MNT" big2 error)
+log "big2: $err"
+[[ $err == *"request-size = 64M"* && $err == *"-o memory"* && $err == *"32.0 MiB"* ]] ||
+    fail "big2's error does not name its keys and the mount's limit: $err"
+rm "$MNT/control/big1.job" "$MNT/control/big2.job"
+[[ $(lun_hash "${LUNS[0]}") == "$before" ]] || fail "a refused job wrote its target"
 fuse_umount "$MNT"
 
 log "max_jobs=1: one at a time; a queued job removed never starts"
