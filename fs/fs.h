@@ -589,10 +589,16 @@ void job_resume(struct job *j, fuse_req_t req);
 /* -o resume_jobs: post job_resume for every interrupted job (any thread,
  * once the loop runs). */
 void jobs_resume_all(void);
+/* Post the start of every job the previous mount left queued (state
+ * "queued" in the state directory), in the order they were queued; each
+ * queues again or starts as the memory budget allows (any thread, once
+ * the loop runs, before FUSE does). */
+void jobs_requeue_kept(void);
 /* At mount, before FUSE runs: list the jobs kept in fs_global->state_dir —
  * those that were running or interrupted as JOB_INTERRUPTED, failed ones
- * as JOB_FAILED — with their text, watermark and error.  Returns how many
- * were found; unreadable files are skipped with a message in `warn`. */
+ * as JOB_FAILED, queued ones as JOB_STARTING (shown "queued", started by
+ * jobs_requeue_kept) — with their text, watermark and error.  Returns how
+ * many were found; unreadable files are skipped with a message in `warn`. */
 size_t jobs_load_state(void (*warn)(const char *msg));
 /* The state file path of job `name` (malloc'd), NULL when jobs are not
  * kept. */

@@ -10,7 +10,7 @@
  * Format (text, UTF-8 or bytes, no NUL):
  *
  *   imgfs-job-state: 1
- *   state: running            # running | interrupted | failed
+ *   state: running            # running | interrupted | failed | queued
  *   watermark: 1048576        # DURABLE: a target flush completed after
  *                             # every write below it
  *   bytes-total: 67108864
@@ -22,6 +22,14 @@
  *   <blank line>
  *   the job text, verbatim, to the end of the file (mount jobs; empty
  *   for imgfs copy --state)
+ *
+ * States: "running" while the job runs (still so after a SIGKILL);
+ * "interrupted" when the unmount stopped it; "failed"; "queued" (mount
+ * jobs) when it waits for the mount's memory or a job slot (fs/job-queue.h)
+ * — written when the job is accepted, its watermark then the previous
+ * run's when this start resumes it, else 0; the next mount queues it
+ * again, in the order of the files' modification times.  A reader that
+ * predates "queued" takes it as an interrupted job (resumed by touch).
  *
  * Unknown keys are ignored when reading; `state` and `watermark` are
  * required.  Values never hold a newline (control characters are written
@@ -43,7 +51,8 @@
 #define JOB_STATE_SUFFIX ".state"
 
 struct kept_job {
-    char state[16];             /* "running", "interrupted", "failed" */
+    char state[16];             /* "running", "interrupted", "failed",
+                                 * "queued" */
     uint64_t watermark;         /* durable */
     uint64_t total;
     char source[1024], target[1024];

@@ -19,8 +19,11 @@
  * ends: removed when done or cancelled by rm; "failed" or, cancelled by
  * the unmount, "interrupted" with the final watermark once a target flush
  * completed (else the last durable one).  A state file still saying "running" at the
- * next mount means that mount was killed.  The files are written on the
- * loop thread (small, two fsyncs each). */
+ * next mount means that mount was killed.  A job the memory budget queues
+ * (job-queue.h) is kept as "queued" when accepted; the next mount queues
+ * it again (jobs_requeue_kept); a queued job that is cancelled goes, one
+ * refused when it leaves the queue goes back to what it was.  The files
+ * are written on the loop thread (small, two fsyncs each). */
 #include "fs.h"
 #include "job-queue.h"
 #include "job-state.h"
@@ -31,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -531,10 +535,16 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
 
 static int job_start_run(struct job *j, bool force_resume);
 
+/* Set while a job the queue held is started: its state file says
+ * "queued" and must say what became of it if the start is refused. */
+static bool starting_queued;
+
 /* Start a job the memory budget queued (job-queue.h). */
 static void start_queued(struct job *j, bool force_resume)
 {
+    starting_queued = true;
     job_start_run(j, force_resume);
+    starting_queued = false;
 }
 
 /* Validate, open and start; returns 0, 1 when the job was queued for
@@ -558,8 +568,16 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     if (r < 0)
         return r;
     r = job_queue_admit(j, &spec, force_resume, start_queued, em);
-    if (r != 0)
+    if (r < 0)
         return r;
+    if (r > 0) {
+        /* Kept as queued: the next mount queues it again, resuming at the
+         * previous run's watermark if this start would have. */
+        bool resume = spec.resume && prev_stopped &&
+                      !strcmp(prev_target, spec.target);
+        persist_write(j, "queued", resume ? prev_watermark : 0, NULL);
+        return 1;
+    }
     struct node *src = node_resolve(spec.source, false);
     if (!is_file_node(src)) {
         errmsg_set(em, "source '%s': %s", spec.source,
@@ -666,6 +684,16 @@ static int job_start_run(struct job *j, bool force_resume)
             j->final_state = j->state = prev_final;
             pthread_mutex_unlock(&fs_global->jobs_lock);
         }
+        if (starting_queued) {
+            /* Its "queued" state file: back to where it stopped, or gone
+             * (a refused job is not kept). */
+            if (force_resume && prev_stopped)
+                persist_write(j, prev_final == JOB_FAILED ? "failed"
+                                                          : "interrupted",
+                              prev_watermark, em.text);
+            else
+                persist_remove(j);
+        }
     }
     return r;
 }
@@ -706,6 +734,60 @@ void jobs_resume_all(void)
     pthread_mutex_unlock(&fs_global->jobs_lock);
 }
 
+static void start_kept_on_loop(void *opaque)
+{
+    struct job *j = opaque;
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    bool resume = j->final_state == JOB_INTERRUPTED;
+    pthread_mutex_unlock(&fs_global->jobs_lock);
+    start_queued(j, resume);
+}
+
+struct kept_order {
+    struct job *j;
+    struct timespec when;       /* its state file's mtime: when queued */
+};
+
+static int by_when(const void *a, const void *b)
+{
+    const struct timespec *x = &((const struct kept_order *)a)->when;
+    const struct timespec *y = &((const struct kept_order *)b)->when;
+    if (x->tv_sec != y->tv_sec)
+        return x->tv_sec < y->tv_sec ? -1 : 1;
+    return (x->tv_nsec > y->tv_nsec) - (x->tv_nsec < y->tv_nsec);
+}
+
+void jobs_requeue_kept(void)
+{
+    pthread_mutex_lock(&fs_global->jobs_lock);
+    size_t n = 0;
+    struct kept_order *v = calloc(fs_global->njobs ? fs_global->njobs : 1,
+                                  sizeof *v);
+    for (size_t i = 0; v && i < fs_global->njobs; i++) {
+        struct job *j = fs_global->jobs[i];
+        if (j->state != JOB_STARTING || j->cj)
+            continue;
+        char *path = job_state_path(j->name);
+        struct stat sb;
+        v[n].j = j;
+        if (path && stat(path, &sb) == 0)
+            v[n].when = sb.st_mtim;
+        free(path);
+        n++;
+    }
+    if (v)
+        qsort(v, n, sizeof *v, by_when);
+    for (size_t i = 0; i < n; i++) {
+        if (loop_post(fs_global->loop, start_kept_on_loop, v[i].j) < 0) {
+            v[i].j->state = JOB_FAILED;
+            snprintf(v[i].j->error, sizeof v[i].j->error, "out of memory "
+                     "queueing the job again at mount");
+        }
+    }
+    pthread_mutex_unlock(&fs_global->jobs_lock);
+    free(v);
+}
+
 /* ---- kept jobs at mount ------------------------------------------------ */
 
 static bool has_control_char(const char *s)
@@ -743,6 +825,7 @@ static bool load_one(const char *file, void (*warn)(const char *msg))
         return false;
     }
     bool failed = !strcmp(st.state, "failed");
+    bool queued = !strcmp(st.state, "queued");
     struct job *j = job_create_locked(name);
     if (!j || (st.len && !(j->text = malloc(st.len)))) {
         job_state_free(&st);
@@ -764,6 +847,14 @@ static bool load_one(const char *file, void (*warn)(const char *msg))
         snprintf(j->error, sizeof j->error, "%s",
                  st.error[0] ? st.error : "-");
     j->err = failed ? -EIO : -EINTR;
+    if (queued) {
+        /* Waiting for memory when the mount ended: queued again by
+         * jobs_requeue_kept, resuming at its watermark if one is kept. */
+        j->state = JOB_STARTING;
+        j->final_state = st.watermark ? JOB_INTERRUPTED : JOB_NEW;
+        j->err = 0;
+        j->error[0] = '\0';
+    }
     j->writer.uid = st.uid;
     j->writer.gid = st.gid;
     j->writer.groups_incomplete = true;
@@ -801,7 +892,8 @@ void job_cancel(struct job *j, fuse_req_t req)
 {
     pthread_mutex_lock(&fs_global->jobs_lock);
     bool running = j->cj != NULL;
-    if (!running && job_queue_drop_locked(j)) {
+    bool was_queued = !running && job_queue_drop_locked(j);
+    if (was_queued) {
         j->state = j->final_state = JOB_CANCELLED;
         snprintf(j->error, sizeof j->error, "cancelled while queued");
     }
@@ -816,6 +908,8 @@ void job_cancel(struct job *j, fuse_req_t req)
     }
     struct copy_job *cj = j->cj;
     pthread_mutex_unlock(&fs_global->jobs_lock);
+    if (was_queued)
+        persist_remove(j);
     if (cj)
         copy_job_cancel(cj);
     if (req)

@@ -94,6 +94,7 @@ int fs_mount_run(struct fs_mount *m)
     reply_pool_start(2);
     if (fs->resume_jobs)
         jobs_resume_all();
+    jobs_requeue_kept();
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (cfg) {
         fuse_loop_cfg_set_max_threads(cfg, 16);
