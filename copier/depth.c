@@ -92,20 +92,10 @@ static bool depth_pays(const struct depth_ctl *c)
     return lo > 0 && hi >= lo * DEPTH_CLIMB_GAIN;
 }
 
-static void steady_step(struct depth_ctl *c, double rate)
+/* Where the depth should go now: DEPTH_GAIN × bdp + DEPTH_PROBE, raised
+ * by the hill climb while depth pays, within the ceiling. */
+static unsigned depth_target(const struct depth_ctl *c)
 {
-    if (c->startup) {
-        if (rate > c->startup_best * 1.25) {
-            c->startup_best = rate;
-            c->flat = 0;
-            set_depth(c, c->depth * 2);
-        } else {
-            c->flat++;
-        }
-        if (c->flat >= DEPTH_STARTUP_FLAT || c->depth == c->ceiling)
-            c->startup = false;
-        return;
-    }
     uint64_t base = c->side[DEPTH_READ].base_ns + c->side[DEPTH_WRITE].base_ns;
     double bdp = c->rate_max * (double)base;
     double t = bdp * DEPTH_GAIN + DEPTH_PROBE + 0.999;
@@ -117,7 +107,73 @@ static void steady_step(struct depth_ctl *c, double rate)
         if (c->depth + up > t)
             t = c->depth + up;
     }
-    unsigned target = t > c->ceiling ? c->ceiling : (unsigned)t;
+    /* A queue inflates the base latency (a link at its rate never
+     * drains), and so bdp: the depth may only grow where the window shows
+     * that depth pays.  `enough` is the smallest depth of the window that
+     * reached 95 % of its best rate: above it more depth only queued
+     * (stay within DEPTH_PROBE of it); at it, the rate followed the depth
+     * (grow by a quarter); with nothing below the current depth to
+     * compare, try DEPTH_PROBE more once every DEPTH_BASE_WINDOW
+     * intervals. */
+    unsigned enough = 0;
+    bool lower = false;
+    for (unsigned i = 0; i < DEPTH_RATE_WINDOW; i++) {
+        unsigned d = c->depth_hist[i];
+        if (!d)
+            continue;
+        if (d < c->depth)
+            lower = true;
+        if (c->rate_hist[i] >= c->rate_max * 0.95 && (!enough || d < enough))
+            enough = d;
+    }
+    double cap;
+    if (!enough)
+        cap = t;
+    else if (lower && enough < c->depth)
+        cap = enough + DEPTH_PROBE;
+    else if (lower)
+        cap = c->depth + c->depth / 4 + DEPTH_PROBE;
+    else
+        cap = c->depth + (c->intervals % DEPTH_BASE_WINDOW == 0 ? DEPTH_PROBE : 0);
+    if (t > cap)
+        t = cap;
+    return t > c->ceiling ? c->ceiling : (unsigned)t;
+}
+
+static void startup_step(struct depth_ctl *c, double rate)
+{
+    if (c->startup_best == 0) {
+        /* The first interval includes filling the pipeline: it is only
+         * the reference the next ones must beat (a path the depth does not
+         * speed up may still double once or twice on it; the drain at the
+         * end of startup undoes that). */
+        c->startup_best = rate;
+        return;
+    }
+    if (rate > c->startup_best * 1.25) {
+        c->startup_best = rate;
+        c->flat = 0;
+        set_depth(c, c->depth * 2);
+    } else {
+        c->flat++;
+    }
+    if (c->flat >= DEPTH_STARTUP_FLAT || c->depth == c->ceiling) {
+        c->startup = false;
+        /* Drain what startup queued in one step (the rate stopped
+         * following the depth), not a quarter per interval. */
+        unsigned target = depth_target(c);
+        if (target < c->depth)
+            set_depth(c, target);
+    }
+}
+
+static void steady_step(struct depth_ctl *c, double rate)
+{
+    if (c->startup) {
+        startup_step(c, rate);
+        return;
+    }
+    unsigned target = depth_target(c);
     if (target > c->depth) {
         /* No queue: bdp ≈ depth, so this grows by about the gain. */
         set_depth(c, target);

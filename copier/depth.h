@@ -16,9 +16,12 @@
  * and moves the depth toward  target = DEPTH_GAIN × bdp + DEPTH_PROBE (the
  * gain, as BBR's window gain, covers what the minimum latency leaves out:
  * jitter, a request's wait for its turn to write, worker-thread time):
- *   - startup: the depth doubles every interval while the rate still grows
- *     by a quarter; it ends after DEPTH_STARTUP_FLAT intervals without
- *     such growth (or at the ceiling);
+ *   - startup: the first interval (the pipeline filling) sets the
+ *     reference rate; then the depth doubles every interval while the rate
+ *     still grows by a quarter over the best so far; startup ends after
+ *     DEPTH_STARTUP_FLAT intervals without such growth (or at the
+ *     ceiling), and the depth then drops to the target at once (what the
+ *     doubling queued on a path it did not speed up);
  *   - then: to the target when below it (with no queue bdp ≈ depth, so
  *     the depth grows by the gain + DEPTH_PROBE per interval while
  *     the rate follows, and stops where it no longer does), and toward the
@@ -55,7 +58,11 @@
 #define DEPTH_GAIN          2.0
 #define DEPTH_CLIMB_GAIN    1.15    /* a deeper queue "pays" */
 #define DEPTH_MIN_INTERVAL_NS 2000000ull    /* 2 ms */
-#define DEPTH_START         4u
+/* Where the engine starts (within [floor, ceiling]): the fixed pool of
+ * 16 requests that served well before the depth was adaptive, so a short
+ * copy or a long round trip pays no ramp from a small depth; the
+ * controller moves from there (down for a slow target, up while it pays). */
+#define DEPTH_START         16u
 #define DEPTH_PROBE_AFTER   16u
 
 enum depth_side { DEPTH_READ, DEPTH_WRITE };

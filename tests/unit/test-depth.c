@@ -234,10 +234,42 @@ static void test_controller_bounds(void **state)
     assert_int_equal(depth_current(&c), 64);
 }
 
+/* A path whose rate the depth does not change (a link at its rate: every
+ * request more only waits in its queue, which inflates the latency the
+ * controller takes for the base): from the engine's start (DEPTH_START)
+ * startup finds no growth, so the depth does not double; afterwards it
+ * only tries DEPTH_PROBE more now and then: over 20 s of such a link it
+ * stays far below the ceiling (64). */
+static void test_link_limited_does_not_climb(void **state)
+{
+    (void)state;
+    struct depth_ctl c;
+    depth_init(&c, 2, 64, DEPTH_START, 0);
+    uint64_t now = 0;
+    unsigned highest = 0, in_startup = 0;
+    for (int i = 0; i < 20000; i++) {
+        unsigned d = depth_current(&c);
+        if (d > highest)
+            highest = d;
+        if (c.startup && d > in_startup)
+            in_startup = d;
+        now += 1000000;                         /* one cycle per ms */
+        /* 2 ms per request on an idle link, plus the queue ahead of it */
+        depth_sample(&c, DEPTH_READ, 2000000 + (uint64_t)d * 500000);
+        depth_sample(&c, DEPTH_WRITE, 2000000 + (uint64_t)d * 500000);
+        depth_cycle(&c, now);
+    }
+    print_message("  highest depth %u (in startup %u), at the end %u\n",
+                  highest, in_startup, depth_current(&c));
+    assert_int_equal(in_startup, DEPTH_START);
+    assert_true(highest <= 2 * DEPTH_START);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_controller_bounds),
+        cmocka_unit_test(test_link_limited_does_not_climb),
         cmocka_unit_test(test_slow_target_settles_low),
         cmocka_unit_test(test_fast_far_target_settles_high),
         cmocka_unit_test(test_change_slow_to_far_is_followed),
