@@ -13,8 +13,9 @@
  *  - x.json: the same status as one JSON line (copier/status-json.h);
  *  - x.rate: reads the job's own rate limit ("50M", "0": none); a write
  *    of one whole value (rate_parse: "50M", "50M/s", "0") changes the
- *    running job's limit at once (EINVAL/ERANGE: a bad value, ESRCH: the
- *    job is not running); rm of either fails with EPERM;
+ *    running job's limit at once, a queued job's when it starts
+ *    (EINVAL/ERANGE: a bad value, ESRCH: the job is neither running nor
+ *    queued); rm of either fails with EPERM;
  *  - rm x.job: cancels a running job (answered once it stopped; x.status
  *    stays) or forgets a finished one; rm x.status forgets a stopped job;
  *    forgetting a job removes its state file (jobs.c);
@@ -456,9 +457,9 @@ static void rate_on_loop(void *opaque)
 }
 
 /* A write to x.rate: one whole value ("50M", "50M/s", "0"; rate_parse)
- * at offset 0, applied to the running job at once.  EINVAL: not a rate;
- * ERANGE: outside 0 or RATE_MIN..RATE_MAX; ESRCH: the job is not
- * running. */
+ * at offset 0, applied to the running job at once (to a queued one when
+ * it starts).  EINVAL: not a rate; ERANGE: outside 0 or
+ * RATE_MIN..RATE_MAX; ESRCH: the job is neither running nor queued. */
 static void rate_write(fuse_req_t req, struct node *n, const char *buf,
                        size_t size, off_t off)
 {

@@ -569,6 +569,8 @@ struct job {
      * the last write to x.rate; 0: none) and the limit in force (its
      * share of -o rate=, jobs_share_rate) */
     uint64_t rate, rate_applied;
+    bool rate_pending;          /* `rate` was written while queued: it
+                                 * replaces the job text's when it starts */
 };
 
 /* Find or create the job `name` (jobs_lock held by the caller). */
@@ -612,8 +614,9 @@ char *job_json_text_locked(struct job *j);
  * jobs_lock held). */
 char *job_rate_text_locked(struct job *j);
 /* Set the own rate limit of the running job `name` (loop thread) and
- * share the mount's -o rate= again; 0, or -ESRCH when no job of that
- * name is running. */
+ * share the mount's -o rate= again, or of the queued job `name` (it
+ * applies when the job starts, instead of its text's `rate`); 0, or
+ * -ESRCH when no job of that name is running or queued. */
 int job_set_rate(const char *name, uint64_t rate);
 /* Give every running job its limit: its own, or its fair share of
  * -o rate= (rate_fair_share) when the mount has one (loop thread; after

@@ -519,8 +519,14 @@ static int open_and_start(struct job *j, struct copy_spec *spec,
     j->resumed = resume;
     j->resumed_from = spec->copy.start_offset;
     j->start_ns = loop_now_ns();
-    j->rate = j->rate_applied = spec->copy.rate;
+    /* A rate written to x.rate while the job was queued wins over its
+     * text's. */
+    uint64_t own = j->rate_pending ? j->rate : spec->copy.rate;
+    j->rate_pending = false;
+    j->rate = j->rate_applied = own;
     pthread_mutex_unlock(&fs_global->jobs_lock);
+    if (own != spec->copy.rate)
+        copy_job_set_rate(cs.job, own);
     fs_global->active_jobs++;
     /* The resume point was durable: the previous run saved it so. */
     j->durable = spec->copy.start_offset;
@@ -563,6 +569,8 @@ static int job_try_start(struct job *j, const char *text, size_t len,
     pthread_mutex_lock(&fs_global->jobs_lock);
     snprintf(j->source, sizeof j->source, "%s", spec.source);
     snprintf(j->target, sizeof j->target, "%s", spec.target);
+    if (!j->rate_pending)
+        j->rate = spec.copy.rate;     /* what x.rate reads while queued */
     pthread_mutex_unlock(&fs_global->jobs_lock);
     r = copy_spec_check(&spec, COPY_SPEC_FILE, em);
     if (r < 0)
@@ -1122,11 +1130,16 @@ int job_set_rate(const char *name, uint64_t rate)
     pthread_mutex_lock(&fs_global->jobs_lock);
     struct job *j = job_find_locked(name);
     bool running = j && j->cj && j->state == JOB_RUNNING;
-    if (running)
+    char why[8];
+    bool queued = j && !j->cj && job_queue_why_locked(j, why, sizeof why);
+    if (running || queued)
         j->rate = rate;
+    if (queued)
+        j->rate_pending = true;
     pthread_mutex_unlock(&fs_global->jobs_lock);
-    if (!running)
+    if (!running && !queued)
         return -ESRCH;
-    jobs_share_rate();
+    if (running)
+        jobs_share_rate();
     return 0;
 }

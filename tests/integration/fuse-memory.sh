@@ -7,7 +7,8 @@
 # one request of an adaptive job, above -o memory) fails at once: the cp
 # of its job file fails, its status is failed with an error naming the
 # job keys and the mount's limit, and its target keeps every byte.
-# Then -o max_jobs=1 runs such jobs one at a time, and a queued job
+# Then -o max_jobs=1 runs such jobs one at a time, a queued job takes a
+# new rate limit (x.rate) that applies when it starts, and a queued job
 # cancelled by rm never starts (its target keeps its bytes).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fuse-helpers.sh"
@@ -116,12 +117,20 @@ for i in 1 2 3 4; do
 done
 [[ $(job_field "$MNT" j4 state) == queued ]] || fail "job 4: $(cat "$MNT/control/j4.status")"
 grep -q '^queued: waiting for max_jobs' "$MNT/control/j4.status" || fail "job 4 status: $(cat "$MNT/control/j4.status")"
+# A queued job's x.rate reads its job text's limit and takes a new one,
+# which applies when it starts (job 1 runs 4 s at 4M/s: job 3 waits).
+[[ $(job_field "$MNT" j3 state) == queued ]] || fail "job 3: $(cat "$MNT/control/j3.status")"
+[[ $(cat "$MNT/control/j3.rate") == 4M ]] || fail "queued job 3's rate reads '$(cat "$MNT/control/j3.rate")'"
+echo 16M > "$MNT/control/j3.rate" || fail "a queued job refused a new rate"
+[[ $(cat "$MNT/control/j3.rate") == 16M ]] || fail "queued job 3's new rate reads '$(cat "$MNT/control/j3.rate")'"
 rm "$MNT/control/j4.job"
 watch_jobs 1
 for i in 1 2 3; do
     [[ $(job_field "$MNT" "j$i" state) == done ]] || fail "job $i: $(cat "$MNT/control/j$i.status")"
     cmp -n $((16 * MiB)) "$SCRATCH/src.raw" "$MNT/t$i" || fail "target $i differs"
 done
+grep -q '^rate-limit: 16M/s' "$MNT/control/j3.status" ||
+    fail "job 3 did not run with the rate set while it was queued: $(cat "$MNT/control/j3.status")"
 [[ $(lun_hash "${LUNS[3]}") == "$before" ]] || fail "the removed queued job wrote its target"
 fuse_umount "$MNT"
 log "ok"
