@@ -234,3 +234,19 @@ int image_flush_sync(struct image *img)
     image_flush(img, sync_cb, &w);
     return sync_finish(img, &w);
 }
+
+int image_move_loop(struct image *img, struct loop *loop)
+{
+    /* The backends whose state keeps no loop pointer of its own: every
+     * poller, timer and deferred call of theirs goes through img->loop.
+     * (file: its worker threads post to the loop they were made with;
+     * qcow2: its protocol image and compression workers.) */
+    static const char *const movable[] = { "nfs", "iscsi", "null", "zero" };
+    bool ok = false;
+    for (size_t i = 0; i < sizeof movable / sizeof movable[0]; i++)
+        ok = ok || strcmp(img->ops->name, movable[i]) == 0;
+    if (!ok || img->backing)
+        return -ENOTSUP;
+    img->loop = loop;
+    return 0;
+}

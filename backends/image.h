@@ -6,7 +6,8 @@
  *
  * Threading: an image belongs to one loop (image->loop).  Every operation
  * below must be called on that loop's thread, and every completion callback
- * runs on it.  A completion never runs inside the call that issued the
+ * runs on it.  (An idle protocol image may change loops once: loop_adopt
+ * and image_move_loop, below.)  A completion never runs inside the call that issued the
  * request, not even on a failure to allocate memory: backends that finish
  * at once (errors included) defer with image_complete_later or
  * image_extents_later, which cannot fail.  So callers may issue requests
@@ -194,5 +195,13 @@ int image_read_sync(struct image *img, void *buf, uint64_t offset, size_t len);
 int image_write_sync(struct image *img, const void *buf, uint64_t offset,
                      size_t len);
 int image_flush_sync(struct image *img);
+
+/* Hand `img`, opened on another loop whose pollers, timers and calls were
+ * just moved onto `loop` by loop_adopt (loop.h), over to `loop`: from now
+ * on it belongs to `loop` (see "Threading").  Nothing may be in flight.
+ * Only protocol images whose backend keeps no loop pointer besides
+ * img->loop can move (nfs, iscsi, null, zero); others (file, qcow2) are
+ * refused with -ENOTSUP, unchanged.  Returns 0 or -ENOTSUP. */
+int image_move_loop(struct image *img, struct loop *loop);
 
 #endif

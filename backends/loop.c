@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -38,7 +39,6 @@ struct loop {
     int wakefd;
     struct loop_poller *pollers;
     struct timer *timers;       /* sorted by deadline */
-    int64_t next_timer_id;
     struct callq deferred;      /* loop thread only */
     /* loop_defer_call()s that found no room in `deferred`: run after it,
      * in order (loop thread only). */
@@ -80,7 +80,6 @@ struct loop *loop_new(void)
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) < 0)
         goto fail;
     pthread_mutex_init(&loop->post_lock, NULL);
-    loop->next_timer_id = 1;
     loop->linked_tail = &loop->linked_head;
     return loop;
 fail:;
@@ -161,12 +160,17 @@ int loop_post(struct loop *loop, loop_fn fn, void *opaque)
     return r;
 }
 
+/* The next timer id of every loop (see loop_adopt). */
+static _Atomic int64_t next_timer_id = 1;
+
 int64_t loop_add_timer(struct loop *loop, unsigned ms, loop_fn fn, void *opaque)
 {
     struct timer *t = malloc(sizeof *t);
     if (!t)
         return -ENOMEM;
-    t->id = loop->next_timer_id++;
+    /* Unique across loops, so that timers moved by loop_adopt keep ids
+     * their owners hold. */
+    t->id = atomic_fetch_add(&next_timer_id, 1);
     t->deadline = loop_now_ns() + (uint64_t)ms * 1000000u;
     t->fn = fn;
     t->opaque = opaque;
@@ -373,4 +377,63 @@ void loop_stop(struct loop *loop)
 bool loop_on_thread(struct loop *loop)
 {
     return loop->running && pthread_equal(loop->thread, pthread_self());
+}
+
+void loop_adopt(struct loop *dst, struct loop *src)
+{
+    /* Pollers: off src's epoll; dst registers them at its next round. */
+    struct loop_poller **tail = &dst->pollers;
+    while (*tail)
+        tail = &(*tail)->next;
+    for (struct loop_poller *p = src->pollers; p; p = p->next) {
+        if (p->armed_fd >= 0)
+            epoll_ctl(src->epfd, EPOLL_CTL_DEL, p->armed_fd, NULL);
+        p->armed_fd = -1;
+        p->armed_events = 0;
+    }
+    *tail = src->pollers;
+    src->pollers = NULL;
+
+    /* Timers: merged by deadline, ids and deadlines kept. */
+    struct timer *moving = src->timers;
+    src->timers = NULL;
+    while (moving) {
+        struct timer *t = moving;
+        moving = t->next;
+        struct timer **pp = &dst->timers;
+        while (*pp && (*pp)->deadline <= t->deadline)
+            pp = &(*pp)->next;
+        t->next = *pp;
+        *pp = t;
+    }
+
+    /* Deferred calls: after dst's own, in their order (waiting for memory
+     * rather than dropping one); src's linked calls after dst's. */
+    for (size_t i = 0; i < src->deferred.n; i++) {
+        struct call *c = &src->deferred.v[i];
+        while (callq_push(&dst->deferred, c->fn, c->opaque) < 0) {
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL);   /* out of memory: wait for some */
+        }
+    }
+    src->deferred.n = 0;
+    if (src->linked_head) {
+        *dst->linked_tail = src->linked_head;
+        dst->linked_tail = src->linked_tail;
+        src->linked_head = NULL;
+        src->linked_tail = &src->linked_head;
+    }
+
+    /* Posted calls: handed to dst as if posted there. */
+    pthread_mutex_lock(&src->post_lock);
+    struct callq posted = src->posted;
+    src->posted = (struct callq){ 0 };
+    pthread_mutex_unlock(&src->post_lock);
+    for (size_t i = 0; i < posted.n; i++) {
+        while (loop_post(dst, posted.v[i].fn, posted.v[i].opaque) < 0) {
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    free(posted.v);
 }

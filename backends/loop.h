@@ -105,6 +105,21 @@ void loop_stop(struct loop *loop);
  * inside loop_run*). */
 bool loop_on_thread(struct loop *loop);
 
+/* Move everything attached to `src` onto `dst`, so that an image opened
+ * on a private loop (e.g. by another thread, in parallel with an open on
+ * `dst`) can go on on `dst`:
+ *   - pollers: taken off src's epoll, armed on dst's at its next round;
+ *   - timers: same ids (ids are unique across loops) and deadlines;
+ *   - deferred calls (loop_defer, loop_defer_call): queued after dst's
+ *     own, in their order;
+ *   - posted calls: posted to dst.
+ * Afterwards `src` holds nothing and may be freed.  Called on dst's
+ * thread (or before any thread runs dst) while no thread runs `src` or
+ * will post to it again.  The caller updates every owner's own loop
+ * pointer (image->loop: image_move_loop in image.h).  Cannot fail (waits
+ * for memory when there is none). */
+void loop_adopt(struct loop *dst, struct loop *src);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t loop_now_ns(void);
 
