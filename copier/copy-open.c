@@ -14,6 +14,7 @@
 #include "backends/image-open.h"
 #include "backends/image-rename.h"
 #include "backends/keep-backing.h"
+#include "target-opener.h"
 
 #define PARTIAL_SUFFIX ".imgfs-partial"
 
@@ -271,6 +272,41 @@ static int open_existing(struct loop *loop, const struct copy_spec *spec,
     return -ENOENT;
 }
 
+/* May the target be opened while the source opens (copy-open.h)?  Only
+ * when opening it writes nothing and needs nothing of the source: an
+ * existing raw LUN or NFS file (not created, no keep-backing name to
+ * record), whose image can move between loops. */
+static bool target_opens_alongside(const struct copy_spec *spec,
+                                   const struct copy_endpoints *ep)
+{
+    if (spec->keep_backing || spec->target_format != IMAGE_FORMAT_RAW)
+        return false;
+    if (strncmp(ep->target_url, "iscsi://", 8) == 0)
+        return true;                /* LUNs ignore create/overwrite */
+    return strncmp(ep->target_url, "nfs://", 6) == 0 && !ep->create;
+}
+
+/* Step 5 for a target opened alongside the source by `early`: join it,
+ * then refuse the source itself or a backing file of it, as
+ * image_open_opts.distinct_from would have.  Returns 0 with s->dst set,
+ * or -errno with `err` set; 1 when the NFS file is missing (open_existing
+ * then looks for a partial file). */
+static int join_early_target(struct target_opener *early, struct loop *loop,
+                             const struct copy_endpoints *ep,
+                             struct copy_session *s, struct errmsg *err)
+{
+    struct image *dst;
+    int r = target_opener_join(early, loop, &dst, err);
+    if (r == -ENOENT && image_url_is_file(ep->target_url))
+        return 1;
+    if (r < 0)
+        return r;
+    s->dst = dst;
+    if (s->src)
+        r = image_id_check_distinct(&dst->id, ep->target_url, s->src, err);
+    return r;
+}
+
 int copy_open(struct loop *loop, const struct copy_spec *spec_in,
               const struct copy_endpoints *ep, struct copy_session *out,
               struct errmsg *err)
@@ -285,9 +321,29 @@ int copy_open(struct loop *loop, const struct copy_spec *spec_in,
         allow[i] = spec.allow_backing[i];
 
     char *backing = NULL;
+    /* An existing target opens while the source does (its round trips
+     * hidden behind the source's); it is checked against the source once
+     * both are open, before a byte is written. */
+    struct target_opener *early = NULL;
+    if (target_opens_alongside(&spec, ep)) {
+        struct image_open_opts eo = { .write = true,
+                                      .create = ep->create,
+                                      .overwrite = ep->overwrite,
+                                      .format = spec.target_format };
+        early = target_opener_start(ep->target_url, &eo);
+    }
     r = open_source(loop, &spec, ep, allow, &out->src, err);
-    if (r < 0)
+    if (r < 0) {
+        if (early) {
+            struct errmsg ignored;
+            struct image *dst;
+            if (target_opener_join(early, loop, &dst, &ignored) == 0)
+                image_close(dst);
+        }
         goto fail;
+    }
+    /* Joined at once: no thread outlives copy_open, whatever fails. */
+    int early_r = early ? join_early_target(early, loop, ep, out, err) : 1;
 
     struct image_open_opts to = {
         .write = true,
@@ -315,9 +371,10 @@ int copy_open(struct loop *loop, const struct copy_spec *spec_in,
         if (!ep->create)
             to.backing_format = NULL;
     }
-    if (ep->create && image_url_is_file(ep->target_url))
+    r = early_r;                    /* 1: not opened yet */
+    if (r == 1 && ep->create && image_url_is_file(ep->target_url))
         r = open_created(loop, &spec, ep, &to, out, err);
-    else
+    else if (r == 1)
         r = open_existing(loop, &spec, ep, &to, out, err);
     if (r < 0) {
         label_error(err, "target", ep->target_label);

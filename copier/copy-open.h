@@ -19,6 +19,13 @@
  *      file of the source: refused before it is created, truncated or
  *      written);
  *   6. copy_job_new (target too small, request size vs block sizes, ...).
+ * An existing raw target on a LUN or NFS (not a file created here, no
+ * keep-backing) opens in another thread while step 2 runs, on a loop of
+ * its own (target-opener.h): such an open writes nothing, and the source
+ * checks of step 5 run once both are open, before anything is written;
+ * the image is then on `loop` like the source.  Errors are the same as
+ * one after the other: a failed source is reported (the target closed
+ * again), then the target's own errors, then the distinct_from rule.
  * On failure everything opened is closed again and `err` says what and
  * where; on success the caller owns the session.
  *
