@@ -145,6 +145,15 @@ void image_read(struct image *img, void *buf, uint64_t offset, size_t len,
     img->ops->read(img, buf, offset, len, cb, opaque);
 }
 
+void image_read_or_zeroes(struct image *img, void *buf, uint64_t offset,
+                          size_t len, image_io_cb cb, void *opaque)
+{
+    if (img->ops->read_or_zeroes)
+        img->ops->read_or_zeroes(img, buf, offset, len, cb, opaque);
+    else
+        img->ops->read(img, buf, offset, len, cb, opaque);
+}
+
 void image_write(struct image *img, const void *buf, uint64_t offset,
                  size_t len, image_io_cb cb, void *opaque)
 {

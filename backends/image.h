@@ -62,6 +62,10 @@ struct extent {
 /* Called when a read, write, write_zeroes or flush finishes. */
 typedef void (*image_io_cb)(void *opaque, int err);
 
+/* What image_read_or_zeroes completes with (instead of 0) when the range
+ * read as zeroes and the buffer was left as it was. */
+#define IMAGE_READ_ZEROES 1
+
 /* Most extents one block_status answer holds (callers size their caches
  * by it; copier/ keeps at most this many per answer). */
 #define IMAGE_MAX_EXTENTS 64
@@ -88,6 +92,15 @@ struct image_ops {
      * image->size are an error (-EINVAL); callers clip. */
     void (*read)(struct image *img, void *buf, uint64_t offset, size_t len,
                  image_io_cb cb, void *opaque);
+
+    /* Like read, for a caller that takes "zeroes" for an answer: where the
+     * backend sees, before copying the data into `buf`, that the whole
+     * range reads as zeroes, it may leave `buf` as it was and complete
+     * with IMAGE_READ_ZEROES instead of 0 (NFS: a READ reply of zeroes is
+     * not copied out of libnfs's buffer).  May be NULL: image_read_or_zeroes
+     * then reads. */
+    void (*read_or_zeroes)(struct image *img, void *buf, uint64_t offset,
+                           size_t len, image_io_cb cb, void *opaque);
 
     /* Write `len` bytes from `buf` at `offset`.  `buf` must stay valid until
      * the callback.  Writes past image->size fail with -ENOSPC unless the
@@ -155,6 +168,11 @@ void image_set_error(struct image *img, const char *fmt, ...)
  * EXTENT_DATA extent (deferred) when the backend has no block_status. */
 void image_read(struct image *img, void *buf, uint64_t offset, size_t len,
                 image_io_cb cb, void *opaque);
+/* img->ops->read_or_zeroes, or image_read when the backend has none: the
+ * callback's err is 0 (buf holds the data), IMAGE_READ_ZEROES (the range
+ * reads as zeroes; buf was not written) or -errno. */
+void image_read_or_zeroes(struct image *img, void *buf, uint64_t offset,
+                          size_t len, image_io_cb cb, void *opaque);
 void image_write(struct image *img, const void *buf, uint64_t offset,
                  size_t len, image_io_cb cb, void *opaque);
 void image_write_zeroes(struct image *img, uint64_t offset, uint64_t len,

@@ -54,6 +54,9 @@ struct nfs_request {
     uint64_t next;              /* first byte not yet handed to a piece */
     unsigned in_flight;         /* pieces outstanding */
     bool issuing;               /* inside issue_pieces(): do not finish */
+    bool zeroes_ok;             /* read_or_zeroes: a reply of zeroes need
+                                 * not be copied into rbuf */
+    bool zeroes;                /* ... and was not: IMAGE_READ_ZEROES */
     int err;                    /* first error, 0 if none */
     image_io_cb cb;
     void *opaque;
@@ -140,6 +143,8 @@ static void request_finish(struct nfs_request *req, bool from_issue)
     image_io_cb cb = req->cb;
     void *opaque = req->opaque;
     int err = req->err;
+    if (!err && req->zeroes)
+        err = IMAGE_READ_ZEROES;
     if (!err && req->op != NFS_OP_READ && req->end > ni->img->size)
         ni->img->size = req->end;       /* growable file got longer */
     free(req);
@@ -242,6 +247,17 @@ static void fstat_at_eof_cb(int status, struct nfs_context *nfs, void *data,
     piece_done(p);
 }
 
+/* Whether the `n` bytes at `p` are all zero: a zero head of 16 bytes,
+ * and every byte equal to the one 16 before it. */
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    size_t head = n < 16 ? n : 16;
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
+}
+
 static void read_cb(int status, struct nfs_context *nfs, void *data,
                     void *private_data)
 {
@@ -277,7 +293,11 @@ static void read_cb(int status, struct nfs_context *nfs, void *data,
         p->pend.sent_ns = loop_now_ns();
         return;
     }
-    memcpy(req->rbuf + (p->offset - req->start), data, got);
+    if (req->zeroes_ok && got == req->end - req->start &&
+        all_zero(data, (size_t)got))
+        req->zeroes = true;     /* the whole request in one reply */
+    else
+        memcpy(req->rbuf + (p->offset - req->start), data, got);
     p->offset += got;
     p->len -= got;
     piece_continue(p);
@@ -388,7 +408,7 @@ static void issue_pieces(struct nfs_request *req, bool from_issue)
 /* Common entry of read, write and write_zeroes after range checks. */
 static void request_start(struct image *img, enum nfs_op op, uint8_t *rbuf,
                           const uint8_t *wbuf, uint64_t offset, uint64_t len,
-                          image_io_cb cb, void *opaque)
+                          bool zeroes_ok, image_io_cb cb, void *opaque)
 {
     struct nfs_image *ni = nfs_of(img);
     if (ni->dead) {
@@ -407,7 +427,7 @@ static void request_start(struct image *img, enum nfs_op op, uint8_t *rbuf,
     *req = (struct nfs_request){
         .ni = ni, .op = op, .rbuf = rbuf, .wbuf = wbuf,
         .start = offset, .end = offset + len, .next = offset,
-        .cb = cb, .opaque = opaque,
+        .zeroes_ok = zeroes_ok, .cb = cb, .opaque = opaque,
     };
     issue_pieces(req, true);
 }
@@ -432,8 +452,9 @@ static int check_write_range(struct image *img, uint64_t offset, uint64_t len)
     return 0;
 }
 
-static void nfs_img_read(struct image *img, void *buf, uint64_t offset,
-                         size_t len, image_io_cb cb, void *opaque)
+static void read_request(struct image *img, void *buf, uint64_t offset,
+                         size_t len, bool zeroes_ok, image_io_cb cb,
+                         void *opaque)
 {
     if (offset > img->size || len > img->size - offset) {
         image_set_error(img, "read of %zu bytes at offset %" PRIu64
@@ -442,7 +463,24 @@ static void nfs_img_read(struct image *img, void *buf, uint64_t offset,
         image_complete_later(img, cb, opaque, -EINVAL);
         return;
     }
-    request_start(img, NFS_OP_READ, buf, NULL, offset, len, cb, opaque);
+    request_start(img, NFS_OP_READ, buf, NULL, offset, len, zeroes_ok, cb,
+                  opaque);
+}
+
+static void nfs_img_read(struct image *img, void *buf, uint64_t offset,
+                         size_t len, image_io_cb cb, void *opaque)
+{
+    read_request(img, buf, offset, len, false, cb, opaque);
+}
+
+/* A request answered by one READ reply of zeroes is not copied out of
+ * libnfs's buffer (about half of a copy's memmove for a raw image with
+ * holes, which NFSv3 cannot skip: it has no SEEK_DATA). */
+static void nfs_img_read_or_zeroes(struct image *img, void *buf,
+                                   uint64_t offset, size_t len,
+                                   image_io_cb cb, void *opaque)
+{
+    read_request(img, buf, offset, len, true, cb, opaque);
 }
 
 static void nfs_img_write(struct image *img, const void *buf, uint64_t offset,
@@ -453,7 +491,8 @@ static void nfs_img_write(struct image *img, const void *buf, uint64_t offset,
         image_complete_later(img, cb, opaque, r);
         return;
     }
-    request_start(img, NFS_OP_WRITE, NULL, buf, offset, len, cb, opaque);
+    request_start(img, NFS_OP_WRITE, NULL, buf, offset, len, false, cb,
+                  opaque);
 }
 
 static void nfs_img_write_zeroes(struct image *img, uint64_t offset,
@@ -466,7 +505,8 @@ static void nfs_img_write_zeroes(struct image *img, uint64_t offset,
         image_complete_later(img, cb, opaque, r);
         return;
     }
-    request_start(img, NFS_OP_ZEROES, NULL, NULL, offset, len, cb, opaque);
+    request_start(img, NFS_OP_ZEROES, NULL, NULL, offset, len, false, cb,
+                  opaque);
 }
 
 /* A COMMIT (flush), or a SETATTR of the size (truncate): one call on the
@@ -637,6 +677,7 @@ static int nfs_img_close(struct image *img)
 const struct image_ops nfs_image_ops = {
     .name = "nfs",
     .read = nfs_img_read,
+    .read_or_zeroes = nfs_img_read_or_zeroes,
     .write = nfs_img_write,
     .write_zeroes = nfs_img_write_zeroes,
     .flush = nfs_img_flush,

@@ -51,6 +51,9 @@ struct request_op {
     uint64_t issued_ns;             /* loop_now_ns() when issued */
     bool sample;                    /* a full-size data op: its latency
                                        goes to the depth controller */
+    bool zeroes;                    /* a read that answered
+                                       IMAGE_READ_ZEROES: its part of buf
+                                       was not written */
 };
 
 struct copy_request {
@@ -66,6 +69,10 @@ struct copy_request {
     unsigned ops_used;              /* entries of `ops` handed out */
     bool failed;                    /* one of its operations failed */
     bool buf_zero;                  /* buf is known to be all zero */
+    unsigned zero_reads;            /* reads that answered
+                                       IMAGE_READ_ZEROES */
+    bool read_zeroes;               /* every read did: written as a zero
+                                       range (buf not looked at) */
     size_t cursor;                  /* strict order: next piece to write */
     struct request_op *ops;         /* max_ops entries */
     struct copy_request *next_free;

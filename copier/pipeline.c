@@ -48,6 +48,7 @@ struct request_op *copy_request_op_take(struct copy_request *r, uint64_t offset)
     op->offset = offset;
     op->issued_ns = loop_now_ns();
     op->sample = false;
+    op->zeroes = false;
     r->ops_pending++;
     r->job->ops_inflight++;
     return op;
@@ -165,7 +166,7 @@ static bool issue_next_piece(struct copy_request *r)
             r->cursor = r->length;
             continue;
         }
-        if (r->kind == REQ_ZERO) {
+        if (r->kind == REQ_ZERO || r->read_zeroes) {
             r->cursor = r->length;
             if (skip)
                 continue;
@@ -263,6 +264,30 @@ static void request_ready(struct copy_request *r)
         request_write(r);
 }
 
+/* Reads that answered IMAGE_READ_ZEROES left their part of the buffer as
+ * it was: a request that read as zeroes entirely is written as a zero
+ * range, as zero detection would have found; else those parts are zeroed
+ * for it. */
+static void settle_zero_reads(struct copy_request *r)
+{
+    struct copy_job *job = r->job;
+    if (r->zero_reads == r->ops_used) {
+        r->read_zeroes = true;
+        return;
+    }
+    size_t maxr = max_len(job->src);
+    for (unsigned i = 0; i < r->ops_used; i++) {
+        const struct request_op *op = &r->ops[i];
+        if (!op->zeroes)
+            continue;
+        uint64_t pos = op->offset - r->offset;
+        uint64_t len = r->length - pos;
+        if (maxr && len > maxr)
+            len = maxr;
+        memset(r->buf + pos, 0, len);
+    }
+}
+
 static void read_done(void *opaque, int err)
 {
     struct request_op *op = opaque;
@@ -270,6 +295,11 @@ static void read_done(void *opaque, int err)
     struct copy_job *job = r->job;
     r->ops_pending--;
     job->ops_inflight--;
+    if (err == IMAGE_READ_ZEROES) {
+        op->zeroes = true;
+        r->zero_reads++;
+        err = 0;
+    }
     if (err) {
         r->failed = true;
         copy_job_fail(job, "read", job->src, (int64_t)op->offset, err);
@@ -277,10 +307,13 @@ static void read_done(void *opaque, int err)
         sample_op(job, op, DEPTH_READ);
     }
     if (r->ops_pending == 0) {
-        if (r->failed || job->stopping)
+        if (r->failed || job->stopping) {
             slot_release(job, r);
-        else
+        } else {
+            if (r->zero_reads)
+                settle_zero_reads(r);
             request_ready(r);
+        }
     }
     copy_job_pump(job);
 }
@@ -291,6 +324,8 @@ static void start_read(struct copy_request *r)
     size_t maxr = max_len(job->src);
     r->state = REQ_READING;
     r->buf_zero = false;
+    r->zero_reads = 0;
+    r->read_zeroes = false;
     /* Zero the padding a short last write may carry (target_len). */
     uint64_t db = job->dst->block_size ? job->dst->block_size : 1;
     uint64_t padded = round_up(r->length, db);
@@ -302,8 +337,14 @@ static void start_read(struct copy_request *r)
             len = maxr;
         struct request_op *op = copy_request_op_take(r, r->offset + pos);
         op->sample = full_size(job, job->src, len);
-        image_read(job->src, r->buf + pos, r->offset + pos, len, read_done,
-                   op);
+        /* With zero detection on, a backend may answer "zeroes" instead
+         * of filling the buffer (image_read_or_zeroes). */
+        if (job->opts.sparse)
+            image_read_or_zeroes(job->src, r->buf + pos, r->offset + pos,
+                                 len, read_done, op);
+        else
+            image_read(job->src, r->buf + pos, r->offset + pos, len,
+                       read_done, op);
         pos += len;
     }
 }
@@ -322,6 +363,8 @@ void pipeline_fill(struct copy_job *job)
         r->offset = offset;
         r->length = length;
         r->kind = kind;
+        r->read_zeroes = false;
+        r->zero_reads = 0;
         job->tickets[r->seq % job->nticket] =
             (struct copy_ticket){ offset + length, r, false };
         bool needs_buf = kind == REQ_DATA ||

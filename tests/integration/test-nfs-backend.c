@@ -497,6 +497,86 @@ static void test_read_past_shrunk_file(void **state)
     close_ok(img);
 }
 
+/* image_read_or_zeroes: a request answered by one READ reply of zeroes
+ * completes with IMAGE_READ_ZEROES and leaves the buffer as it was (a hole
+ * and written zeroes alike); data, and a request the server answers in
+ * several READs, fill the buffer and complete with 0; image_read always
+ * fills it. */
+struct answer {
+    int err;
+    bool done;
+};
+
+static void answer_cb(void *opaque, int err)
+{
+    struct answer *a = opaque;
+    a->err = err;
+    a->done = true;
+}
+
+static int read_or_zeroes_sync(struct image *img, void *buf, uint64_t off,
+                               size_t len)
+{
+    struct answer a = { 0, false };
+    image_read_or_zeroes(img, buf, off, len, answer_cb, &a);
+    assert_int_equal(loop_run_until(loop, &a.done), 0);
+    return a.err;
+}
+
+static void test_read_or_zeroes(void **state)
+{
+    (void)state;
+    /* [0, 1M) data, [1M, 2M) written zeroes, [2M, 4M) a hole (never
+     * written), the last byte data */
+    static uint8_t data[MiB];
+    fill_random(data, sizeof data, 9);
+    struct image *img = open_ok("read-zeroes.img",
+                                target_opts(true, false, 4 * MiB, false));
+    assert_int_equal(image_write_sync(img, data, 0, MiB), 0);
+    static uint8_t zero[MiB];
+    assert_int_equal(image_write_sync(img, zero, MiB, MiB), 0);
+    uint8_t one = 0x5a;
+    assert_int_equal(image_write_sync(img, &one, 4 * MiB - 1, 1), 0);
+    assert_int_equal(image_flush_sync(img), 0);
+
+    static uint8_t buf[2 * MiB];
+    size_t readmax = ((struct nfs_image *)img->priv)->readmax;
+    memset(buf, 0xAA, sizeof buf);
+    assert_int_equal(read_or_zeroes_sync(img, buf, 0, MiB), 0);
+    assert_memory_equal(buf, data, MiB);
+    size_t half = readmax < MiB / 2 ? readmax : MiB / 2;
+    for (uint64_t off = MiB; off < 3 * MiB; off += half) {
+        memset(buf, 0xAA, sizeof buf);
+        assert_int_equal(read_or_zeroes_sync(img, buf, off, half),
+                         IMAGE_READ_ZEROES);
+        for (size_t i = 0; i < half; i++)
+            if (buf[i] != 0xAA)
+                fail_msg("zeroes at %" PRIu64 " were copied", off);
+    }
+    /* zeroes, then the data byte at the very end */
+    memset(buf, 0xAA, sizeof buf);
+    assert_int_equal(read_or_zeroes_sync(img, buf, 3 * MiB, MiB), 0);
+    for (size_t i = 0; i < MiB - 1; i++)
+        if (buf[i] != 0)
+            fail_msg("byte %zu of the last MiB reads %#x", i, buf[i]);
+    assert_int_equal(buf[MiB - 1], 0x5a);
+    /* more than one READ: filled, never "zeroes" */
+    if (readmax < 2 * MiB) {
+        memset(buf, 0xAA, sizeof buf);
+        assert_int_equal(read_or_zeroes_sync(img, buf, MiB, 2 * MiB), 0);
+        for (size_t i = 0; i < 2 * MiB; i++)
+            if (buf[i] != 0)
+                fail_msg("byte %zu of a split read reads %#x", i, buf[i]);
+    }
+    /* plain reads always fill */
+    memset(buf, 0xAA, sizeof buf);
+    assert_int_equal(image_read_sync(img, buf, MiB, MiB), 0);
+    for (size_t i = 0; i < MiB; i++)
+        if (buf[i] != 0)
+            fail_msg("image_read left byte %zu as %#x", i, buf[i]);
+    close_ok(img);
+}
+
 /* The TCP connection to the server is cut under the image (ss -K): libnfs
  * reconnects and re-sends, so requests issued afterwards still succeed.
  * Skipped where the kernel cannot destroy sockets (no INET_DIAG_DESTROY
@@ -785,6 +865,7 @@ int main(void)
         cmocka_unit_test(test_existing_refused_without_overwrite),
         cmocka_unit_test(test_empty_existing_file_is_accepted),
         cmocka_unit_test(test_source_is_read_only),
+        cmocka_unit_test(test_read_or_zeroes),
         cmocka_unit_test(test_growable_and_fixed_size),
         cmocka_unit_test(test_read_write_8m_odd_offsets),
         cmocka_unit_test(test_many_concurrent_requests),

@@ -18,6 +18,7 @@ struct fake_req {
     uint64_t offset, length;
     unsigned flags;
     int err;
+    bool may_answer_zeroes;         /* read_or_zeroes */
     unsigned rounds;
     image_io_cb cb;
     image_extents_cb ecb;
@@ -175,6 +176,22 @@ static void block_status_answer(struct fake_req *q)
     free(out);
 }
 
+/* Whether [off, off+len) of the image reads as zeroes. */
+static bool range_is_zero(struct fake_image *f, uint64_t off, uint64_t len)
+{
+    unsigned char b[4096];
+    while (len) {
+        size_t n = len < sizeof b ? (size_t)len : sizeof b;
+        load(f, off, b, n);
+        for (size_t i = 0; i < n; i++)
+            if (b[i])
+                return false;
+        off += n;
+        len -= n;
+    }
+    return true;
+}
+
 static void finish(void *p)
 {
     struct fake_req *q = p;
@@ -188,7 +205,13 @@ static void finish(void *p)
     if (!q->err) {
         switch (q->op) {
         case FAKE_READ:
-            load(f, q->offset, q->rbuf, q->length);
+            if (q->may_answer_zeroes && f->cfg.answers_zeroes &&
+                range_is_zero(f, q->offset, q->length)) {
+                q->err = IMAGE_READ_ZEROES;     /* rbuf stays as it was */
+                f->stats.zero_answers++;
+            } else {
+                load(f, q->offset, q->rbuf, q->length);
+            }
             break;
         case FAKE_WRITE:
             store(f, q->offset, q->wbuf, q->length);
@@ -340,6 +363,21 @@ static void fake_read(struct image *img, void *buf, uint64_t offset,
     submit(f, q);
 }
 
+static void fake_read_or_zeroes(struct image *img, void *buf,
+                                uint64_t offset, size_t len, image_io_cb cb,
+                                void *opaque)
+{
+    struct fake_image *f = img->priv;
+    struct fake_req *q = req_new(img, FAKE_READ, offset, len);
+    q->rbuf = buf;
+    q->cb = cb;
+    q->opaque = opaque;
+    q->may_answer_zeroes = true;
+    f->stats.reads++;
+    f->stats.bytes_read += len;
+    submit(f, q);
+}
+
 static void fake_write(struct image *img, const void *buf, uint64_t offset,
                        size_t len, image_io_cb cb, void *opaque)
 {
@@ -423,6 +461,7 @@ static int fake_close(struct image *img)
 static const struct image_ops fake_ops = {
     .name = "fake",
     .read = fake_read,
+    .read_or_zeroes = fake_read_or_zeroes,
     .write = fake_write,
     .write_zeroes = fake_write_zeroes,
     .flush = fake_flush,
@@ -433,6 +472,7 @@ static const struct image_ops fake_ops = {
 static const struct image_ops fake_ops_no_status = {
     .name = "fake",
     .read = fake_read,
+    .read_or_zeroes = fake_read_or_zeroes,
     .write = fake_write,
     .write_zeroes = fake_write_zeroes,
     .flush = fake_flush,

@@ -38,6 +38,9 @@ struct fake_config {
     bool read_only;
     bool reads_as_zero;
     bool no_block_status;           /* ops->block_status = NULL */
+    /* read_or_zeroes answers IMAGE_READ_ZEROES (buffer untouched) for a
+     * range that is all zero; off: it reads like read */
+    bool answers_zeroes;
     unsigned max_extents_per_reply; /* 0: unlimited */
     unsigned max_delay_rounds;      /* each op: 0..N extra loop iterations */
     unsigned max_delay_ms;          /* each op: 0..N ms on a loop timer */
@@ -73,6 +76,7 @@ struct fake_stats {
     unsigned other_inflight;                    /* flush, block status */
     uint64_t reads, writes, zero_ops, flushes, block_status_calls;
     uint64_t bytes_read, bytes_written, bytes_zeroed;
+    uint64_t zero_answers;                      /* IMAGE_READ_ZEROES sent */
     uint64_t max_block_status_end;              /* offset + length asked */
     uint64_t misaligned;                        /* ops refused: alignment */
     uint64_t too_long;                          /* ops over max_request */

@@ -807,6 +807,49 @@ static void test_sparse_zero_writes_every_byte(void **state)
     pair_close(&p);
 }
 
+/* A source that answers "zeroes" for reads of all-zero ranges without
+ * filling the buffer (image_read_or_zeroes, as NFS does): the target gets
+ * zeroes there, never a buffer's stale bytes — whole requests that read as
+ * zeroes become zero writes, and the zero parts of a request read in
+ * several pieces are zeroed for it.  Two buffers only, so every buffer
+ * held data before. */
+static void test_reads_answered_as_zeroes(void **state)
+{
+    (void)state;
+    for (int variant = 0; variant < 2; variant++) {
+        uint64_t size = 8 * MiB;
+        struct fake_config sc = { .size = size, .block_size = 512,
+                                  .no_block_status = true,
+                                  .answers_zeroes = true,
+                                  .max_request = variant ? 64 * KiB : 0,
+                                  .max_delay_rounds = 3, .seed = 71 };
+        struct fake_config dc = { .size = size, .block_size = 512,
+                                  .max_delay_rounds = 3, .seed = 72 };
+        struct pair p;
+        pair_open(&p, &sc, &dc);
+        /* 1 MiB of data, then 96 KiB of data, 160 KiB of zeroes, over and
+         * over: requests of
+         * 256 KiB (variant 1: read as 4 pieces) hold both; requests of
+         * 64 KiB (variant 0) are either */
+        fill_pattern(p.src, 0, MiB, 0x11);      /* both buffers hold data */
+        for (uint64_t at = MiB; at < size; at += 256 * KiB)
+            fill_pattern(p.src, at, 96 * KiB, (unsigned char)(1 + at / MiB));
+        fill_pattern(p.dst, 0, size, 0xAA);     /* stale target data */
+        struct copy_options o;
+        copy_options_init(&o);
+        o.request_size = variant ? 256 * KiB : 64 * KiB;
+        o.requests = 2;
+        struct run r = { 0 };
+        run_job(p.src, p.dst, &o, &r);
+        assert_int_equal(r.final.state, COPY_DONE);
+        assert_same(p.src, p.dst, 0, size);
+        assert_true(p.src->stats.zero_answers > 0);
+        if (variant == 0)
+            assert_true(p.dst->stats.zero_ops > 0);
+        pair_close(&p);
+    }
+}
+
 static void test_target_is_zero_skips_holes(void **state)
 {
     (void)state;
@@ -1210,6 +1253,7 @@ int main(void)
         cmocka_unit_test(test_memory_bound_on_1tib_sparse_image),
         cmocka_unit_test(test_zero_requests_capped_and_unmap),
         cmocka_unit_test(test_sparse_zero_writes_every_byte),
+        cmocka_unit_test(test_reads_answered_as_zeroes),
         cmocka_unit_test(test_target_is_zero_skips_holes),
         cmocka_unit_test(test_skip_backing_skips_inherited_writes_zero_ranges),
         cmocka_unit_test(test_skip_backing_refusals),
