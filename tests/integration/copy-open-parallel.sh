@@ -17,27 +17,11 @@ PROXY=$BUILD_DIR/scripts/delay-proxy
 command -v strace >/dev/null || { log "no strace; skipping"; exit 77; }
 
 MiB=1048576
-rpc_port() {
-    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
-}
-nfs_port=$(rpc_port 100003)
-mnt_port=$(rpc_port 100005)
-iscsi_port=${ISCSI_PORTAL##*:}
-[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
+server_ports
 
 out=$SCRATCH/proxy.out
-"$PROXY" -d 100 "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port" > "$out" &
-proxy_pid=$!
-stop_proxy() { kill "$proxy_pid" 2>/dev/null || true; }
-on_exit stop_proxy
-for _ in $(seq 100); do
-    grep -qx ready "$out" && break
-    kill -0 "$proxy_pid" 2>/dev/null || fail "delay-proxy exited: $(cat "$out")"
-    sleep 0.05
-done
-grep -qx ready "$out" || fail "delay-proxy not ready"
-port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$out"; }
-p_mnt=$(port_for "$mnt_port") p_nfs=$(port_for "$nfs_port")
+start_delay_proxy "$out" -d 100 "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port"
+p_mnt=$(proxy_port "$out" "$mnt_port") p_nfs=$(proxy_port "$out" "$nfs_port")
 [[ -n $p_mnt && -n $p_nfs ]] || fail "proxy ports missing: $(cat "$out")"
 slow() { echo "$NFS_URL/$1?nfsport=$p_nfs&mountport=$p_mnt"; }
 

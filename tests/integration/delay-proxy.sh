@@ -13,14 +13,7 @@ PROXY=$BUILD_DIR/scripts/delay-proxy
 SHIM=$BUILD_DIR/scripts/connect-shim.so
 [[ -x $PROXY && -f $SHIM ]] || fail "$PROXY or $SHIM not built"
 
-# rpc_port PROGRAM: the TCP port rpcbind has for PROGRAM version 3.
-rpc_port() {
-    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
-}
-nfs_port=$(rpc_port 100003)
-mnt_port=$(rpc_port 100005)
-iscsi_port=${ISCSI_PORTAL##*:}
-[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
+server_ports
 
 # Bad invocations are refused.
 if "$PROXY" 2>/dev/null; then fail "delay-proxy without mappings succeeded"; fi
@@ -28,21 +21,12 @@ if "$PROXY" -d x 1:127.0.0.1:2 2>/dev/null; then fail "delay-proxy -d x succeede
 if "$PROXY" 99999:127.0.0.1:2 2>/dev/null; then fail "delay-proxy with port 99999 succeeded"; fi
 
 out=$SCRATCH/proxy.out
-"$PROXY" -d 5 -P "$SCRATCH/proxy.pid" 0:127.0.0.1:111 "0:127.0.0.1:$mnt_port" \
-    "0:127.0.0.1:$nfs_port" "0:127.0.0.1:$iscsi_port" > "$out" &
-proxy_pid=$!
-stop_proxy() { kill "$proxy_pid" 2>/dev/null || true; }
-on_exit stop_proxy
-for _ in $(seq 100); do
-    grep -qx ready "$out" && break
-    kill -0 "$proxy_pid" 2>/dev/null || fail "delay-proxy exited: $(cat "$out")"
-    sleep 0.05
-done
-grep -qx ready "$out" || fail "delay-proxy not ready"
+start_delay_proxy "$out" -d 5 -P "$SCRATCH/proxy.pid" 0:127.0.0.1:111 \
+    "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port" "0:127.0.0.1:$iscsi_port"
+proxy_pid=$DELAY_PROXY_PID
 [[ $(cat "$SCRATCH/proxy.pid") == "$proxy_pid" ]] || fail "pid file does not hold the proxy's pid"
-port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$out"; }
-p_rpc=$(port_for 111) p_mnt=$(port_for "$mnt_port") p_nfs=$(port_for "$nfs_port")
-p_iscsi=$(port_for "$iscsi_port")
+p_rpc=$(proxy_port "$out" 111) p_mnt=$(proxy_port "$out" "$mnt_port")
+p_nfs=$(proxy_port "$out" "$nfs_port") p_iscsi=$(proxy_port "$out" "$iscsi_port")
 [[ -n $p_rpc && -n $p_mnt && -n $p_nfs && -n $p_iscsi ]] || fail "proxy ports missing: $(cat "$out")"
 
 head -c $((24 * 1048576 + 4096)) /dev/urandom > "$SCRATCH/src.raw"

@@ -25,30 +25,15 @@
 PROXY=$BUILD_DIR/scripts/delay-proxy
 [[ -x $PROXY ]] || fail "$PROXY not built"
 
-rpc_port() {
-    rpcinfo -p 127.0.0.1 | awk -v p="$1" '$1 == p && $2 == 3 && $3 == "tcp" { print $4; exit }'
-}
-nfs_port=$(rpc_port 100003)
-mnt_port=$(rpc_port 100005)
-iscsi_port=${ISCSI_PORTAL##*:}
-[[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
+server_ports
 
 proxy_out=$SCRATCH/proxy.out
 proxy_ctl=$SCRATCH/proxy.ctl
-"$PROXY" -c "$proxy_ctl" "0:127.0.0.1:$mnt_port" "0:127.0.0.1:$nfs_port" \
-    "0:127.0.0.1:$iscsi_port" > "$proxy_out" &
-_fp_pid=$!
-_fp_stop() { kill "$_fp_pid" 2>/dev/null || true; }
-on_exit _fp_stop
-for _ in $(seq 100); do
-    grep -qx ready "$proxy_out" && break
-    kill -0 "$_fp_pid" 2>/dev/null || fail "delay-proxy exited: $(cat "$proxy_out")"
-    sleep 0.05
-done
-grep -qx ready "$proxy_out" || fail "delay-proxy not ready"
-_fp_port_for() { awk -v t="127.0.0.1:$1" '$1 == "listen" && $3 == t { print $2; exit }' "$proxy_out"; }
-p_mnt=$(_fp_port_for "$mnt_port") p_nfs=$(_fp_port_for "$nfs_port")
-p_iscsi=$(_fp_port_for "$iscsi_port")
+start_delay_proxy "$proxy_out" -c "$proxy_ctl" "0:127.0.0.1:$mnt_port" \
+    "0:127.0.0.1:$nfs_port" "0:127.0.0.1:$iscsi_port"
+p_mnt=$(proxy_port "$proxy_out" "$mnt_port")
+p_nfs=$(proxy_port "$proxy_out" "$nfs_port")
+p_iscsi=$(proxy_port "$proxy_out" "$iscsi_port")
 
 ctl() {
     local n

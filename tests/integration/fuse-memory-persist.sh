@@ -28,18 +28,10 @@ fresh_targets() {
 }
 
 mount_fg() {
-    "$IMGFS" mount -f -o "state=$STATE,max_jobs=1" "$MNT" \
+    fuse_mount_fg "$MNT" -o "state=$STATE,max_jobs=1" \
         "slowsrc=$SCRATCH/slow-src.raw" "slowdst=$SCRATCH/slow-dst.raw" \
-        "src=$SCRATCH/src.raw" "dst=$SCRATCH/dst.raw" 2>> "$SCRATCH/mount.log" &
-    PID=$!
-    on_exit _fuse_cleanup "$MNT" "$PID"
-    local i
-    for ((i = 0; i < 600; i++)); do
-        mountpoint -q "$MNT" && return 0
-        kill -0 "$PID" 2>/dev/null || { cat "$SCRATCH/mount.log" >&2; fail "imgfs mount exited"; }
-        sleep 0.1
-    done
-    fail "$MNT did not become a mount point"
+        "src=$SCRATCH/src.raw" "dst=$SCRATCH/dst.raw"
+    PID=$FUSE_PID
 }
 
 state_file() { ls "$STATE"/*/"$1".state 2>/dev/null | head -n 1; }

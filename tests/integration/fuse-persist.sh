@@ -28,17 +28,8 @@ mkdir -p "$MNT"
 
 # mount_fg: imgfs mount -f with the state directory, in the background.
 mount_fg() {
-    "$IMGFS" mount -f -o "state=$STATE" "$@" "$MNT" "src=$SCRATCH/src.raw" "lun=$LUN" \
-        2>> "$SCRATCH/mount.log" &
-    PID=$!
-    on_exit _fuse_cleanup "$MNT" "$PID"
-    local i
-    for ((i = 0; i < 600; i++)); do
-        mountpoint -q "$MNT" && return 0
-        kill -0 "$PID" 2>/dev/null || { cat "$SCRATCH/mount.log" >&2; fail "imgfs mount exited"; }
-        sleep 0.1
-    done
-    fail "$MNT did not become a mount point"
+    fuse_mount_fg "$MNT" -o "state=$STATE" "$@" "src=$SCRATCH/src.raw" "lun=$LUN"
+    PID=$FUSE_PID
 }
 
 state_file() { ls "$STATE"/*/r.state 2>/dev/null | head -n 1; }

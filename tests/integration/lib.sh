@@ -181,3 +181,39 @@ same_as_lun() {
     out=$(qemu-img compare -f raw -F raw "$1" "$2" 2>&1) ||
         fail "$3: $2 differs from $1: $out"
 }
+
+_lib_stop_pid() { kill "$1" 2>/dev/null || true; }
+
+# start_delay_proxy OUT ARGS...: run scripts/delay-proxy ARGS with its
+# listen lines in OUT, stopped when the test exits; waits for "ready".
+# DELAY_PROXY_PID is its pid.
+start_delay_proxy() {
+    local out=$1
+    shift
+    "$BUILD_DIR/scripts/delay-proxy" "$@" > "$out" &
+    DELAY_PROXY_PID=$!
+    on_exit _lib_stop_pid "$DELAY_PROXY_PID"
+    for _ in $(seq 100); do
+        grep -qx ready "$out" && return 0
+        kill -0 "$DELAY_PROXY_PID" 2>/dev/null || fail "delay-proxy exited: $(cat "$out")"
+        sleep 0.05
+    done
+    fail "delay-proxy not ready"
+}
+
+# proxy_port OUT PORT: the port the proxy whose listen lines are in OUT
+# listens on for 127.0.0.1:PORT.
+proxy_port() {
+    awk -v t="127.0.0.1:$2" '$1 == "listen" && $3 == t { print $2; exit }' "$1"
+}
+
+# server_ports: set nfs_port and mnt_port (what rpcbind has for nfsd and
+# mountd version 3, TCP) and iscsi_port (the portal's), for delay proxies.
+server_ports() {
+    local rpc
+    rpc=$(rpcinfo -p 127.0.0.1) || fail "rpcinfo -p 127.0.0.1 failed"
+    nfs_port=$(awk '$1 == 100003 && $2 == 3 && $3 == "tcp" { print $4; exit }' <<< "$rpc")
+    mnt_port=$(awk '$1 == 100005 && $2 == 3 && $3 == "tcp" { print $4; exit }' <<< "$rpc")
+    iscsi_port=${ISCSI_PORTAL##*:}
+    [[ -n $nfs_port && -n $mnt_port ]] || fail "rpcbind does not know nfsd/mountd"
+}

@@ -350,32 +350,32 @@ static void log_op(struct fake_image *f, enum fake_op op, uint64_t offset,
 
 /* ---- the vtable ---------------------------------------------------------- */
 
-static void fake_read(struct image *img, void *buf, uint64_t offset,
-                      size_t len, image_io_cb cb, void *opaque)
+static void read_req(struct image *img, void *buf, uint64_t offset,
+                     size_t len, bool may_answer_zeroes, image_io_cb cb,
+                     void *opaque)
 {
     struct fake_image *f = img->priv;
     struct fake_req *q = req_new(img, FAKE_READ, offset, len);
     q->rbuf = buf;
     q->cb = cb;
     q->opaque = opaque;
+    q->may_answer_zeroes = may_answer_zeroes;
     f->stats.reads++;
     f->stats.bytes_read += len;
     submit(f, q);
+}
+
+static void fake_read(struct image *img, void *buf, uint64_t offset,
+                      size_t len, image_io_cb cb, void *opaque)
+{
+    read_req(img, buf, offset, len, false, cb, opaque);
 }
 
 static void fake_read_or_zeroes(struct image *img, void *buf,
                                 uint64_t offset, size_t len, image_io_cb cb,
                                 void *opaque)
 {
-    struct fake_image *f = img->priv;
-    struct fake_req *q = req_new(img, FAKE_READ, offset, len);
-    q->rbuf = buf;
-    q->cb = cb;
-    q->opaque = opaque;
-    q->may_answer_zeroes = true;
-    f->stats.reads++;
-    f->stats.bytes_read += len;
-    submit(f, q);
+    read_req(img, buf, offset, len, true, cb, opaque);
 }
 
 static void fake_write(struct image *img, const void *buf, uint64_t offset,
