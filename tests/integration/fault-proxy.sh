@@ -177,3 +177,17 @@ same_as_nfs() {
     out=$(qemu-img compare -f raw -F "$3" "$1" "$(nfs_qemu_url "$2")" 2>&1) ||
         fail "$4: $2 differs from $1: $out"
 }
+
+# fault_sources SIZE [nohole]: $SCRATCH/src.raw, SIZE random bytes with a
+# zero run at 8-12 MiB (unless nohole), and its qcow2 conversion
+# $SCRATCH/src.qcow2, both put on NFS; their names in $src and $src_qcow2.
+fault_sources() {
+    head -c "$1" /dev/urandom > "$SCRATCH/src.raw"
+    [[ ${2:-} == nohole ]] ||
+        dd if=/dev/zero of="$SCRATCH/src.raw" bs=1M seek=8 count=4 conv=notrunc status=none
+    qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
+    src=$(nfs_name src.raw)
+    src_qcow2=$(nfs_name src.qcow2)
+    nfs_put "$SCRATCH/src.raw" "$src"
+    nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
+}

@@ -34,13 +34,8 @@ OUTAGE=120          # far longer; lifted by hand once the copy failed
 
 # ---- images ------------------------------------------------------------
 SIZE=$((24 * 1048576))
-head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
-dd if=/dev/zero of="$SCRATCH/src.raw" bs=1M seek=8 count=4 conv=notrunc status=none
-qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
-src_raw=$(nfs_name src.raw)
-src_qcow2=$(nfs_name src.qcow2)
-nfs_put "$SCRATCH/src.raw" "$src_raw"
-nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
+fault_sources $SIZE
+src_raw=$src
 # LUN -> NFS sources: one LUN with the raw image, one holding the qcow2 file.
 new_lun 24M 512 thin
 lun_raw=$LUN_URL

@@ -34,13 +34,7 @@ lsan_slow_unwind
 . "$(dirname "$0")/fault-proxy.sh"
 
 SIZE=$((32 * 1048576))
-head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
-dd if=/dev/zero of="$SCRATCH/src.raw" bs=1M seek=8 count=4 conv=notrunc status=none
-qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
-src=$(nfs_name src.raw)
-src_qcow2=$(nfs_name src.qcow2)
-nfs_put "$SCRATCH/src.raw" "$src"
-nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
+fault_sources $SIZE
 new_lun 32M 512 thin
 lun=$LUN_URL
 # LUN -> NFS source: a LUN holding the raw image.

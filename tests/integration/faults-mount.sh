@@ -42,13 +42,7 @@ OUTAGE=120
 
 # ---- images and the mount -----------------------------------------------
 SIZE=$((24 * 1048576))
-head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
-dd if=/dev/zero of="$SCRATCH/src.raw" bs=1M seek=8 count=4 conv=notrunc status=none
-qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
-src=$(nfs_name src.raw)
-src_qcow2=$(nfs_name src.qcow2)
-nfs_put "$SCRATCH/src.raw" "$src"
-nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
+fault_sources $SIZE
 new_lun 24M 512 thin
 lun=$LUN_URL
 # LUN -> NFS sources: the raw image, and a LUN holding the qcow2 file.

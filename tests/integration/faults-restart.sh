@@ -31,12 +31,7 @@ export IMGFS_REQUEST_TIMEOUT=10 IMGFS_RECONNECT_TIMEOUT=90
 . "$(dirname "$0")/fault-proxy.sh"
 
 SIZE=$((48 * 1048576))
-head -c $SIZE /dev/urandom > "$SCRATCH/src.raw"
-qemu-img convert -f raw -O qcow2 "$SCRATCH/src.raw" "$SCRATCH/src.qcow2"
-src=$(nfs_name src.raw)
-src_qcow2=$(nfs_name src.qcow2)
-nfs_put "$SCRATCH/src.raw" "$src"
-nfs_put "$SCRATCH/src.qcow2" "$src_qcow2"
+fault_sources $SIZE nohole
 new_lun 48M 512 thin
 lun=$LUN_URL
 # LUN -> NFS source: a LUN holding the raw image.
